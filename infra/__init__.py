@@ -1,0 +1,1 @@
+"""Infrastructure: settings, database, migrations, Redis and the embedded servers."""

@@ -1,0 +1,1 @@
+"""Wire contracts: msgspec Structs for every request and response body, one module per area."""

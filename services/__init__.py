@@ -1,0 +1,1 @@
+"""carebank services: one package per area, plus the app and the CLI."""

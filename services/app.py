@@ -1,0 +1,117 @@
+"""create_app(): the areas' controllers composed with auth, errors, limits, metrics and logs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from litestar import Litestar, Router
+from litestar.exceptions import HTTPException
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.security.jwt import JWTCookieAuth, Token
+
+from infra.db import create_pool
+from infra.logging import configure_logging
+from infra.redis import FailOpenRedisStore, create_redis
+from infra.settings import ConfigError, Settings
+from services.catalog.api import (
+    CarerController,
+    ContractController,
+    PersonController,
+    ProviderController,
+)
+from services.common.auth import Principal, principal_from_token
+from services.common.deps import DEPENDENCIES
+from services.common.domain import RuleError
+from services.common.errors import (
+    http_exception_handler,
+    internal_error_handler,
+    rule_error_handler,
+)
+from services.common.idempotency import idempotency_middleware
+from services.common.middleware import request_id_middleware
+from services.health import HealthController
+from services.identity.api import AuthController, CredentialController, TenantController
+
+PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
+AUTH_COOKIE = "carebank_token"
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The HTTP application; its lifespan owns the PostgreSQL pool and the Redis client."""
+    if not settings.database_url or not settings.redis_url or not settings.jwt_secret:
+        raise ConfigError("create_app needs database_url, redis_url and jwt_secret resolved")
+    configure_logging(settings.log_level)
+    database_url = settings.database_url
+    redis = create_redis(settings.redis_url)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        app.state.pool = await create_pool(
+            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+            await redis.aclose()
+
+    jwt_auth = JWTCookieAuth[Principal, Token](
+        retrieve_user_handler=principal_from_token,
+        token_secret=settings.jwt_secret,
+        default_token_expiration=timedelta(seconds=settings.token_ttl_s),
+        exclude=PUBLIC_PATHS,
+        key=AUTH_COOKIE,
+        samesite="strict",
+        secure=settings.env == "production",
+    )
+    rate_limit = RateLimitConfig(
+        rate_limit=("minute", settings.auth_rate_limit_per_minute), store="rate_limit"
+    )
+    auth_router = Router(path="/", route_handlers=[AuthController], middleware=[rate_limit.middleware])
+    prometheus = PrometheusConfig(app_name="carebank", prefix="carebank", group_path=True)
+
+    app = Litestar(
+        route_handlers=[
+            HealthController,
+            PrometheusController,
+            auth_router,
+            TenantController,
+            CredentialController,
+            ProviderController,
+            CarerController,
+            PersonController,
+            ContractController,
+        ],
+        dependencies=DEPENDENCIES,
+        lifespan=[lifespan],
+        middleware=[request_id_middleware, prometheus.middleware, idempotency_middleware],
+        on_app_init=[jwt_auth.on_app_init],
+        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=False))],
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            RuleError: rule_error_handler,
+            Exception: internal_error_handler,
+        },
+        stores={
+            "rate_limit": FailOpenRedisStore(redis, namespace=f"{{{settings.redis_namespace}}}:ratelimit")
+        },
+        openapi_config=OpenAPIConfig(
+            title="carebank",
+            version="1",
+            description="Electronic home-care monitoring and outcome banking.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )
+    app.state.settings = settings
+    app.state.redis = redis
+    app.state.jwt_auth = jwt_auth
+    return app

@@ -1,0 +1,1 @@
+"""Catalog: providers, carers, people (service users) and contracts."""

@@ -1,0 +1,1 @@
+"""Identity: tenants, credentials, tokens."""

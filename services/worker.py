@@ -1,0 +1,71 @@
+"""`carebank worker`: runs each area's periodic jobs until stopped.
+
+Each job is an async function of a pool, run every `interval_s`; a failing job is logged and
+retried next interval, never allowed to stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from infra.db import create_pool
+from infra.logging import configure_logging
+from infra.settings import Settings
+from services.common import idempotency
+
+log = structlog.get_logger("carebank.worker")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A named periodic job."""
+
+    name: str
+    interval_s: float
+    run: Callable[[asyncpg.Pool], Awaitable[int]]
+
+
+JOBS: list[Job] = [
+    Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
+]
+
+
+async def run_worker(settings: Settings, *, once: bool = False) -> None:
+    """Run every job (once, or forever until SIGINT/SIGTERM)."""
+    configure_logging(settings.log_level)
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url, max_size=4)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if once:
+            for job in JOBS:
+                await _run_job(job, pool)
+            return
+        await asyncio.gather(*(_loop(job, pool, stop) for job in JOBS))
+    finally:
+        await pool.close()
+
+
+async def _loop(job: Job, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await _run_job(job, pool)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=job.interval_s)
+
+
+async def _run_job(job: Job, pool: asyncpg.Pool) -> None:
+    try:
+        count = await job.run(pool)
+        log.info("job_done", job=job.name, count=count)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("job_failed", job=job.name, error=str(exc))
