@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
 Environment = Literal["development", "test", "production"]
+Argon2Profile = Literal["RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"]
 
 
 class ConfigError(RuntimeError):
@@ -34,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max: int = 10
     redis_namespace: str = "carebank"
     log_level: str = "INFO"
+    argon2_profile: Argon2Profile = "RFC_9106_LOW_MEMORY"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -54,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             db_pool_max=_int(env, "CAREBANK_DB_POOL_MAX", 10),
             redis_namespace=env.get("CAREBANK_REDIS_NAMESPACE", "carebank"),
             log_level=env.get("CAREBANK_LOG_LEVEL", "INFO").upper(),
+            argon2_profile=_choice(env, "CAREBANK_ARGON2_PROFILE", "RFC_9106_LOW_MEMORY", Argon2Profile),
         )
         settings.check_production()
         return settings
@@ -75,6 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "CAREBANK_ENV=production needs " + ", ".join(missing) + " set; refusing to start"
             )
+        if self.argon2_profile == "CHEAPEST":
+            raise ConfigError("CAREBANK_ARGON2_PROFILE=CHEAPEST is for tests, never production")
         assert self.jwt_secret is not None
         if len(self.jwt_secret) < 32:
             raise ConfigError("CAREBANK_JWT_SECRET must be at least 32 characters in production")
@@ -88,3 +93,11 @@ def _int(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _choice(env: os._Environ[str] | dict[str, str], name: str, default: str, allowed: object) -> Any:
+    raw = env.get(name) or default
+    choices = get_args(allowed)
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw

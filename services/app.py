@@ -36,6 +36,7 @@ from services.common.errors import (
 from services.common.idempotency import idempotency_middleware
 from services.common.middleware import request_id_middleware
 from services.health import HealthController
+from services.identity.rules import SecretHasher
 from services.identity.api import AuthController, CredentialController, TenantController
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
@@ -114,4 +115,5 @@ def create_app(settings: Settings) -> Litestar:
     app.state.settings = settings
     app.state.redis = redis
     app.state.jwt_auth = jwt_auth
+    app.state.hasher = SecretHasher.for_profile(settings.argon2_profile)
     return app

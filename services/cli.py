@@ -61,7 +61,7 @@ def _credentials_create(args: argparse.Namespace, settings: Settings) -> int:
 
     from schemas.identity import CredentialCreate
     from services.identity.issue import issue_credential
-    from services.identity.rules import Caller, bind_credential
+    from services.identity.rules import Caller, SecretHasher, bind_credential
 
     def uuid_or_none(value: str | None) -> UUID | None:
         return UUID(value) if value else None
@@ -78,7 +78,9 @@ def _credentials_create(args: argparse.Namespace, settings: Settings) -> int:
         await migrate_url(url)
         conn = await connect(url)
         try:
-            secret = await issue_credential(conn, binding, created_by="cli")
+            secret = await issue_credential(
+                conn, SecretHasher.for_profile(settings.argon2_profile), binding, created_by="cli"
+            )
         finally:
             await conn.close()
         return {"client_id": secret.client_id, "client_secret": secret.client_secret}

@@ -40,7 +40,7 @@ class AuthController(Controller):
         self, request: Request[Any, Any, Any], data: JSONBody[TokenRequest], conn: Conn
     ) -> TokenResponse:
         """Exchange a client id and secret for a 15-minute bearer token."""
-        principal = await _authenticate(conn, data.client_id, data.client_secret)
+        principal = await _authenticate(conn, request.app.state.hasher, data.client_id, data.client_secret)
         if principal is None:
             raise problem(401, "invalid_credentials", "unknown client id or wrong secret")
         ttl = request.app.state.settings.token_ttl_s
@@ -52,7 +52,9 @@ class AuthController(Controller):
         return TokenResponse(access_token=token, token_type="Bearer", expires_in=ttl)  # noqa: S106
 
 
-async def _authenticate(conn: asyncpg.Connection, client_id: str, secret: str) -> Principal | None:
+async def _authenticate(
+    conn: asyncpg.Connection, hasher: rules.SecretHasher, client_id: str, secret: str
+) -> Principal | None:
     well_formed, tenant_id = rules.parse_client_id(client_id)
     secret_hash: str | None = None
     row: asyncpg.Record | None = None
@@ -62,7 +64,7 @@ async def _authenticate(conn: asyncpg.Connection, client_id: str, secret: str) -
         row = await store.find_credential(conn, tenant_id, client_id)
         secret_hash = row["secret_hash"] if row else None
     # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
-    if not await asyncio.to_thread(rules.verify_secret, secret_hash, secret):
+    if not await asyncio.to_thread(hasher.verify, secret_hash, secret):
         return None
     if row is None:
         return Principal(client_id=client_id, role="admin")
@@ -114,8 +116,8 @@ class CredentialController(Controller):
 
     @post("/", operation_id="createCredential")
     async def create_credential(
-        self, data: JSONBody[CredentialCreate], conn: Conn, caller: Caller
+        self, request: Request[Any, Any, Any], data: JSONBody[CredentialCreate], conn: Conn, caller: Caller
     ) -> CredentialSecret:
         """Create a credential; the secret is in this answer and nowhere else."""
         binding = rules.bind_credential(rules.Caller(caller.role, caller.tenant_id, caller.provider_id), data)
-        return await issue_credential(conn, binding, created_by=caller.client_id)
+        return await issue_credential(conn, request.app.state.hasher, binding, created_by=caller.client_id)

@@ -14,12 +14,12 @@ from services.identity import rules, store
 
 
 async def issue_credential(
-    conn: asyncpg.Connection, binding: rules.Binding, created_by: str
+    conn: asyncpg.Connection, hasher: rules.SecretHasher, binding: rules.Binding, created_by: str
 ) -> CredentialSecret:
     """Check what the binding names exists and agrees, store the hash, return the secret once."""
     secret = rules.new_secret()
     # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
-    secret_hash = await asyncio.to_thread(rules.hash_secret, secret)
+    secret_hash = await asyncio.to_thread(hasher.hash, secret)
     client_id = rules.new_client_id(binding.tenant_id)
     provider_id = binding.provider_id
     async with conn.transaction():

@@ -9,15 +9,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import holidays
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from schemas.identity import CredentialCreate, Role, TenantCreate
 from services.common.domain import RuleError
 
-_HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verified against when the client id is unknown, so both failures take the same time.
-_DUMMY_HASH = _HASHER.hash("no such credential")
 _TENANT_CLIENT_ID = re.compile(r"^cb_([0-9a-f]{32})_[0-9a-f]{16}$")
 _ADMIN_CLIENT_ID = re.compile(r"^adm_[0-9a-f]{24}$")
 
@@ -44,17 +41,29 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def hash_secret(secret: str) -> str:
-    """argon2id hash of a secret, for storage."""
-    return _HASHER.hash(secret)
+@dataclass(frozen=True)
+class SecretHasher:
+    """argon2id hashing of client secrets with one of argon2-cffi's named parameter profiles."""
 
+    hasher: PasswordHasher
+    dummy_hash: str  # verified against for unknown client ids, so both failures cost the same
 
-def verify_secret(secret_hash: str | None, secret: str) -> bool:
-    """Constant-shape check: an unknown credential still pays for one verification."""
-    try:
-        return _HASHER.verify(secret_hash or _DUMMY_HASH, secret) and secret_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    @classmethod
+    def for_profile(cls, name: str) -> SecretHasher:
+        """`RFC_9106_LOW_MEMORY` (the default), `RFC_9106_HIGH_MEMORY`, or `CHEAPEST` (tests only)."""
+        hasher = PasswordHasher.from_parameters(getattr(profiles, name))
+        return cls(hasher, hasher.hash("no such credential"))
+
+    def hash(self, secret: str) -> str:
+        """The hash to store."""
+        return self.hasher.hash(secret)
+
+    def verify(self, secret_hash: str | None, secret: str) -> bool:
+        """Whether `secret` matches; an unknown credential (None) still pays for one verification."""
+        try:
+            return self.hasher.verify(secret_hash or self.dummy_hash, secret) and secret_hash is not None
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 @dataclass(frozen=True)

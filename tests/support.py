@@ -1,0 +1,118 @@
+"""Helpers for API tests: credentials, tokens and a two-tenant world to test reach against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from litestar.testing import AsyncTestClient
+
+from services.identity.issue import issue_credential
+from services.identity.rules import Binding, SecretHasher
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+RATES = {"day": 2430, "evening": 2700, "night": 3000, "weekend": 2900, "bank_holiday": 4860}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def token_for(client: Client, client_id: str, client_secret: str) -> str:
+    response = await client.post("/v1/auth/token", json={"client_id": client_id, "client_secret": client_secret})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+async def admin_headers(client: Client, db: asyncpg.Connection) -> dict[str, str]:
+    """A fresh admin credential (as `carebank credentials create --role admin` makes) and its token."""
+    hasher = SecretHasher.for_profile("CHEAPEST")
+    secret = await issue_credential(db, hasher, Binding("admin", None, None, None), created_by="test")
+    return bearer(await token_for(client, secret.client_id, secret.client_secret))
+
+
+async def create(client: Client, headers: dict[str, str], path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(path, json=body, headers=headers)
+    assert response.status_code == 201, f"{path}: {response.status_code} {response.text}"
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def credential_headers(client: Client, headers: dict[str, str], body: dict[str, Any]) -> dict[str, str]:
+    made = await create(client, headers, "/v1/credentials", body)
+    return bearer(await token_for(client, made["client_id"], made["client_secret"]))
+
+
+@dataclass
+class TenantWorld:
+    """One tenant with two providers, each with a carer and a contract, and one person."""
+
+    tenant_id: str
+    commissioner: dict[str, str]
+    providers: list[str] = field(default_factory=list)
+    provider_headers: list[dict[str, str]] = field(default_factory=list)
+    carers: list[str] = field(default_factory=list)
+    carer_headers: list[dict[str, str]] = field(default_factory=list)
+    contracts: list[str] = field(default_factory=list)
+    person_id: str = ""
+
+
+@dataclass
+class World:
+    """Two tenants, so every test of reach has somebody else's rows to fail to see."""
+
+    admin: dict[str, str]
+    a: TenantWorld
+    b: TenantWorld
+
+
+async def build_tenant(client: Client, admin: dict[str, str], name: str) -> TenantWorld:
+    tenant = await create(client, admin, "/v1/tenants", {"name": name})
+    commissioner = await credential_headers(
+        client, admin, {"role": "commissioner", "tenant_id": tenant["id"]}
+    )
+    world = TenantWorld(tenant_id=tenant["id"], commissioner=commissioner)
+    for index in range(2):
+        provider = await create(client, commissioner, "/v1/providers", {"code": f"P{index}", "name": f"Agency {index}"})
+        world.providers.append(provider["id"])
+        provider_headers = await credential_headers(
+            client, commissioner, {"role": "provider", "provider_id": provider["id"]}
+        )
+        world.provider_headers.append(provider_headers)
+        carer = await create(client, provider_headers, "/v1/carers", {"name": f"Carer {index}"})
+        world.carers.append(carer["id"])
+        world.carer_headers.append(
+            await credential_headers(client, provider_headers, {"role": "carer", "carer_id": carer["id"]})
+        )
+        contract = await create(
+            client,
+            commissioner,
+            "/v1/contracts",
+            {
+                "provider_id": provider["id"],
+                "model": "time_and_task",
+                "period": "week",
+                "rates": RATES,
+                "valid_from": "2026-01-05",
+            },
+        )
+        world.contracts.append(contract["id"])
+    person = await create(
+        client,
+        commissioner,
+        "/v1/people",
+        {"reference": "P-A", "display_name": "A. Person", "location": {"lat": 53.7632, "lon": -2.7031}},
+    )
+    world.person_id = person["id"]
+    return world
+
+
+async def build_world(client: Client, db: asyncpg.Connection) -> World:
+    admin = await admin_headers(client, db)
+    return World(admin=admin, a=await build_tenant(client, admin, "Lancashire"), b=await build_tenant(client, admin, "Cumbria"))
+
+
+async def count(db: asyncpg.Connection, table: str) -> int:
+    return int(await db.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608 - test tables only
