@@ -36,8 +36,8 @@ from services.common.errors import (
 from services.common.idempotency import idempotency_middleware
 from services.common.middleware import request_id_middleware
 from services.health import HealthController
-from services.identity.rules import SecretHasher
 from services.identity.api import AuthController, CredentialController, TenantController
+from services.identity.rules import SecretHasher
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
 AUTH_COOKIE = "carebank_token"
@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> Litestar:
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
-        middleware=[request_id_middleware, prometheus.middleware, idempotency_middleware],
+        middleware=[prometheus.middleware, idempotency_middleware],
         on_app_init=[jwt_auth.on_app_init],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=False))],
         exception_handlers={
@@ -111,7 +111,11 @@ def create_app(settings: Settings) -> Litestar:
         ),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
+        # Our structlog setup owns the root logger; Litestar's default would re-format it.
+        logging_config=None,
     )
+    # Outermost, so 401s, 404s for unknown paths and errors get an id and an access line too.
+    app.asgi_handler = request_id_middleware(app.asgi_handler)
     app.state.settings = settings
     app.state.redis = redis
     app.state.jwt_auth = jwt_auth

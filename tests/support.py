@@ -21,7 +21,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def token_for(client: Client, client_id: str, client_secret: str) -> str:
-    response = await client.post("/v1/auth/token", json={"client_id": client_id, "client_secret": client_secret})
+    response = await client.post(
+        "/v1/auth/token", json={"client_id": client_id, "client_secret": client_secret}
+    )
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
@@ -75,7 +77,9 @@ async def build_tenant(client: Client, admin: dict[str, str], name: str) -> Tena
     )
     world = TenantWorld(tenant_id=tenant["id"], commissioner=commissioner)
     for index in range(2):
-        provider = await create(client, commissioner, "/v1/providers", {"code": f"P{index}", "name": f"Agency {index}"})
+        provider = await create(
+            client, commissioner, "/v1/providers", {"code": f"P{index}", "name": f"Agency {index}"}
+        )
         world.providers.append(provider["id"])
         provider_headers = await credential_headers(
             client, commissioner, {"role": "provider", "provider_id": provider["id"]}
@@ -111,7 +115,11 @@ async def build_tenant(client: Client, admin: dict[str, str], name: str) -> Tena
 
 async def build_world(client: Client, db: asyncpg.Connection) -> World:
     admin = await admin_headers(client, db)
-    return World(admin=admin, a=await build_tenant(client, admin, "Lancashire"), b=await build_tenant(client, admin, "Cumbria"))
+    return World(
+        admin=admin,
+        a=await build_tenant(client, admin, "Lancashire"),
+        b=await build_tenant(client, admin, "Cumbria"),
+    )
 
 
 async def count(db: asyncpg.Connection, table: str) -> int:

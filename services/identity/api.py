@@ -39,7 +39,7 @@ class AuthController(Controller):
     async def issue_token(
         self, request: Request[Any, Any, Any], data: JSONBody[TokenRequest], conn: Conn
     ) -> TokenResponse:
-        """Exchange a client id and secret for a 15-minute bearer token."""
+        """Exchange a client id and secret for a bearer token (15 minutes unless configured)."""
         principal = await _authenticate(conn, request.app.state.hasher, data.client_id, data.client_secret)
         if principal is None:
             raise problem(401, "invalid_credentials", "unknown client id or wrong secret")

@@ -19,24 +19,45 @@ async def commissioner(client: Client, db: asyncpg.Connection) -> dict[str, str]
 
 @pytest.fixture
 async def provider_id(client: Client, commissioner: dict[str, str]) -> str:
-    return str((await create(client, commissioner, "/v1/providers", {"code": "ACME", "name": "Acme Care"}))["id"])
+    return str(
+        (await create(client, commissioner, "/v1/providers", {"code": "ACME", "name": "Acme Care"}))["id"]
+    )
 
 
 def contract_body(provider_id: str, **changes: Any) -> dict[str, Any]:
-    return {"provider_id": provider_id, "model": "outcome_based", "period": "week", "rates": RATES,
-            "valid_from": "2026-01-05", **changes}
+    return {
+        "provider_id": provider_id,
+        "model": "outcome_based",
+        "period": "week",
+        "rates": RATES,
+        "valid_from": "2026-01-05",
+        **changes,
+    }
 
 
 def person_body(**changes: Any) -> dict[str, Any]:
     return {"reference": "P-1", "display_name": "Ann", "location": {"lat": 53.76, "lon": -2.70}, **changes}
 
 
-async def test_contract_gets_domain_defaults(client: Client, commissioner: dict[str, str], provider_id: str) -> None:
-    made = await create(client, commissioner, "/v1/contracts", contract_body(provider_id, pay_rules={"grace_min": 3}))
+async def test_contract_gets_domain_defaults(
+    client: Client, commissioner: dict[str, str], provider_id: str
+) -> None:
+    made = await create(
+        client, commissioner, "/v1/contracts", contract_body(provider_id, pay_rules={"grace_min": 3})
+    )
     assert made["pay_rules"] == {
-        "grace_min": 3, "rounding_unit_min": 1, "rounding_mode": "nearest", "minimum_min": 0,
-        "cap_at_planned": True, "late_after_min": 15, "missed_after_min": 60, "settle_h": 24,
-        "cancellation_notice_h": 24, "short_notice_pay_pct": 100, "min_bankable_min": 5, "auto_approve_min": 0,
+        "grace_min": 3,
+        "rounding_unit_min": 1,
+        "rounding_mode": "nearest",
+        "minimum_min": 0,
+        "cap_at_planned": True,
+        "late_after_min": 15,
+        "missed_after_min": 60,
+        "settle_h": 24,
+        "cancellation_notice_h": 24,
+        "short_notice_pay_pct": 100,
+        "min_bankable_min": 5,
+        "auto_approve_min": 0,
     }
     assert made["banking"] == {"expiry_weeks": 12, "cap_min": 1200, "expiry_action": "credit_note"}
     assert made["rates"] == RATES
@@ -48,11 +69,26 @@ async def test_contract_gets_domain_defaults(client: Client, commissioner: dict[
     ("path", "body", "field"),
     [
         ("/v1/contracts", lambda p: contract_body(p, rates={**RATES, "night": -1}), "rates.night"),
-        ("/v1/contracts", lambda p: contract_body(p, pay_rules={"rounding_mode": "sideways"}), "pay_rules.rounding_mode"),
-        ("/v1/contracts", lambda p: contract_body(p, pay_rules={"short_notice_pay_pct": 101}), "pay_rules.short_notice_pay_pct"),
-        ("/v1/contracts", lambda p: contract_body(p, pay_rules={"late_after_min": 60, "missed_after_min": 30}),
-         "pay_rules.missed_after_min"),
-        ("/v1/contracts", lambda p: contract_body(p, banking={"expiry_action": "burn"}), "banking.expiry_action"),
+        (
+            "/v1/contracts",
+            lambda p: contract_body(p, pay_rules={"rounding_mode": "sideways"}),
+            "pay_rules.rounding_mode",
+        ),
+        (
+            "/v1/contracts",
+            lambda p: contract_body(p, pay_rules={"short_notice_pay_pct": 101}),
+            "pay_rules.short_notice_pay_pct",
+        ),
+        (
+            "/v1/contracts",
+            lambda p: contract_body(p, pay_rules={"late_after_min": 60, "missed_after_min": 30}),
+            "pay_rules.missed_after_min",
+        ),
+        (
+            "/v1/contracts",
+            lambda p: contract_body(p, banking={"expiry_action": "burn"}),
+            "banking.expiry_action",
+        ),
         ("/v1/contracts", lambda p: contract_body(p, valid_to="2025-01-01"), "valid_to"),
         ("/v1/contracts", lambda p: contract_body(p, valid_from="2026-02-30"), "valid_from"),
         ("/v1/people", lambda p: person_body(geofence_m=0), "geofence_m"),
@@ -65,8 +101,13 @@ async def test_contract_gets_domain_defaults(client: Client, commissioner: dict[
     ],
 )
 async def test_rule_breaking_fields_are_422_and_named(
-    client: Client, db: asyncpg.Connection, commissioner: dict[str, str], provider_id: str,
-    path: str, body: Any, field: str,
+    client: Client,
+    db: asyncpg.Connection,
+    commissioner: dict[str, str],
+    provider_id: str,
+    path: str,
+    body: Any,
+    field: str,
 ) -> None:
     before = {table: await count(db, table) for table in ("contracts", "people", "providers")}
     response = await client.post(path, json=body(provider_id), headers=commissioner)
@@ -108,16 +149,25 @@ async def test_malformed_bodies_are_4xx_and_write_nothing(
 async def test_person_phones_are_e164_and_patch_changes_only_what_is_given(
     client: Client, commissioner: dict[str, str]
 ) -> None:
-    made = await create(client, commissioner, "/v1/people", person_body(phones=["01772 254868", "+44 1772 254868"], tags=[" T1 ", "T1", "T2"]))
+    made = await create(
+        client,
+        commissioner,
+        "/v1/people",
+        person_body(phones=["01772 254868", "+44 1772 254868"], tags=[" T1 ", "T1", "T2"]),
+    )
     assert made["phones"] == ["+441772254868"]
     assert made["tags"] == ["T1", "T2"]
     assert made["geofence_m"] == 100
-    patched = await client.patch(f"/v1/people/{made['id']}", json={"geofence_m": 150, "phones": ["07911 123456"]}, headers=commissioner)
+    patched = await client.patch(
+        f"/v1/people/{made['id']}", json={"geofence_m": 150, "phones": ["07911 123456"]}, headers=commissioner
+    )
     assert patched.status_code == 200
     assert patched.json() == {**made, "geofence_m": 150, "phones": ["+447911123456"]}
 
 
-async def test_duplicate_codes_and_references_are_409(client: Client, commissioner: dict[str, str], provider_id: str) -> None:
+async def test_duplicate_codes_and_references_are_409(
+    client: Client, commissioner: dict[str, str], provider_id: str
+) -> None:
     again = await client.post("/v1/providers", json={"code": "ACME", "name": "Other"}, headers=commissioner)
     assert again.status_code == 409
     await create(client, commissioner, "/v1/people", person_body())
@@ -144,8 +194,14 @@ async def test_cursor_pagination_walks_every_row_once(client: Client, commission
     assert pages == 3
     bad = await client.get("/v1/providers", params={"cursor": "!!!"}, headers=commissioner)
     assert bad.status_code == 422
-    assert (await client.get("/v1/providers", params={"limit": 0}, headers=commissioner)).status_code in (400, 422)
-    assert (await client.get("/v1/providers", params={"limit": 501}, headers=commissioner)).status_code in (400, 422)
+    assert (await client.get("/v1/providers", params={"limit": 0}, headers=commissioner)).status_code in (
+        400,
+        422,
+    )
+    assert (await client.get("/v1/providers", params={"limit": 501}, headers=commissioner)).status_code in (
+        400,
+        422,
+    )
 
 
 async def test_idempotency_key_replays_the_first_answer(

@@ -8,18 +8,50 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support import Client, admin_headers, count, create, credential_headers
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=12,
 )
-FIELDS = ["code", "name", "reference", "display_name", "location", "lat", "lon", "geofence_m", "tags", "phones",
-          "provider_id", "model", "period", "rates", "day", "pay_rules", "banking", "valid_from", "valid_to",
-          "rounding_mode", "role", "tenant_id", "carer_id", "zone", "holiday_region", "currency"]
+FIELDS = [
+    "code",
+    "name",
+    "reference",
+    "display_name",
+    "location",
+    "lat",
+    "lon",
+    "geofence_m",
+    "tags",
+    "phones",
+    "provider_id",
+    "model",
+    "period",
+    "rates",
+    "day",
+    "pay_rules",
+    "banking",
+    "valid_from",
+    "valid_to",
+    "rounding_mode",
+    "role",
+    "tenant_id",
+    "carer_id",
+    "zone",
+    "holiday_region",
+    "currency",
+]
 BODIES = st.one_of(
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
     st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=8).map(lambda v: json.dumps(v).encode()),
@@ -33,7 +65,9 @@ TABLES = ["tenants", "providers", "carers", "people", "contracts", "credentials"
 async def callers(client: Client, db: asyncpg.Connection) -> dict[str, dict[str, str]]:
     admin = await admin_headers(client, db)
     tenant = await create(client, admin, "/v1/tenants", {"name": "Fuzz"})
-    commissioner = await credential_headers(client, admin, {"role": "commissioner", "tenant_id": tenant["id"]})
+    commissioner = await credential_headers(
+        client, admin, {"role": "commissioner", "tenant_id": tenant["id"]}
+    )
     return {"/v1/tenants": admin, "/v1/credentials": commissioner, "default": commissioner}
 
 

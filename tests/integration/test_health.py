@@ -63,3 +63,12 @@ async def test_without_redis_auth_and_catalog_work_and_readyz_says_so(
             assert again.status_code == 401
         tenant = await create(client, admin, "/v1/tenants", {"name": "Still working"})
         assert tenant["name"] == "Still working"
+
+
+async def test_refused_and_unknown_requests_still_get_a_request_id(client: Client) -> None:
+    unauthenticated = await client.get("/v1/tenants")
+    assert unauthenticated.status_code == 401
+    assert len(unauthenticated.headers["x-request-id"]) == 32
+    unknown = await client.get("/nowhere")
+    assert unknown.status_code == 404
+    assert "x-request-id" in unknown.headers

@@ -19,7 +19,12 @@ ENDPOINTS: list[tuple[str, str, Body, set[str]]] = [
     ("POST", "/v1/providers", lambda w: {"code": "NEW1", "name": "New agency"}, {"commissioner"}),
     ("GET", "/v1/providers", None, {"commissioner"}),
     ("GET", "/v1/providers/{a.providers[0]}", None, {"commissioner"}),
-    ("POST", "/v1/carers", lambda w: {"name": "New carer", "provider_id": w.a.providers[0]}, {"commissioner", "provider"}),
+    (
+        "POST",
+        "/v1/carers",
+        lambda w: {"name": "New carer", "provider_id": w.a.providers[0]},
+        {"commissioner", "provider"},
+    ),
     ("GET", "/v1/carers", None, {"commissioner", "provider"}),
     ("GET", "/v1/carers/{a.carers[0]}", None, {"commissioner", "provider"}),
     (
@@ -83,14 +88,21 @@ async def test_role_matrix(client: Client, world: World) -> None:
 
 async def test_carer_may_not_create_credentials(client: Client, world: World) -> None:
     response = await client.post(
-        "/v1/credentials", json={"role": "carer", "carer_id": world.a.carers[0]}, headers=world.a.carer_headers[0]
+        "/v1/credentials",
+        json={"role": "carer", "carer_id": world.a.carers[0]},
+        headers=world.a.carer_headers[0],
     )
     assert response.status_code == 403
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/providers/{b.providers[0]}", "/v1/people/{b.person_id}", "/v1/contracts/{b.contracts[0]}", "/v1/carers/{b.carers[0]}"],
+    [
+        "/v1/providers/{b.providers[0]}",
+        "/v1/people/{b.person_id}",
+        "/v1/contracts/{b.contracts[0]}",
+        "/v1/carers/{b.carers[0]}",
+    ],
 )
 async def test_another_tenants_rows_are_404(client: Client, world: World, path: str) -> None:
     response = await client.get(path.format(b=world.b), headers=world.a.commissioner)
@@ -129,7 +141,9 @@ async def test_referencing_another_tenants_provider_is_404(client: Client, world
         "rates": RATES,
         "valid_from": "2026-01-05",
     }
-    assert (await client.post("/v1/contracts", json=contract, headers=world.a.commissioner)).status_code == 404
+    assert (
+        await client.post("/v1/contracts", json=contract, headers=world.a.commissioner)
+    ).status_code == 404
     carer = {"name": "x", "provider_id": world.b.providers[0]}
     assert (await client.post("/v1/carers", json=carer, headers=world.a.commissioner)).status_code == 404
 
@@ -141,7 +155,9 @@ async def test_provider_sees_only_its_own_carers(client: Client, world: World) -
     assert (await client.get(f"/v1/carers/{world.a.carers[1]}", headers=own)).status_code == 404
     other = await client.get("/v1/carers", params={"provider_id": world.a.providers[1]}, headers=own)
     assert other.status_code == 404
-    made = await client.post("/v1/carers", json={"name": "x", "provider_id": world.a.providers[1]}, headers=own)
+    made = await client.post(
+        "/v1/carers", json={"name": "x", "provider_id": world.a.providers[1]}, headers=own
+    )
     assert made.status_code == 404
     mine = await client.post("/v1/carers", json={"name": "Mine"}, headers=own)
     assert mine.status_code == 201
@@ -157,7 +173,11 @@ async def test_credential_reach(client: Client, world: World) -> None:
         (commissioner, {"role": "carer", "carer_id": world.b.carers[0]}, 404),
         (provider, {"role": "provider", "provider_id": world.a.providers[0]}, 403),
         (provider, {"role": "carer", "carer_id": world.a.carers[1]}, 404),
-        (provider, {"role": "carer", "carer_id": world.a.carers[0], "provider_id": world.a.providers[1]}, 404),
+        (
+            provider,
+            {"role": "carer", "carer_id": world.a.carers[0], "provider_id": world.a.providers[1]},
+            404,
+        ),
         (commissioner, {"role": "provider"}, 422),
         (commissioner, {"role": "commissioner", "carer_id": world.a.carers[0]}, 422),
         (world.admin, {"role": "commissioner"}, 422),
