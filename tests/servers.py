@@ -62,7 +62,8 @@ def resolve_servers() -> Iterator[Servers]:
             )
             stack.callback(embedded.close)
             resolved = embedded.start()
-            assert resolved.database_url and resolved.redis_url
+            assert resolved.database_url
+            assert resolved.redis_url
             database_url, redis_url = resolved.database_url, resolved.redis_url
             source = "embedded"
         yield Servers(database_url, redis_url, source)

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from services.identity.issue import issue_credential
 from services.identity.rules import Binding, SecretHasher
 
-Client = AsyncTestClient  # type: ignore[type-arg]
+Client = AsyncTestClient[Litestar]
 
 RATES = {"day": 2430, "evening": 2700, "night": 3000, "weekend": 2900, "bank_holiday": 4860}
 

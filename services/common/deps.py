@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from litestar import Request
@@ -18,7 +18,7 @@ async def provide_conn(state: State) -> AsyncGenerator[asyncpg.Connection, None]
     """A connection from the app's pool for the length of one request."""
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
-        yield conn
+        yield cast(asyncpg.Connection, conn)  # a pool proxy that behaves as a Connection
 
 
 def provide_caller(request: Request[Any, Any, Any]) -> Principal:

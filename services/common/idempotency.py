@@ -14,7 +14,17 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPRequestEvent,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 
 from services.common.auth import Principal
 from services.common.errors import problem
@@ -38,7 +48,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     """Replay the stored answer for a repeated (credential, key, request)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope.get("headers", [])) if scope["type"] == "http" else {}
+        headers = dict(scope["headers"])
         key_raw = headers.get(HEADER)
         user = scope.get("user")
         max_body = scope["app"].state.settings.max_body_bytes if key_raw is not None else 0
@@ -129,21 +139,15 @@ async def _answer_repeat(
             "a request with this Idempotency-Key is still running; retry in a moment",
         )
     else:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": row["status_code"],
-                "headers": [(b"content-type", b"application/json"), (b"idempotent-replayed", b"true")],
-            }
-        )
-        await send({"type": "http.response.body", "body": bytes(row["body"])})
+        replayed = (b"idempotent-replayed", b"true")
+        await _respond(send, row["status_code"], b"application/json", bytes(row["body"]), replayed)
 
 
 async def _read_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
+        if message["type"] != "http.request":
             return b"".join(chunks)
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
@@ -151,16 +155,25 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that hands the handler the body this middleware already read."""
     sent = False
 
-    async def replay() -> Message:
+    async def replay() -> ReceiveMessage:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return HTTPRequestEvent(type="http.request", body=body, more_body=False)
         return await receive()
 
     return replay
+
+
+async def _respond(
+    send: Send, status: int, content_type: bytes, body: bytes, *extra: tuple[bytes, bytes]
+) -> None:
+    headers = [(b"content-type", content_type), *extra]
+    await send(HTTPResponseStartEvent(type="http.response.start", status=status, headers=headers))
+    await send(HTTPResponseBodyEvent(type="http.response.body", body=body, more_body=False))
 
 
 async def _send_problem(send: Send, status: int, code: str, detail: str) -> None:
@@ -168,11 +181,4 @@ async def _send_problem(send: Send, status: int, code: str, detail: str) -> None
     body = msgspec.json.encode(
         {"type": exc.type_, "title": exc.title, "status": status, "detail": detail, "code": code}
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/problem+json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _respond(send, status, b"application/problem+json", body)

@@ -10,6 +10,7 @@ import re
 import time
 
 import structlog
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.ids import new_id
@@ -22,7 +23,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     """Wrap the app: bind `request_id`, add `X-Request-ID` to the response, log one line."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
@@ -36,7 +37,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
+                message = {**message, "headers": headers}
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -45,7 +46,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             finally:
                 log.info(
                     "request",
-                    method=scope["method"],
+                    method=scope.get("method", ""),
                     path=scope["path"],
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),

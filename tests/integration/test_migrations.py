@@ -66,7 +66,7 @@ def test_badly_named_or_missing_files_are_refused(tmp_path: Path) -> None:
         load_migrations(tmp_path)
     (tmp_path / "0003_gap.sql").unlink()
     (tmp_path / "2_bad.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="not NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"not NNNN_name\.sql"):
         load_migrations(tmp_path)
 
 

@@ -16,7 +16,8 @@ FULL = {
 def test_development_defaults() -> None:
     settings = Settings.from_env({})
     assert settings.env == "development"
-    assert settings.database_url is None and settings.redis_url is None
+    assert settings.database_url is None
+    assert settings.redis_url is None
     assert settings.token_ttl_s == 900
     assert settings.data_dir.endswith(".carebank")
 
