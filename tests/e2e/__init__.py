@@ -1,0 +1,1 @@
+"""A real `carebank` process driven over HTTP."""

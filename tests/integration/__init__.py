@@ -1,0 +1,1 @@
+"""The API in-process against real PostgreSQL and Redis."""
