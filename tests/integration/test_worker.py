@@ -13,7 +13,8 @@ from services.common import idempotency
 async def test_old_idempotency_keys_are_purged(database_url: str, db: asyncpg.Connection) -> None:
     for key, age_days in [("old", 8), ("recent", 6)]:
         await db.execute(
-            """INSERT INTO idempotency_keys (tenant_id, client_id, key, request_hash, status_code, body, created_at)
+            """INSERT INTO idempotency_keys
+                   (tenant_id, client_id, key, request_hash, status_code, body, created_at)
                VALUES ($1, 'c', $2, 'h', 201, '{}', now() - make_interval(days => $3))""",
             UUID(int=0),
             key,
