@@ -6,16 +6,20 @@ directory (say `carebank credentials create` while `carebank serve` runs) reuses
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import stat
-from contextlib import ExitStack
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from infra.db import migrate_url
 from infra.settings import Settings
 
 DATABASE_NAME = "carebank"
@@ -96,3 +100,18 @@ class EmbeddedServers:
     def close(self) -> None:
         """Stop what this process started (pgserver keeps a server other processes still use)."""
         self._stack.close()
+
+
+@contextmanager
+def servers_for(settings: Settings, *, need_redis: bool = True) -> Iterator[Settings]:
+    """Settings with running servers (embedded ones started as needed), migrated; stopped after."""
+    servers = EmbeddedServers(settings)
+    try:
+        resolved = servers.start(need_redis=need_redis)
+        assert resolved.database_url is not None
+        applied = asyncio.run(migrate_url(resolved.database_url))
+        if applied:
+            print(f"migrations applied: {', '.join(applied)}", file=sys.stderr, flush=True)
+        yield resolved
+    finally:
+        servers.close()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 
 from infra.db import MigrationError, connect, migrate_url
-from infra.embedded import EmbeddedServers
+from infra.embedded import EmbeddedServers, servers_for
 from infra.settings import ConfigError, Settings
 from services.common.domain import RuleError
 
@@ -19,29 +20,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from services.app import create_app
 
-    servers = EmbeddedServers(settings)
-    try:
-        resolved = servers.start()
-        applied = asyncio.run(migrate_url(_db(resolved)))
-        _say(f"migrations applied: {len(applied)}; serving on http://{args.host}:{args.port}")
+    with servers_for(settings) as resolved:
+        _say(f"serving on http://{args.host}:{args.port}")
         uvicorn.run(create_app(resolved), host=args.host, port=args.port, log_config=None, access_log=False)
-    finally:
-        servers.close()
     return 0
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from services.worker import run_worker
 
-    servers = EmbeddedServers(settings)
-    try:
-        resolved = servers.start()
-        asyncio.run(migrate_url(_db(resolved)))
+    with servers_for(settings) as resolved, contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(resolved, once=args.once))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        servers.close()
     return 0
 
 
@@ -75,7 +64,6 @@ def _credentials_create(args: argparse.Namespace, settings: Settings) -> int:
     binding = bind_credential(Caller("admin", None, None), request)
 
     async def create(url: str) -> dict[str, object]:
-        await migrate_url(url)
         conn = await connect(url)
         try:
             secret = await issue_credential(
@@ -85,12 +73,8 @@ def _credentials_create(args: argparse.Namespace, settings: Settings) -> int:
             await conn.close()
         return {"client_id": secret.client_id, "client_secret": secret.client_secret}
 
-    servers = EmbeddedServers(settings)
-    try:
-        resolved = servers.start(need_redis=False)
+    with servers_for(settings, need_redis=False) as resolved:
         secret = asyncio.run(create(_db(resolved)))
-    finally:
-        servers.close()
     print(json.dumps(secret))
     return 0
 

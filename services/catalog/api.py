@@ -25,7 +25,7 @@ from schemas.common import Page
 from services.catalog import rules, store
 from services.common.auth import Principal, allow
 from services.common.deps import Caller, Conn
-from services.common.errors import field_problem, not_found, problem
+from services.common.errors import field_problem, found_or_404, not_found, problem
 from services.common.ids import new_id
 from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
 from services.identity import store as identity_store
@@ -61,10 +61,7 @@ class ProviderController(Controller):
         self, provider_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller
     ) -> Provider:
         """One provider."""
-        found = await store.get_provider(conn, caller.tenant, provider_id)
-        if found is None:
-            raise not_found("provider")
-        return found
+        return found_or_404(await store.get_provider(conn, caller.tenant, provider_id), "provider")
 
 
 def _own_provider(caller: Principal, requested: UUID | None) -> UUID | None:
@@ -157,10 +154,7 @@ class PersonController(Controller):
         self, person_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller
     ) -> Person:
         """One person."""
-        found = await store.get_person(conn, caller.tenant, person_id)
-        if found is None:
-            raise not_found("person")
-        return found
+        return found_or_404(await store.get_person(conn, caller.tenant, person_id), "person")
 
     @patch("/{person_id:uuid}", operation_id="updatePerson")
     async def update_person(
@@ -172,9 +166,7 @@ class PersonController(Controller):
     ) -> Person:
         """Change a person's name, location, geofence, tags, phones or active flag."""
         async with conn.transaction():
-            found = await store.get_person(conn, caller.tenant, person_id)
-            if found is None:
-                raise not_found("person")
+            found = found_or_404(await store.get_person(conn, caller.tenant, person_id), "person")
             changes = {
                 name: value
                 for name, value in msgspec.structs.asdict(data).items()
@@ -227,7 +219,4 @@ class ContractController(Controller):
         self, contract_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller
     ) -> Contract:
         """One contract."""
-        found = await store.get_contract(conn, caller.tenant, contract_id)
-        if found is None:
-            raise not_found("contract")
-        return found
+        return found_or_404(await store.get_contract(conn, caller.tenant, contract_id), "contract")

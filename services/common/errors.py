@@ -7,7 +7,7 @@ mapped here too, so a client always gets `application/problem+json` with a stabl
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from litestar import Request, Response
@@ -23,6 +23,7 @@ from schemas.common import FieldProblem
 from services.common.domain import RuleError
 
 log = structlog.get_logger("carebank.errors")
+T = TypeVar("T")
 
 PROBLEM_TYPE = "urn:carebank:problem:{code}"
 _TITLES = {
@@ -91,6 +92,13 @@ def not_found(what: str, field: str | None = None) -> ProblemDetailsException:
     """404: the row does not exist or is outside the caller's reach (the same answer)."""
     errors = [FieldProblem(field, "not_found", f"no such {what}")] if field else None
     return problem(404, "not_found", f"no such {what}", errors)
+
+
+def found_or_404(row: T | None, what: str) -> T:
+    """The row, or 404 when it does not exist or is outside the caller's reach."""
+    if row is None:
+        raise not_found(what)
+    return row
 
 
 def _validation_to_problem(exc: ValidationException) -> ProblemDetailsException:

@@ -22,7 +22,7 @@ from schemas.identity import (
 )
 from services.common.auth import Principal, allow
 from services.common.deps import Caller, Conn
-from services.common.errors import not_found, problem
+from services.common.errors import found_or_404, problem
 from services.common.ids import new_id
 from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
 from services.identity import rules, store
@@ -101,10 +101,7 @@ class TenantController(Controller):
     @get("/{tenant_id:uuid}", operation_id="getTenant")
     async def get_tenant(self, tenant_id: Annotated[UUID, PathParameter()], conn: Conn) -> Tenant:
         """One tenant."""
-        tenant = await store.get_tenant(conn, tenant_id)
-        if tenant is None:
-            raise not_found("tenant")
-        return tenant
+        return found_or_404(await store.get_tenant(conn, tenant_id), "tenant")
 
 
 class CredentialController(Controller):
