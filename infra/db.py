@@ -38,9 +38,7 @@ class Migration:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
-        await conn.set_type_codec(
-            kind, schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode
-        )
+        await conn.set_type_codec(kind, schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode)
 
 
 def _encode_json(value: object) -> str:
@@ -94,8 +92,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         applied = {
-            row["version"]: row
-            for row in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+            row["version"]: row for row in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
         }
         done: list[str] = []
         for migration in migrations:

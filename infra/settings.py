@@ -75,9 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if not value
         ]
         if missing:
-            raise ConfigError(
-                "CAREBANK_ENV=production needs " + ", ".join(missing) + " set; refusing to start"
-            )
+            raise ConfigError("CAREBANK_ENV=production needs " + ", ".join(missing) + " set; refusing to start")
         if self.argon2_profile == "CHEAPEST":
             raise ConfigError("CAREBANK_ARGON2_PROFILE=CHEAPEST is for tests, never production")
         assert self.jwt_secret is not None

@@ -38,6 +38,7 @@ from services.common.middleware import request_id_middleware
 from services.health import HealthController
 from services.identity.api import AuthController, CredentialController, TenantController
 from services.identity.rules import SecretHasher
+from services.planning.api import CarePlanController, MyVisitsController, VisitController
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
 AUTH_COOKIE = "carebank_token"
@@ -53,9 +54,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
-        app.state.pool = await create_pool(
-            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-        )
+        app.state.pool = await create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
         try:
             yield
         finally:
@@ -71,9 +70,7 @@ def create_app(settings: Settings) -> Litestar:
         samesite="strict",
         secure=settings.env == "production",
     )
-    rate_limit = RateLimitConfig(
-        rate_limit=("minute", settings.auth_rate_limit_per_minute), store="rate_limit"
-    )
+    rate_limit = RateLimitConfig(rate_limit=("minute", settings.auth_rate_limit_per_minute), store="rate_limit")
     auth_router = Router(path="/", route_handlers=[AuthController], middleware=[rate_limit.middleware])
     prometheus = PrometheusConfig(app_name="carebank", prefix="carebank", group_path=True)
 
@@ -88,6 +85,9 @@ def create_app(settings: Settings) -> Litestar:
             CarerController,
             PersonController,
             ContractController,
+            CarePlanController,
+            VisitController,
+            MyVisitsController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
@@ -99,9 +99,7 @@ def create_app(settings: Settings) -> Litestar:
             RuleError: rule_error_handler,
             Exception: internal_error_handler,
         },
-        stores={
-            "rate_limit": FailOpenRedisStore(redis, namespace=f"{{{settings.redis_namespace}}}:ratelimit")
-        },
+        stores={"rate_limit": FailOpenRedisStore(redis, namespace=f"{{{settings.redis_namespace}}}:ratelimit")},
         openapi_config=OpenAPIConfig(
             title="carebank",
             version="1",

@@ -56,9 +56,7 @@ def resolve_servers() -> Iterator[Servers]:
 
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="carebank-test-"))
             embedded = EmbeddedServers(
-                Settings(
-                    data_dir=data_dir, database_url=database_url, redis_url=redis_url, jwt_secret="x" * 40
-                )
+                Settings(data_dir=data_dir, database_url=database_url, redis_url=redis_url, jwt_secret="x" * 40)
             )
             stack.callback(embedded.close)
             resolved = embedded.start()

@@ -22,9 +22,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def token_for(client: Client, client_id: str, client_secret: str) -> str:
-    response = await client.post(
-        "/v1/auth/token", json={"client_id": client_id, "client_secret": client_secret}
-    )
+    response = await client.post("/v1/auth/token", json={"client_id": client_id, "client_secret": client_secret})
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
@@ -73,14 +71,10 @@ class World:
 
 async def build_tenant(client: Client, admin: dict[str, str], name: str) -> TenantWorld:
     tenant = await create(client, admin, "/v1/tenants", {"name": name})
-    commissioner = await credential_headers(
-        client, admin, {"role": "commissioner", "tenant_id": tenant["id"]}
-    )
+    commissioner = await credential_headers(client, admin, {"role": "commissioner", "tenant_id": tenant["id"]})
     world = TenantWorld(tenant_id=tenant["id"], commissioner=commissioner)
     for index in range(2):
-        provider = await create(
-            client, commissioner, "/v1/providers", {"code": f"P{index}", "name": f"Agency {index}"}
-        )
+        provider = await create(client, commissioner, "/v1/providers", {"code": f"P{index}", "name": f"Agency {index}"})
         world.providers.append(provider["id"])
         provider_headers = await credential_headers(
             client, commissioner, {"role": "provider", "provider_id": provider["id"]}

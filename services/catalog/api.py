@@ -57,9 +57,7 @@ class ProviderController(Controller):
         return page_of(rows, limit)
 
     @get("/{provider_id:uuid}", operation_id="getProvider")
-    async def get_provider(
-        self, provider_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller
-    ) -> Provider:
+    async def get_provider(self, provider_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Provider:
         """One provider."""
         return found_or_404(await store.get_provider(conn, caller.tenant, provider_id), "provider")
 
@@ -105,9 +103,7 @@ class CarerController(Controller):
         return page_of(rows, limit)
 
     @get("/{carer_id:uuid}", operation_id="getCarer")
-    async def get_carer(
-        self, carer_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller
-    ) -> Carer:
+    async def get_carer(self, carer_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Carer:
         """One carer."""
         found = await store.get_carer(conn, caller.tenant, carer_id)
         if found is None or (caller.role == "provider" and found.provider_id != caller.provider_id):
@@ -150,9 +146,7 @@ class PersonController(Controller):
         return page_of(rows, limit)
 
     @get("/{person_id:uuid}", operation_id="getPerson")
-    async def get_person(
-        self, person_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller
-    ) -> Person:
+    async def get_person(self, person_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Person:
         """One person."""
         return found_or_404(await store.get_person(conn, caller.tenant, person_id), "person")
 
@@ -168,9 +162,7 @@ class PersonController(Controller):
         async with conn.transaction():
             found = found_or_404(await store.get_person(conn, caller.tenant, person_id), "person")
             changes = {
-                name: value
-                for name, value in msgspec.structs.asdict(data).items()
-                if value is not msgspec.UNSET
+                name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET
             }
             if "tags" in changes:
                 changes["tags"] = rules.normalise_tags(changes["tags"])
@@ -215,8 +207,6 @@ class ContractController(Controller):
         return page_of(rows, limit)
 
     @get("/{contract_id:uuid}", operation_id="getContract")
-    async def get_contract(
-        self, contract_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller
-    ) -> Contract:
+    async def get_contract(self, contract_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Contract:
         """One contract."""
         return found_or_404(await store.get_contract(conn, caller.tenant, contract_id), "contract")

@@ -48,9 +48,7 @@ async def get_provider(conn: asyncpg.Connection, tenant_id: UUID, provider_id: U
     return _provider(row) if row else None
 
 
-async def list_providers(
-    conn: asyncpg.Connection, tenant_id: UUID, after: UUID | None, limit: int
-) -> list[Provider]:
+async def list_providers(conn: asyncpg.Connection, tenant_id: UUID, after: UUID | None, limit: int) -> list[Provider]:
     rows = await conn.fetch(
         """SELECT id, code, name, created_at FROM providers
            WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3""",
@@ -160,9 +158,7 @@ async def get_person(conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID)
     return _person(row) if row else None
 
 
-async def list_people(
-    conn: asyncpg.Connection, tenant_id: UUID, after: UUID | None, limit: int
-) -> list[Person]:
+async def list_people(conn: asyncpg.Connection, tenant_id: UUID, after: UUID | None, limit: int) -> list[Person]:
     rows = await conn.fetch(
         f"""SELECT {_PERSON_COLUMNS} FROM people
             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3""",
@@ -193,9 +189,7 @@ async def update_person(conn: asyncpg.Connection, tenant_id: UUID, person: Perso
     return _person(row)
 
 
-_CONTRACT_COLUMNS = (
-    "id, provider_id, model, period, rates, pay_rules, banking, valid_from, valid_to, created_at"
-)
+_CONTRACT_COLUMNS = "id, provider_id, model, period, rates, pay_rules, banking, valid_from, valid_to, created_at"
 
 
 def _contract(row: asyncpg.Record) -> Contract:
@@ -256,3 +250,17 @@ async def list_contracts(
         limit,
     )
     return [_contract(row) for row in rows]
+
+
+async def carers_of_provider(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, carer_ids: list[UUID]
+) -> set[UUID]:
+    """Which of these carers belong to the provider (and are active)."""
+    rows = await conn.fetch(
+        """SELECT id FROM carers
+           WHERE tenant_id = $1 AND provider_id = $2 AND id = ANY($3::uuid[]) AND active""",
+        tenant_id,
+        provider_id,
+        carer_ids,
+    )
+    return {row["id"] for row in rows}

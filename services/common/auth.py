@@ -45,9 +45,7 @@ class Principal(msgspec.Struct, frozen=True):
         }
 
 
-async def principal_from_token(
-    token: Token, connection: ASGIConnection[Any, Any, Any, Any]
-) -> Principal | None:
+async def principal_from_token(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
     """Litestar's `retrieve_user_handler`: a token whose claims do not parse is no principal."""
     try:
         # convert() validates: a role outside the four, or an id that is not a UUID, is refused.

@@ -168,9 +168,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _respond(
-    send: Send, status: int, content_type: bytes, body: bytes, *extra: tuple[bytes, bytes]
-) -> None:
+async def _respond(send: Send, status: int, content_type: bytes, body: bytes, *extra: tuple[bytes, bytes]) -> None:
     headers = [(b"content-type", content_type), *extra]
     await send(HTTPResponseStartEvent(type="http.response.start", status=status, headers=headers))
     await send(HTTPResponseBodyEvent(type="http.response.body", body=body, more_body=False))

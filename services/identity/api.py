@@ -91,9 +91,7 @@ class TenantController(Controller):
         return await store.insert_tenant(conn, new_id(), data)
 
     @get("/", operation_id="listTenants")
-    async def list_tenants(
-        self, conn: Conn, limit: LimitParam = 50, cursor: CursorParam = None
-    ) -> Page[Tenant]:
+    async def list_tenants(self, conn: Conn, limit: LimitParam = 50, cursor: CursorParam = None) -> Page[Tenant]:
         """List tenants."""
         rows = await store.list_tenants(conn, decode_cursor(cursor), limit + 1)
         return page_of(rows, limit)

@@ -46,9 +46,7 @@ async def list_tenants(conn: asyncpg.Connection, after: UUID | None, limit: int)
 
 
 async def insert_admin_credential(conn: asyncpg.Connection, client_id: str, secret_hash: str) -> None:
-    await conn.execute(
-        "INSERT INTO admin_credentials (client_id, secret_hash) VALUES ($1, $2)", client_id, secret_hash
-    )
+    await conn.execute("INSERT INTO admin_credentials (client_id, secret_hash) VALUES ($1, $2)", client_id, secret_hash)
 
 
 async def insert_credential(

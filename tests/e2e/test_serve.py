@@ -76,9 +76,7 @@ def admin_token(port: int, created: dict[str, str]) -> str:
 
 
 def test_serve_with_urls_stops_cleanly_on_ctrl_c(servers: Servers, database_url: str, tmp_path: Path) -> None:
-    env = base_env(
-        DATABASE_URL=database_url, REDIS_URL=servers.redis_url, CAREBANK_DATA_DIR=str(tmp_path / "data")
-    )
+    env = base_env(DATABASE_URL=database_url, REDIS_URL=servers.redis_url, CAREBANK_DATA_DIR=str(tmp_path / "data"))
     port = free_port()
     with serving(env, port, tmp_path) as process:
         made = cli(env, tmp_path, "credentials", "create", "--role", "admin")
@@ -124,9 +122,7 @@ def test_embedded_default_starts_reuses_data_and_stops(tmp_path: Path) -> None:
         ("REDIS_URL", {"DATABASE_URL": "postgresql://x/y", "CAREBANK_JWT_SECRET": "s" * 40}),
     ],
 )
-def test_production_refuses_silent_defaults(
-    tmp_path: Path, missing: str, env_changes: dict[str, str]
-) -> None:
+def test_production_refuses_silent_defaults(tmp_path: Path, missing: str, env_changes: dict[str, str]) -> None:
     env = base_env(CAREBANK_ENV="production", CAREBANK_ARGON2_PROFILE="RFC_9106_LOW_MEMORY", **env_changes)
     result = cli(env, tmp_path, "serve")
     assert result.returncode == 2

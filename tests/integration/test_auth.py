@@ -22,9 +22,7 @@ from tests.support import Client, admin_headers, bearer
 
 
 async def _admin_secret(db: asyncpg.Connection) -> tuple[str, str]:
-    made = await issue_credential(
-        db, SecretHasher.for_profile("CHEAPEST"), Binding("admin", None, None, None), "t"
-    )
+    made = await issue_credential(db, SecretHasher.for_profile("CHEAPEST"), Binding("admin", None, None, None), "t")
     return made.client_id, made.client_secret
 
 
@@ -53,9 +51,7 @@ async def test_unknown_or_malformed_client_is_401(client: Client, client_id: str
 
 async def test_wrong_secret_is_401(client: Client, db: asyncpg.Connection) -> None:
     client_id, secret = await _admin_secret(db)
-    response = await client.post(
-        "/v1/auth/token", json={"client_id": client_id, "client_secret": secret + "x"}
-    )
+    response = await client.post("/v1/auth/token", json={"client_id": client_id, "client_secret": secret + "x"})
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
 
@@ -64,9 +60,7 @@ def _forge(claims: dict[str, object], secret: str = JWT_SECRET) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-async def test_missing_expired_tampered_and_foreign_tokens_are_401(
-    client: Client, db: asyncpg.Connection
-) -> None:
+async def test_missing_expired_tampered_and_foreign_tokens_are_401(client: Client, db: asyncpg.Connection) -> None:
     headers = await admin_headers(client, db)
     good = headers["Authorization"].removeprefix("Bearer ")
     claims = jwt.decode(good, JWT_SECRET, algorithms=["HS256"])
@@ -117,9 +111,7 @@ async def test_token_endpoint_is_rate_limited(settings: Settings, db: asyncpg.Co
     limited = msgspec.structs.replace(settings, auth_rate_limit_per_minute=3)
     async with AsyncTestClient(app=create_app(limited)) as client:
         statuses = [
-            (
-                await client.post("/v1/auth/token", json={"client_id": "nonsense", "client_secret": "x"})
-            ).status_code
+            (await client.post("/v1/auth/token", json={"client_id": "nonsense", "client_secret": "x"})).status_code
             for _ in range(5)
         ]
         assert statuses[:3] == [401, 401, 401]
@@ -137,9 +129,7 @@ async def test_secrets_never_reach_the_logs(
     client_id, secret = await _admin_secret(db)
     await client.post("/v1/auth/token", json={"client_id": client_id, "client_secret": secret})
     await client.post("/v1/auth/token", json={"client_id": client_id, "client_secret": secret + "wrong"})
-    made = await client.post(
-        "/v1/credentials", json={"role": "admin"}, headers=await admin_headers(client, db)
-    )
+    made = await client.post("/v1/credentials", json={"role": "admin"}, headers=await admin_headers(client, db))
     logged = caplog.text
     assert '"path": "/v1/auth/token"' in logged  # the access log did run
     assert secret not in logged

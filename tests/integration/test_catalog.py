@@ -19,9 +19,7 @@ async def commissioner(client: Client, db: asyncpg.Connection) -> dict[str, str]
 
 @pytest.fixture
 async def provider_id(client: Client, commissioner: dict[str, str]) -> str:
-    return str(
-        (await create(client, commissioner, "/v1/providers", {"code": "ACME", "name": "Acme Care"}))["id"]
-    )
+    return str((await create(client, commissioner, "/v1/providers", {"code": "ACME", "name": "Acme Care"}))["id"])
 
 
 def contract_body(provider_id: str, **changes: Any) -> dict[str, Any]:
@@ -39,12 +37,8 @@ def person_body(**changes: Any) -> dict[str, Any]:
     return {"reference": "P-1", "display_name": "Ann", "location": {"lat": 53.76, "lon": -2.70}, **changes}
 
 
-async def test_contract_gets_domain_defaults(
-    client: Client, commissioner: dict[str, str], provider_id: str
-) -> None:
-    made = await create(
-        client, commissioner, "/v1/contracts", contract_body(provider_id, pay_rules={"grace_min": 3})
-    )
+async def test_contract_gets_domain_defaults(client: Client, commissioner: dict[str, str], provider_id: str) -> None:
+    made = await create(client, commissioner, "/v1/contracts", contract_body(provider_id, pay_rules={"grace_min": 3}))
     assert made["pay_rules"] == {
         "grace_min": 3,
         "rounding_unit_min": 1,

@@ -14,14 +14,8 @@ from hypothesis import strategies as st
 from tests.support import Client, admin_headers, count, create, credential_headers
 
 JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=30),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
-    ),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
     max_leaves=12,
 )
 FIELDS = [
@@ -65,9 +59,7 @@ TABLES = ["tenants", "providers", "carers", "people", "contracts", "credentials"
 async def callers(client: Client, db: asyncpg.Connection) -> dict[str, dict[str, str]]:
     admin = await admin_headers(client, db)
     tenant = await create(client, admin, "/v1/tenants", {"name": "Fuzz"})
-    commissioner = await credential_headers(
-        client, admin, {"role": "commissioner", "tenant_id": tenant["id"]}
-    )
+    commissioner = await credential_headers(client, admin, {"role": "commissioner", "tenant_id": tenant["id"]})
     return {"/v1/tenants": admin, "/v1/credentials": commissioner, "default": commissioner}
 
 

@@ -141,9 +141,7 @@ async def test_referencing_another_tenants_provider_is_404(client: Client, world
         "rates": RATES,
         "valid_from": "2026-01-05",
     }
-    assert (
-        await client.post("/v1/contracts", json=contract, headers=world.a.commissioner)
-    ).status_code == 404
+    assert (await client.post("/v1/contracts", json=contract, headers=world.a.commissioner)).status_code == 404
     carer = {"name": "x", "provider_id": world.b.providers[0]}
     assert (await client.post("/v1/carers", json=carer, headers=world.a.commissioner)).status_code == 404
 
@@ -155,9 +153,7 @@ async def test_provider_sees_only_its_own_carers(client: Client, world: World) -
     assert (await client.get(f"/v1/carers/{world.a.carers[1]}", headers=own)).status_code == 404
     other = await client.get("/v1/carers", params={"provider_id": world.a.providers[1]}, headers=own)
     assert other.status_code == 404
-    made = await client.post(
-        "/v1/carers", json={"name": "x", "provider_id": world.a.providers[1]}, headers=own
-    )
+    made = await client.post("/v1/carers", json={"name": "x", "provider_id": world.a.providers[1]}, headers=own)
     assert made.status_code == 404
     mine = await client.post("/v1/carers", json={"name": "Mine"}, headers=own)
     assert mine.status_code == 201

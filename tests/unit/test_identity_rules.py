@@ -27,9 +27,7 @@ def test_client_ids_name_their_tenant(tenant: UUID | None) -> None:
     assert rules.parse_client_id(rules.new_client_id(tenant)) == (True, tenant)
 
 
-@pytest.mark.parametrize(
-    "client_id", ["", "adm_", "cb_123", "cb_" + "g" * 32 + "_" + "0" * 16, "ADM_" + "0" * 24]
-)
+@pytest.mark.parametrize("client_id", ["", "adm_", "cb_123", "cb_" + "g" * 32 + "_" + "0" * 16, "ADM_" + "0" * 24])
 def test_foreign_client_ids_are_not_ours(client_id: str) -> None:
     assert rules.parse_client_id(client_id) == (False, None)
 
@@ -96,9 +94,7 @@ def test_allowed_bindings(caller: rules.Caller, wanted: CredentialCreate, expect
         (COMMISSIONER, CredentialCreate(role="commissioner", provider_id=P1), 422, "provider_id"),
     ],
 )
-def test_refused_bindings(
-    caller: rules.Caller, wanted: CredentialCreate, status: int, field: str | None
-) -> None:
+def test_refused_bindings(caller: rules.Caller, wanted: CredentialCreate, status: int, field: str | None) -> None:
     with pytest.raises(RuleError) as raised:
         rules.bind_credential(caller, wanted)
     assert raised.value.status == status

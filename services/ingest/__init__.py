@@ -1,0 +1,1 @@
+"""Ingest: visit events from carers' phones, matched, verified and committed in groups."""

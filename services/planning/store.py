@@ -1,0 +1,342 @@
+"""Planning SQL: care plans and visits. Every query is filtered by tenant_id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from schemas.planning import Cancellation, CarePlan, CarePlanCreate, Outcome, ScheduleSlot, Visit
+from services.common.ids import new_id
+from services.planning.rules import GeneratedVisit
+
+_PLAN_COLUMNS = """id, person_id, contract_id, provider_id, weekly_min, outcomes, schedule, valid_from,
+    valid_to, horizon_days, generated_until, created_at,
+    (SELECT count(*) FROM visits v WHERE v.tenant_id = care_plans.tenant_id AND v.plan_id = care_plans.id)
+        AS visits_created"""
+
+
+def _plan(row: asyncpg.Record) -> CarePlan:
+    return CarePlan(
+        id=row["id"],
+        person_id=row["person_id"],
+        contract_id=row["contract_id"],
+        provider_id=row["provider_id"],
+        weekly_min=row["weekly_min"],
+        outcomes=msgspec.convert(row["outcomes"], list[Outcome]),
+        schedule=msgspec.convert(row["schedule"], list[ScheduleSlot]),
+        valid_from=row["valid_from"],
+        valid_to=row["valid_to"],
+        horizon_days=row["horizon_days"],
+        generated_until=row["generated_until"],
+        visits_created=row["visits_created"],
+        created_at=row["created_at"],
+    )
+
+
+async def insert_care_plan(
+    conn: asyncpg.Connection, tenant_id: UUID, plan_id: UUID, provider_id: UUID, data: CarePlanCreate
+) -> None:
+    await conn.execute(
+        """INSERT INTO care_plans (tenant_id, id, person_id, contract_id, provider_id, weekly_min, outcomes,
+                                   schedule, valid_from, valid_to, horizon_days)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        tenant_id,
+        plan_id,
+        data.person_id,
+        data.contract_id,
+        provider_id,
+        data.weekly_min,
+        msgspec.to_builtins(data.outcomes),
+        msgspec.to_builtins(data.schedule),
+        data.valid_from,
+        data.valid_to,
+        data.horizon_days,
+    )
+
+
+async def get_care_plan(conn: asyncpg.Connection, tenant_id: UUID, plan_id: UUID) -> CarePlan | None:
+    row = await conn.fetchrow(
+        f"SELECT {_PLAN_COLUMNS} FROM care_plans WHERE tenant_id = $1 AND id = $2", tenant_id, plan_id
+    )
+    return _plan(row) if row else None
+
+
+async def list_care_plans(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    person_id: UUID | None,
+    provider_id: UUID | None,
+    after: UUID | None,
+    limit: int,
+) -> list[CarePlan]:
+    rows = await conn.fetch(
+        f"""SELECT {_PLAN_COLUMNS} FROM care_plans
+            WHERE tenant_id = $1 AND ($2::uuid IS NULL OR person_id = $2)
+              AND ($3::uuid IS NULL OR provider_id = $3) AND ($4::uuid IS NULL OR id > $4)
+            ORDER BY id LIMIT $5""",
+        tenant_id,
+        person_id,
+        provider_id,
+        after,
+        limit,
+    )
+    return [_plan(row) for row in rows]
+
+
+async def plans_needing_visits(conn: asyncpg.Connection, today_utc: date) -> list[asyncpg.Record]:
+    """Every plan, in any tenant, whose visits may not yet reach its horizon (the daily job)."""
+    return await conn.fetch(
+        """SELECT p.tenant_id, p.id, p.schedule, p.valid_from, p.valid_to, p.horizon_days, p.generated_until,
+                  c.valid_from AS contract_from, c.valid_to AS contract_to, t.zone
+           FROM care_plans p
+           JOIN contracts c ON c.tenant_id = p.tenant_id AND c.id = p.contract_id
+           JOIN tenants t ON t.tenant_id = p.tenant_id
+           WHERE (p.generated_until IS NULL OR p.generated_until < $1::date + p.horizon_days + 1)
+             AND (p.valid_to IS NULL OR p.generated_until IS NULL OR p.generated_until < p.valid_to)
+             AND (c.valid_to IS NULL OR p.generated_until IS NULL OR p.generated_until < c.valid_to)""",
+        today_utc,
+    )
+
+
+async def insert_generated_visits(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    plan_id: UUID,
+    visits: Sequence[GeneratedVisit],
+    generated_until: date,
+) -> int:
+    """Insert the plan's visits that do not exist yet (by plan, slot, local date); returns how many."""
+    inserted = 0
+    if visits:
+        result = await conn.execute(
+            """INSERT INTO visits (tenant_id, id, person_id, contract_id, provider_id, plan_id, slot, local_date,
+                                   planned_start, planned_min, carers_required, outcome_ids, funding, origin,
+                                   approval, status, band_start)
+               SELECT p.tenant_id, g.id, p.person_id, p.contract_id, p.provider_id, p.id, g.slot, g.local_date,
+                      g.planned_start, g.planned_min, g.carers_required,
+                      ARRAY(SELECT jsonb_array_elements_text(g.outcome_ids)), 'package', 'plan',
+                      'approved', 'planned', g.planned_start
+               FROM care_plans p,
+                    unnest($3::uuid[], $4::int[], $5::date[], $6::timestamptz[], $7::int[], $8::int[], $9::jsonb[])
+                        AS g(id, slot, local_date, planned_start, planned_min, carers_required, outcome_ids)
+               WHERE p.tenant_id = $1 AND p.id = $2
+               ON CONFLICT (tenant_id, plan_id, slot, local_date) DO NOTHING""",
+            tenant_id,
+            plan_id,
+            [new_id() for _ in visits],
+            [v.slot for v in visits],
+            [v.local_date for v in visits],
+            [v.planned_start for v in visits],
+            [v.planned_min for v in visits],
+            [v.carers_required for v in visits],
+            [list(v.outcome_ids) for v in visits],
+        )
+        inserted = int(result.split()[-1])
+    await conn.execute(
+        """UPDATE care_plans SET generated_until = greatest(generated_until, $3)
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        plan_id,
+        generated_until,
+    )
+    return inserted
+
+
+async def plan_outcome_ids(conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, contract_id: UUID) -> set[str]:
+    """Outcome ids of the person's plans on this contract."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT o ->> 'id' AS id FROM care_plans, jsonb_array_elements(outcomes) o
+           WHERE tenant_id = $1 AND person_id = $2 AND contract_id = $3""",
+        tenant_id,
+        person_id,
+        contract_id,
+    )
+    return {row["id"] for row in rows}
+
+
+async def person_is_with_provider(
+    conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, provider_id: UUID
+) -> bool:
+    """A person 'is with' a provider when they have a care plan on one of its contracts."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM care_plans WHERE tenant_id = $1 AND person_id = $2 AND provider_id = $3)",
+            tenant_id,
+            person_id,
+            provider_id,
+        )
+    )
+
+
+_VISIT_COLUMNS = """id, person_id, provider_id, contract_id, plan_id, status, planned_start, planned_min,
+    carers_required, carer_ids, outcome_ids, funding, origin, approval, band_start, cancellation, actual,
+    exceptions, created_at"""
+
+
+def visit_from_row(row: asyncpg.Record | dict[str, Any]) -> Visit:
+    data = dict(row)
+    data["carer_ids"] = list(data["carer_ids"])
+    data["outcome_ids"] = list(data["outcome_ids"])
+    data["exceptions"] = list(data["exceptions"])
+    data["cancellation"] = msgspec.convert(data["cancellation"], Cancellation) if data["cancellation"] else None
+    return Visit(**data)
+
+
+async def insert_visit(conn: asyncpg.Connection, tenant_id: UUID, visit: Visit) -> Visit:
+    row = await conn.fetchrow(
+        f"""INSERT INTO visits (tenant_id, id, person_id, contract_id, provider_id, planned_start, planned_min,
+                                carers_required, carer_ids, outcome_ids, funding, origin, approval, status,
+                                band_start)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            RETURNING {_VISIT_COLUMNS}""",
+        tenant_id,
+        visit.id,
+        visit.person_id,
+        visit.contract_id,
+        visit.provider_id,
+        visit.planned_start,
+        visit.planned_min,
+        visit.carers_required,
+        visit.carer_ids,
+        visit.outcome_ids,
+        visit.funding,
+        visit.origin,
+        visit.approval,
+        visit.status,
+        visit.band_start,
+    )
+    assert row is not None
+    return visit_from_row(row)
+
+
+async def get_visit(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, *, lock: bool = False) -> Visit | None:
+    row = await conn.fetchrow(
+        f"SELECT {_VISIT_COLUMNS} FROM visits WHERE tenant_id = $1 AND id = $2" + (" FOR UPDATE" if lock else ""),
+        tenant_id,
+        visit_id,
+    )
+    return visit_from_row(row) if row else None
+
+
+async def get_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> dict[UUID, Visit]:
+    rows = await conn.fetch(
+        f"SELECT {_VISIT_COLUMNS} FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+        tenant_id,
+        list(visit_ids),
+    )
+    return {row["id"]: visit_from_row(row) for row in rows}
+
+
+async def list_visits(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    start_from: datetime | None,
+    start_before: datetime | None,
+    provider_id: UUID | None,
+    person_id: UUID | None,
+    carer_id: UUID | None,
+    status: str | None,
+    after: UUID | None,
+    limit: int,
+) -> list[Visit]:
+    """Visits by filter; `carer_id` matches carers assigned or with events on the visit."""
+    rows = await conn.fetch(
+        f"""SELECT {_VISIT_COLUMNS} FROM visits v
+            WHERE tenant_id = $1
+              AND ($2::timestamptz IS NULL OR planned_start >= $2)
+              AND ($3::timestamptz IS NULL OR planned_start < $3)
+              AND ($4::uuid IS NULL OR provider_id = $4)
+              AND ($5::uuid IS NULL OR person_id = $5)
+              AND ($6::uuid IS NULL OR $6 = ANY(carer_ids) OR EXISTS (
+                    SELECT 1 FROM visit_events e
+                    WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.carer_id = $6))
+              AND ($7::text IS NULL OR status = $7)
+              AND ($8::uuid IS NULL OR id > $8)
+            ORDER BY id LIMIT $9""",
+        tenant_id,
+        start_from,
+        start_before,
+        provider_id,
+        person_id,
+        carer_id,
+        status,
+        after,
+        limit,
+    )
+    return [visit_from_row(row) for row in rows]
+
+
+async def carer_day(
+    conn: asyncpg.Connection, tenant_id: UUID, carer_id: UUID, start: datetime, end: datetime
+) -> list[Visit]:
+    """A carer's visits planned in [start, end): assigned to it or with its events, by start time."""
+    rows = await conn.fetch(
+        f"""SELECT {_VISIT_COLUMNS} FROM visits v
+            WHERE tenant_id = $1 AND planned_start >= $3 AND planned_start < $4
+              AND ($2 = ANY(carer_ids) OR EXISTS (
+                    SELECT 1 FROM visit_events e
+                    WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.carer_id = $2))
+            ORDER BY planned_start, id""",
+        tenant_id,
+        carer_id,
+        start,
+        end,
+    )
+    return [visit_from_row(row) for row in rows]
+
+
+async def update_schedule(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    visit_id: UUID,
+    *,
+    carer_ids: list[UUID],
+    planned_start: datetime,
+    band_start: datetime,
+) -> Visit:
+    row = await conn.fetchrow(
+        f"""UPDATE visits SET carer_ids = $3, planned_start = $4, band_start = $5, updated_at = now()
+            WHERE tenant_id = $1 AND id = $2 RETURNING {_VISIT_COLUMNS}""",
+        tenant_id,
+        visit_id,
+        carer_ids,
+        planned_start,
+        band_start,
+    )
+    assert row is not None
+    return visit_from_row(row)
+
+
+async def cancel_visit(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, cancellation: Cancellation) -> Visit:
+    row = await conn.fetchrow(
+        f"""UPDATE visits SET status = 'cancelled', cancellation = $3, updated_at = now()
+            WHERE tenant_id = $1 AND id = $2 RETURNING {_VISIT_COLUMNS}""",
+        tenant_id,
+        visit_id,
+        msgspec.to_builtins(cancellation),
+    )
+    assert row is not None
+    return visit_from_row(row)
+
+
+async def approve_visit(conn: asyncpg.Connection, tenant_id: UUID, visit: Visit) -> Visit:
+    """Approve a pending requested visit, or confirm a provider-recorded short-notice cancellation."""
+    cancellation = (
+        msgspec.to_builtins(msgspec.structs.replace(visit.cancellation, confirmed=True)) if visit.cancellation else None
+    )
+    row = await conn.fetchrow(
+        f"""UPDATE visits SET approval = 'approved', cancellation = $3, updated_at = now()
+            WHERE tenant_id = $1 AND id = $2 RETURNING {_VISIT_COLUMNS}""",
+        tenant_id,
+        visit.id,
+        cancellation,
+    )
+    assert row is not None
+    return visit_from_row(row)
