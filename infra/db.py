@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import msgspec
@@ -59,6 +62,13 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, typed as the Connection it behaves as (the pool hands out a proxy)."""
+    async with pool.acquire() as conn:
+        yield cast(asyncpg.Connection, conn)
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:

@@ -19,6 +19,7 @@ from infra.db import create_pool
 from infra.logging import configure_logging
 from infra.settings import Settings
 from services.common import idempotency
+from services.planning import jobs as planning_jobs
 
 log = structlog.get_logger("carebank.worker")
 
@@ -34,6 +35,8 @@ class Job:
 
 JOBS: list[Job] = [
     Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
+    # Idempotent, so running hourly (rather than once at midnight) costs little and heals gaps.
+    Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
 ]
 
 

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
+from infra.db import acquire
 from services.common.auth import Principal
 from services.common.errors import problem
 
 
 async def provide_conn(state: State) -> AsyncGenerator[asyncpg.Connection, None]:
     """A connection from the app's pool for the length of one request."""
-    pool: asyncpg.Pool = state.pool
-    async with pool.acquire() as conn:
-        yield cast(asyncpg.Connection, conn)  # a pool proxy that behaves as a Connection
+    async with acquire(state.pool) as conn:
+        yield conn
 
 
 def provide_caller(request: Request[Any, Any, Any]) -> Principal:

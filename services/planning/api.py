@@ -32,7 +32,7 @@ from services.common.ids import new_id
 from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
 from services.identity import store as identity_store
 from services.ingest import store as ingest_store
-from services.planning import rules, store
+from services.planning import jobs, rules, store
 
 DateParam = Annotated[date | None, QueryParameter(description="local date (tenant time)")]
 
@@ -54,27 +54,6 @@ def local_day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start, rules.local_instant(day + timedelta(days=1), "00:00", zone)
 
 
-async def generate_plan_visits(
-    conn: asyncpg.Connection, tenant_id: UUID, plan: CarePlan, zone: ZoneInfo, now: datetime
-) -> int:
-    """Create the plan's missing visits up to its horizon; safe to run any number of times."""
-    contract = await catalog_store.get_contract(conn, tenant_id, plan.contract_id)
-    assert contract is not None
-    window = rules.generation_window(
-        plan_from=plan.valid_from,
-        plan_to=plan.valid_to,
-        contract_from=contract.valid_from,
-        contract_to=contract.valid_to,
-        generated_until=plan.generated_until,
-        today=now.astimezone(zone).date(),
-        horizon_days=plan.horizon_days,
-    )
-    if window is None:
-        return 0
-    visits = rules.expand_schedule(plan.schedule, zone, *window)
-    return await store.insert_generated_visits(conn, tenant_id, plan.id, visits, window[1])
-
-
 class CarePlanController(Controller):
     """Care plans; creating one generates its visits from valid_from to today + horizon_days."""
 
@@ -92,13 +71,10 @@ class CarePlanController(Controller):
         contract = await catalog_store.get_contract(conn, tenant, data.contract_id)
         if contract is None:
             raise not_found("contract", "contract_id")
-        zone = await tenant_zone(conn, tenant)
         plan_id = new_id()
         async with conn.transaction():
             await store.insert_care_plan(conn, tenant, plan_id, contract.provider_id, data)
-            plan = await store.get_care_plan(conn, tenant, plan_id)
-            assert plan is not None
-            await generate_plan_visits(conn, tenant, plan, zone, utc_now())
+            await jobs.generate_plan(conn, await store.plan_generation_state(conn, tenant, plan_id), utc_now())
         return found_or_404(await store.get_care_plan(conn, tenant, plan_id), "care plan")
 
     @get("/", operation_id="listCarePlans")

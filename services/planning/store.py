@@ -89,17 +89,27 @@ async def list_care_plans(
     return [_plan(row) for row in rows]
 
 
+_GENERATION_STATE = """SELECT p.tenant_id, p.id, p.schedule, p.valid_from, p.valid_to, p.horizon_days,
+           p.generated_until, c.valid_from AS contract_from, c.valid_to AS contract_to, t.zone
+    FROM care_plans p
+    JOIN contracts c ON c.tenant_id = p.tenant_id AND c.id = p.contract_id
+    JOIN tenants t ON t.tenant_id = p.tenant_id"""
+
+
+async def plan_generation_state(conn: asyncpg.Connection, tenant_id: UUID, plan_id: UUID) -> asyncpg.Record:
+    """What generation needs of one plan: schedule, validity, its contract's validity, the zone."""
+    row = await conn.fetchrow(_GENERATION_STATE + " WHERE p.tenant_id = $1 AND p.id = $2", tenant_id, plan_id)
+    assert row is not None
+    return row
+
+
 async def plans_needing_visits(conn: asyncpg.Connection, today_utc: date) -> list[asyncpg.Record]:
-    """Every plan, in any tenant, whose visits may not yet reach its horizon (the daily job)."""
+    """Every plan, in any tenant, whose visits may not yet reach its horizon (the worker job)."""
     return await conn.fetch(
-        """SELECT p.tenant_id, p.id, p.schedule, p.valid_from, p.valid_to, p.horizon_days, p.generated_until,
-                  c.valid_from AS contract_from, c.valid_to AS contract_to, t.zone
-           FROM care_plans p
-           JOIN contracts c ON c.tenant_id = p.tenant_id AND c.id = p.contract_id
-           JOIN tenants t ON t.tenant_id = p.tenant_id
-           WHERE (p.generated_until IS NULL OR p.generated_until < $1::date + p.horizon_days + 1)
-             AND (p.valid_to IS NULL OR p.generated_until IS NULL OR p.generated_until < p.valid_to)
-             AND (c.valid_to IS NULL OR p.generated_until IS NULL OR p.generated_until < c.valid_to)""",
+        _GENERATION_STATE
+        + """ WHERE (p.generated_until IS NULL OR p.generated_until < $1::date + p.horizon_days + 1)
+                AND (p.valid_to IS NULL OR p.generated_until IS NULL OR p.generated_until < p.valid_to)
+                AND (c.valid_to IS NULL OR p.generated_until IS NULL OR p.generated_until < c.valid_to)""",
         today_utc,
     )
 
