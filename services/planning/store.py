@@ -130,10 +130,10 @@ async def insert_generated_visits(
                                    approval, status, band_start)
                SELECT p.tenant_id, g.id, p.person_id, p.contract_id, p.provider_id, p.id, g.slot, g.local_date,
                       g.planned_start, g.planned_min, g.carers_required,
-                      ARRAY(SELECT jsonb_array_elements_text(g.outcome_ids)), 'package', 'plan',
+                      ARRAY(SELECT jsonb_array_elements_text(g.outcome_ids::jsonb)), 'package', 'plan',
                       'approved', 'planned', g.planned_start
                FROM care_plans p,
-                    unnest($3::uuid[], $4::int[], $5::date[], $6::timestamptz[], $7::int[], $8::int[], $9::jsonb[])
+                    unnest($3::uuid[], $4::int[], $5::date[], $6::timestamptz[], $7::int[], $8::int[], $9::text[])
                         AS g(id, slot, local_date, planned_start, planned_min, carers_required, outcome_ids)
                WHERE p.tenant_id = $1 AND p.id = $2
                ON CONFLICT (tenant_id, plan_id, slot, local_date) DO NOTHING""",
@@ -145,7 +145,8 @@ async def insert_generated_visits(
             [v.planned_start for v in visits],
             [v.planned_min for v in visits],
             [v.carers_required for v in visits],
-            [list(v.outcome_ids) for v in visits],
+            # JSON text per visit: asyncpg would read nested lists as a 2-D array.
+            [msgspec.json.encode(list(v.outcome_ids)).decode() for v in visits],
         )
         inserted = int(result.split()[-1])
     await conn.execute(
