@@ -38,6 +38,7 @@ from services.common.middleware import request_id_middleware
 from services.health import HealthController
 from services.identity.api import AuthController, CredentialController, TenantController
 from services.identity.rules import SecretHasher
+from services.ingest.api import IngestController
 from services.planning.api import CarePlanController, MyVisitsController, VisitController
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> Litestar:
             CarePlanController,
             VisitController,
             MyVisitsController,
+            IngestController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],

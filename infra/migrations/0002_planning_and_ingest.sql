@@ -32,7 +32,8 @@ CREATE TABLE visits (
     slot             integer,
     local_date       date,
     planned_start    timestamptz NOT NULL,
-    planned_min      integer NOT NULL CHECK (planned_min > 0),
+    -- 0 only for an unplanned visit until its planned minutes are approved.
+    planned_min      integer NOT NULL CHECK (planned_min > 0 OR origin = 'unplanned'),
     carers_required  smallint NOT NULL CHECK (carers_required BETWEEN 1 AND 2),
     carer_ids        uuid[] NOT NULL DEFAULT '{}',
     outcome_ids      text[] NOT NULL DEFAULT '{}',
@@ -94,6 +95,9 @@ CREATE TABLE visit_events (
 );
 CREATE INDEX visit_events_by_visit ON visit_events (tenant_id, visit_id, occurred_at);
 CREATE INDEX visit_events_by_person_carer ON visit_events (tenant_id, person_id, carer_id, occurred_at);
+-- Person-only check-outs, the only events a late check-in can re-match.
+CREATE INDEX visit_events_person_only_check_outs ON visit_events (tenant_id, person_id, carer_id, occurred_at)
+    WHERE kind = 'check_out' AND posted_visit_id IS NULL;
 
 -- Accepted events are never changed or deleted: only the match may move.
 CREATE FUNCTION visit_events_immutable() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -264,3 +264,10 @@ async def carers_of_provider(
         carer_ids,
     )
     return {row["id"] for row in rows}
+
+
+async def get_people(conn: asyncpg.Connection, tenant_id: UUID, person_ids: list[UUID]) -> dict[UUID, Person]:
+    rows = await conn.fetch(
+        f"SELECT {_PERSON_COLUMNS} FROM people WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant_id, person_ids
+    )
+    return {row["id"]: _person(row) for row in rows}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -27,3 +29,118 @@ async def carer_has_events_on(conn: asyncpg.Connection, tenant_id: UUID, visit_i
             carer_id,
         )
     )
+
+
+async def lock_people(conn: asyncpg.Connection, tenant_id: UUID, person_ids: list[UUID]) -> None:
+    """Serialise matching per person (in a fixed order, so two batches never deadlock)."""
+    for person_id in sorted(set(person_ids)):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{tenant_id}:{person_id}")
+
+
+async def existing_events(
+    conn: asyncpg.Connection, tenant_id: UUID, event_ids: list[UUID]
+) -> dict[UUID, asyncpg.Record]:
+    rows = await conn.fetch(
+        """SELECT event_id, content_hash, visit_id, verified FROM visit_events
+           WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])""",
+        tenant_id,
+        event_ids,
+    )
+    return {row["event_id"]: row for row in rows}
+
+
+async def latest_check_in(
+    conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, carer_id: UUID, at_or_before: datetime
+) -> tuple[UUID, datetime] | None:
+    """The carer's latest check-in for the person at or before an instant: (visit, when)."""
+    row = await conn.fetchrow(
+        """SELECT visit_id, occurred_at FROM visit_events
+           WHERE tenant_id = $1 AND person_id = $2 AND carer_id = $3 AND kind = 'check_in' AND occurred_at <= $4
+           ORDER BY occurred_at DESC, visit_id DESC LIMIT 1""",
+        tenant_id,
+        person_id,
+        carer_id,
+        at_or_before,
+    )
+    return (row["visit_id"], row["occurred_at"]) if row else None
+
+
+async def insert_events(conn: asyncpg.Connection, tenant_id: UUID, rows: list[dict[str, Any]]) -> set[UUID]:
+    """Insert in one statement; returns the event ids written (a concurrent twin wins otherwise)."""
+    if not rows:
+        return set()
+    columns = [
+        ("event_id", "uuid"),
+        ("carer_id", "uuid"),
+        ("provider_id", "uuid"),
+        ("person_id", "uuid"),
+        ("posted_visit_id", "uuid"),
+        ("visit_id", "uuid"),
+        ("kind", "text"),
+        ("occurred_at", "timestamptz"),
+        ("method", "text"),
+        ("lat", "float8"),
+        ("lon", "float8"),
+        ("accuracy_m", "float8"),
+        ("tag", "text"),
+        ("phone", "text"),
+        ("device_id", "text"),
+        ("outcomes", "text"),
+        ("note", "text"),
+        ("verified", "bool"),
+        ("content_hash", "text"),
+    ]
+    names = ", ".join(name for name, _ in columns)
+    params = ", ".join(f"${i + 2}::{kind}[]" for i, (_, kind) in enumerate(columns))
+    selected = ", ".join("outcomes::jsonb" if name == "outcomes" else name for name, _ in columns)
+    inserted = await conn.fetch(
+        f"""INSERT INTO visit_events (tenant_id, {names})
+            SELECT $1, {selected} FROM unnest({params}) AS e({names})
+            ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id""",
+        tenant_id,
+        *([row[name] for row in rows] for name, _ in columns),
+    )
+    return {row["event_id"] for row in inserted}
+
+
+async def with_person_only_check_outs(
+    conn: asyncpg.Connection, tenant_id: UUID, person_ids: list[UUID]
+) -> set[tuple[UUID, UUID]]:
+    """(person, carer) pairs that have person-only check-outs (which a late check-in may take over)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT person_id, carer_id FROM visit_events
+           WHERE tenant_id = $1 AND person_id = ANY($2::uuid[]) AND kind = 'check_out' AND posted_visit_id IS NULL""",
+        tenant_id,
+        person_ids,
+    )
+    return {(row["person_id"], row["carer_id"]) for row in rows}
+
+
+async def rematch_check_outs(
+    conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, carer_id: UUID, check_in_at: datetime, visit_id: UUID
+) -> list[UUID]:
+    """Move person-only check-outs whose latest check-in is now this one; returns the visits they left."""
+    rows = await conn.fetch(
+        """WITH moved AS (
+               SELECT co.event_id, co.visit_id AS old_visit FROM visit_events co
+               WHERE co.tenant_id = $1 AND co.person_id = $2 AND co.carer_id = $3 AND co.kind = 'check_out'
+                 AND co.posted_visit_id IS NULL AND co.occurred_at >= $4 AND co.visit_id <> $5
+                 AND NOT EXISTS (
+                     SELECT 1 FROM visit_events ci
+                     WHERE ci.tenant_id = co.tenant_id AND ci.person_id = co.person_id AND ci.carer_id = co.carer_id
+                       AND ci.kind = 'check_in' AND ci.occurred_at > $4 AND ci.occurred_at <= co.occurred_at)
+               FOR UPDATE)
+           UPDATE visit_events e SET visit_id = $5 FROM moved
+           WHERE e.tenant_id = $1 AND e.event_id = moved.event_id
+           RETURNING moved.old_visit""",
+        tenant_id,
+        person_id,
+        carer_id,
+        check_in_at,
+        visit_id,
+    )
+    return [row["old_visit"] for row in rows]
+
+
+async def count_events(conn: asyncpg.Connection, tenant_id: UUID) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM visit_events WHERE tenant_id = $1", tenant_id))

@@ -351,3 +351,38 @@ async def approve_visit(conn: asyncpg.Connection, tenant_id: UUID, visit: Visit)
     )
     assert row is not None
     return visit_from_row(row)
+
+
+async def candidate_visits(
+    conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, provider_id: UUID, start: datetime, end: datetime
+) -> list[tuple[UUID, datetime]]:
+    """The person's non-cancelled visits with this provider planned in [start, end]."""
+    rows = await conn.fetch(
+        """SELECT id, planned_start FROM visits
+           WHERE tenant_id = $1 AND person_id = $2 AND provider_id = $3 AND status <> 'cancelled'
+             AND planned_start BETWEEN $4 AND $5""",
+        tenant_id,
+        person_id,
+        provider_id,
+        start,
+        end,
+    )
+    return [(row["id"], row["planned_start"]) for row in rows]
+
+
+async def contract_for_unplanned(
+    conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, provider_id: UUID, on: date
+) -> UUID | None:
+    """The contract an unplanned visit falls under: that of the person's plan with the provider in force
+    on the day (the latest plan when several are)."""
+    value = await conn.fetchval(
+        """SELECT contract_id FROM care_plans
+           WHERE tenant_id = $1 AND person_id = $2 AND provider_id = $3
+           ORDER BY (valid_from <= $4 AND (valid_to IS NULL OR valid_to >= $4)) DESC, valid_from DESC, id DESC
+           LIMIT 1""",
+        tenant_id,
+        person_id,
+        provider_id,
+        on,
+    )
+    return value if isinstance(value, UUID) else None

@@ -1,0 +1,97 @@
+"""Ingest HTTP: one event (201 accepted, 200 duplicate, 409 conflict, 422, 404) or a batch of up to 500."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.params import JSONBody
+from litestar.response import Response
+
+from infra.db import acquire
+from schemas.common import FieldProblem
+from schemas.ingest import BatchAnswer, EventAnswer, EventBatchIn, VisitEventIn
+from services.common.auth import Principal, allow
+from services.common.deps import Caller
+from services.common.errors import problem
+from services.ingest.accept import Outcome, Poster, Submission, accept
+from services.ingest.committer import GroupCommitter
+from services.ingest.rules import EventProblem
+
+_DECODER = msgspec.json.Decoder(VisitEventIn)
+_ID_ONLY = msgspec.json.Decoder(dict[str, Any])
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _poster(caller: Principal) -> Poster:
+    assert caller.carer_id is not None
+    assert caller.provider_id is not None
+    return Poster(carer_id=caller.carer_id, provider_id=caller.provider_id)
+
+
+class IngestController(Controller):
+    """Visit events from carers' phones; the carer is the token's, never the body's."""
+
+    path = "/v1/visit-events"
+    tags = ["ingest"]
+    guards = [allow("carer")]
+
+    @post("/", operation_id="postVisitEvent")
+    async def post_event(
+        self, request: Request[Any, Any, Any], data: JSONBody[VisitEventIn], caller: Caller
+    ) -> Response[EventAnswer]:
+        """One event: 201 once committed, 200 for a duplicate of an accepted one."""
+        committer: GroupCommitter = request.app.state.committer
+        answer = await committer.submit(caller.tenant, Submission(_poster(caller), data))
+        if isinstance(answer, EventProblem):
+            raise problem(answer.status, answer.code, answer.problems[0].message, answer.problems)
+        return Response(answer, status_code=201 if answer.status == "accepted" else 200)
+
+    @post("/batch", operation_id="postVisitEventBatch", status_code=200)
+    async def post_batch(
+        self, request: Request[Any, Any, Any], data: JSONBody[EventBatchIn], caller: Caller
+    ) -> BatchAnswer:
+        """Up to 500 events, stored in one transaction; each gets its own answer, in order."""
+        decoded: list[VisitEventIn | EventAnswer] = [_decode(raw) for raw in data.events]
+        submissions = [Submission(_poster(caller), event) for event in decoded if isinstance(event, VisitEventIn)]
+        async with acquire(request.app.state.pool) as conn, conn.transaction():
+            outcomes = await accept(conn, caller.tenant, submissions, datetime.now(tz=UTC))
+        answers = iter([_as_answer(sub, outcome) for sub, outcome in zip(submissions, outcomes, strict=True)])
+        return BatchAnswer(results=[next(answers) if isinstance(item, VisitEventIn) else item for item in decoded])
+
+
+def _decode(raw: msgspec.Raw) -> VisitEventIn | EventAnswer:
+    """One event of a batch; a bad one becomes its own `rejected` answer."""
+    try:
+        return _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = _AT_PATH.search(message)
+        field = at.group(1) if at else "event"
+        return EventAnswer(
+            event_id=_event_id_of(raw),
+            status="rejected",
+            errors=[FieldProblem(field or "event", "invalid", _AT_PATH.sub("", message))],
+        )
+
+
+def _event_id_of(raw: msgspec.Raw) -> UUID | None:
+    """The event id of an event that did not decode, when it has a readable one."""
+    try:
+        return msgspec.convert(_ID_ONLY.decode(raw).get("event_id"), UUID | None)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _as_answer(submission: Submission, outcome: Outcome) -> EventAnswer:
+    if isinstance(outcome, EventAnswer):
+        return outcome
+    return EventAnswer(
+        event_id=submission.event.event_id,
+        status="conflict" if outcome.code == "conflict" else "rejected",
+        errors=outcome.problems,
+    )

@@ -1,0 +1,83 @@
+"""Group commit for single events: concurrent requests are gathered for a moment and stored
+in one transaction, so a busy morning costs one commit per group, not one per event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from infra.db import acquire
+from services.ingest.accept import Outcome, Submission, accept
+
+log = structlog.get_logger("carebank.ingest")
+
+
+@dataclass
+class _Waiting:
+    tenant_id: UUID
+    submission: Submission
+    answer: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommitter:
+    """Queue single events; a background task commits whatever has gathered, tenant by tenant."""
+
+    def __init__(self, pool: asyncpg.Pool, *, max_wait_s: float = 0.002, max_group: int = 500) -> None:
+        self._pool = pool
+        self._max_wait_s = max_wait_s
+        self._max_group = max_group
+        self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest-group-commit")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(self, tenant_id: UUID, submission: Submission) -> Outcome:
+        """Wait until the event's group has committed (or been refused) and return its answer."""
+        waiting = _Waiting(tenant_id, submission)
+        await self._queue.put(waiting)
+        return await waiting.answer
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            deadline = asyncio.get_running_loop().time() + self._max_wait_s
+            while len(group) < self._max_group:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    group.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            by_tenant: dict[UUID, list[_Waiting]] = defaultdict(list)
+            for waiting in group:
+                by_tenant[waiting.tenant_id].append(waiting)
+            await asyncio.gather(*(self._commit(tenant_id, items) for tenant_id, items in by_tenant.items()))
+
+    async def _commit(self, tenant_id: UUID, items: list[_Waiting]) -> None:
+        try:
+            async with acquire(self._pool) as conn, conn.transaction():
+                answers = await accept(conn, tenant_id, [w.submission for w in items], datetime.now(tz=UTC))
+        except Exception as exc:  # every waiter must hear, or its request hangs
+            log.exception("group_commit_failed", tenant_id=str(tenant_id), size=len(items))
+            for waiting in items:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(exc)
+            return
+        for waiting, answer in zip(items, answers, strict=True):
+            if not waiting.answer.done():
+                waiting.answer.set_result(answer)
