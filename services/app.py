@@ -39,6 +39,7 @@ from services.health import HealthController
 from services.identity.api import AuthController, CredentialController, TenantController
 from services.identity.rules import SecretHasher
 from services.ingest.api import IngestController
+from services.ingest.committer import GroupCommitter
 from services.planning.api import CarePlanController, MyVisitsController, VisitController
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
@@ -56,9 +57,12 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         app.state.pool = await create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        app.state.committer = GroupCommitter(app.state.pool)
+        app.state.committer.start()
         try:
             yield
         finally:
+            await app.state.committer.stop()
             await app.state.pool.close()
             await redis.aclose()
 

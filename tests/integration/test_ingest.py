@@ -1,0 +1,163 @@
+"""Visit events over HTTP: accepted once committed, duplicates and conflicts, refusals that write
+nothing, reach, verification, matching of person-only events, batches and group commit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from tests.integration.test_planning import plan_body
+from tests.support import Client, World, build_world, create
+
+LONDON = ZoneInfo("Europe/London")
+HOME = {"lat": 53.7632, "lon": -2.7031}
+
+
+@pytest.fixture
+async def world(client: Client, db: asyncpg.Connection) -> World:
+    built = await build_world(client, db)
+    tw = built.a
+    await client.patch(
+        f"/v1/people/{tw.person_id}", json={"tags": ["NFC-1"], "phones": ["01772 254868"]}, headers=tw.commissioner
+    )
+    await create(client, tw.commissioner, "/v1/care-plans", plan_body(tw))
+    return built
+
+
+async def visit_at(db: asyncpg.Connection, person_id: str, local_day: datetime) -> UUID:
+    """The planned 08:00 visit of that local day."""
+    start = datetime(local_day.year, local_day.month, local_day.day, 8, tzinfo=LONDON)
+    value = await db.fetchval(
+        "SELECT id FROM visits WHERE person_id = $1 AND planned_start = $2", UUID(person_id), start
+    )
+    assert isinstance(value, UUID)
+    return value
+
+
+def yesterday() -> datetime:
+    return datetime.now(tz=LONDON) - timedelta(days=1)
+
+
+def at(day: datetime, hhmm: str) -> datetime:
+    hours, minutes = map(int, hhmm.split(":"))
+    return datetime(day.year, day.month, day.day, hours, minutes, tzinfo=LONDON)
+
+
+def event(kind: str = "check_in", when: datetime | None = None, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": str(uuid4()),
+        "kind": kind,
+        "occurred_at": (when or at(yesterday(), "08:02")).isoformat(),
+        "method": "gps",
+        "location": {**HOME, "accuracy_m": 12},
+        "device_id": "phone-1",
+    }
+    return {**body, **changes}
+
+
+async def events_count(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM visit_events"))
+
+
+async def test_accept_duplicate_conflict(client: Client, world: World, db: asyncpg.Connection) -> None:
+    carer = world.a.carer_headers[0]
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    body = event(visit_id=str(visit_id))
+    first = await client.post("/v1/visit-events", json=body, headers=carer)
+    assert first.status_code == 201, first.text
+    assert first.json()["status"] == "accepted"
+    assert first.json()["visit_id"] == str(visit_id)
+    assert first.json()["verified"] is True
+    again = await client.post("/v1/visit-events", json=body, headers=carer)
+    assert again.status_code == 200
+    assert again.json()["status"] == "duplicate"
+    same_instant_other_offset = {**body, "occurred_at": datetime.fromisoformat(body["occurred_at"]).astimezone(UTC).isoformat()}
+    assert (await client.post("/v1/visit-events", json=same_instant_other_offset, headers=carer)).status_code == 200
+    changed = await client.post("/v1/visit-events", json={**body, "device_id": "phone-2"}, headers=carer)
+    assert changed.status_code == 409
+    assert changed.json()["code"] == "conflict"
+    assert await events_count(db) == 1
+    stored = await db.fetchrow("SELECT carer_id, person_id, verified FROM visit_events")
+    assert str(stored["carer_id"]) == world.a.carers[0]
+    assert str(stored["person_id"]) == world.a.person_id
+
+
+async def test_outcome_order_does_not_make_a_conflict(client: Client, world: World, db: asyncpg.Connection) -> None:
+    carer = world.a.carer_headers[0]
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    outcomes = [{"outcome_id": "wash", "status": "met"}, {"outcome_id": "eat", "status": "refused"}]
+    body = event("check_out", at(yesterday(), "08:31"), visit_id=visit_id, outcomes=outcomes)
+    assert (await client.post("/v1/visit-events", json=body, headers=carer)).status_code == 201
+    reordered = {**body, "outcomes": outcomes[::-1]}
+    assert (await client.post("/v1/visit-events", json=reordered, headers=carer)).json()["status"] == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"occurred_at": (datetime.now(tz=UTC) + timedelta(minutes=6)).isoformat()}, "clock_ahead"),
+        ({"occurred_at": (datetime.now(tz=UTC) - timedelta(days=46)).isoformat()}, "too_old"),
+        ({"outcomes": [{"outcome_id": "wash", "status": "met"}]}, "outcomes_on_check_in"),
+        ({"kind": "check_out", "outcomes": [{"outcome_id": "fly", "status": "met"}]}, "unknown_outcome"),
+        ({"location": None}, "required"),
+        ({"method": "nfc", "location": None}, "required"),
+    ],
+)
+async def test_refused_events_write_nothing(
+    client: Client, world: World, db: asyncpg.Connection, changes: dict[str, Any], code: str
+) -> None:
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    response = await client.post("/v1/visit-events", json=event(visit_id=visit_id, **changes), headers=world.a.carer_headers[0])
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["code"] == code
+    assert await events_count(db) == 0
+
+
+async def test_the_body_cannot_name_the_carer(client: Client, world: World, db: asyncpg.Connection) -> None:
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    body = event(visit_id=visit_id, carer_id=world.a.carers[1])
+    assert (await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])).status_code == 400
+
+
+async def test_other_providers_and_tenants_visits_are_404(client: Client, world: World, db: asyncpg.Connection) -> None:
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    for headers in (world.a.carer_headers[1], world.b.carer_headers[0]):
+        response = await client.post("/v1/visit-events", json=event(visit_id=visit_id), headers=headers)
+        assert response.status_code == 404
+    missing = await client.post("/v1/visit-events", json=event(visit_id=str(uuid4())), headers=world.a.carer_headers[0])
+    assert missing.status_code == 404
+    other_person = await client.post(
+        "/v1/visit-events", json=event(person_id=world.a.person_id), headers=world.a.carer_headers[1]
+    )
+    assert other_person.status_code == 404
+    assert await events_count(db) == 0
+    assert (await client.post("/v1/visit-events", json=event(visit_id=visit_id), headers=world.a.commissioner)).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("changes", "verified"),
+    [
+        ({"location": {"lat": 53.7632, "lon": -2.7031, "accuracy_m": 500}}, True),
+        ({"location": {"lat": 53.7632 + 0.0013, "lon": -2.7031, "accuracy_m": 50}}, True),  # ~145 m <= 100 + 50
+        ({"location": {"lat": 53.7632 + 0.0013, "lon": -2.7031, "accuracy_m": 10}}, False),  # ~145 m > 100 + 10
+        ({"location": {"lat": 53.7632 + 0.0020, "lon": -2.7031, "accuracy_m": 500}}, False),  # ~222 m > 100 + 50
+        ({"method": "nfc", "location": None, "tag": "NFC-1"}, True),
+        ({"method": "qr", "location": None, "tag": "NFC-2"}, False),
+        ({"method": "telephony", "location": None, "phone": "+44 1772 254868"}, True),
+        ({"method": "telephony", "location": None, "phone": "01772 000000"}, False),
+        ({"method": "manual", "location": None}, False),
+    ],
+)
+async def test_verification(
+    client: Client, world: World, db: asyncpg.Connection, changes: dict[str, Any], verified: bool
+) -> None:
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    response = await client.post("/v1/visit-events", json=event(visit_id=visit_id, **changes), headers=world.a.carer_headers[0])
+    assert response.status_code == 201, response.text
+    assert response.json()["verified"] is verified
