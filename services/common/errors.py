@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -101,28 +102,54 @@ def found_or_404(row: T | None, what: str) -> T:
     return row
 
 
-def _validation_to_problem(exc: ValidationException) -> ProblemDetailsException:
-    raw = exc.extra if isinstance(exc.extra, list) else []
-    errors: list[FieldProblem] = []
-    shape = False
-    for item in raw:
-        if not isinstance(item, dict):
-            continue
-        message = str(item.get("message", "invalid value"))
-        key = str(item.get("key", ""))
-        key = "" if key == "data" else key
-        named = _FIELD_IN_MESSAGE.search(message)
-        if named and message.startswith("Object"):
-            key = f"{key}.{named.group(1)}" if key else named.group(1)
-        if _SHAPE_MESSAGE.match(message):
-            shape = True
-            code = "wrong_type" if message.startswith("Expected") else "wrong_shape"
-        else:
-            code = "invalid"
-        errors.append(FieldProblem(key or "body", code, message))
-    status = HTTP_400_BAD_REQUEST if shape or not errors else HTTP_422_UNPROCESSABLE_ENTITY
-    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def split_msgspec_message(message: str) -> tuple[str, str]:
+    """msgspec's "Expected `int` - at `$.a.b`" → ("a.b", "Expected `int`")."""
+    at = _AT_PATH.search(message)
+    return (at.group(1) if at else ""), _AT_PATH.sub("", message)
+
+
+def _field_problem(path: str, message: str) -> tuple[FieldProblem, bool]:
+    """A msgspec complaint as a field problem, and whether it is about shape (400) rather than value (422).
+
+    A missing or unknown field's own name is appended to the path, so the client sees which one."""
+    named = _FIELD_IN_MESSAGE.search(message)
+    if named and message.startswith("Object"):
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    shape = bool(_SHAPE_MESSAGE.match(message))
+    code = ("wrong_type" if message.startswith("Expected") else "wrong_shape") if shape else "invalid"
+    return FieldProblem(path or "body", code, message), shape
+
+
+def _fields_problem(found: list[tuple[FieldProblem, bool]], fallback: str) -> ProblemDetailsException:
+    shape = any(is_shape for _, is_shape in found) or not found
+    errors = [field for field, _ in found]
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or fallback
+    status = HTTP_400_BAD_REQUEST if shape else HTTP_422_UNPROCESSABLE_ENTITY
     return problem(status, "validation_failed", detail, errors)
+
+
+def field_problems_of(exc: msgspec.ValidationError) -> list[FieldProblem]:
+    """What msgspec refused, as field problems (for answers that are not whole-request problems)."""
+    return [_field_problem(*split_msgspec_message(str(exc)))[0]]
+
+
+def decode_problem(exc: msgspec.MsgspecError) -> ProblemDetailsException:
+    """A body we decoded ourselves: malformed JSON is 400, a wrong shape 400, a broken constraint 422."""
+    if not isinstance(exc, msgspec.ValidationError):
+        return problem(HTTP_400_BAD_REQUEST, "malformed_body", f"the body is not valid JSON: {exc}")
+    return _fields_problem([_field_problem(*split_msgspec_message(str(exc)))], str(exc))
+
+
+def _validation_to_problem(exc: ValidationException) -> ProblemDetailsException:
+    items = [item for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)]
+    found = [
+        _field_problem("" if item.get("key") == "data" else str(item.get("key", "")), str(item.get("message", "")))
+        for item in items
+    ]
+    return _fields_problem(found, str(exc.detail))
 
 
 def _http_to_problem(exc: HTTPException) -> ProblemDetailsException:

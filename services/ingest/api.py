@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -13,18 +12,17 @@ from litestar.params import JSONBody
 from litestar.response import Response
 
 from infra.db import acquire
-from schemas.common import FieldProblem
 from schemas.ingest import BatchAnswer, EventAnswer, EventBatchIn, VisitEventIn
 from services.common.auth import Principal, allow
 from services.common.deps import Caller
-from services.common.errors import problem
+from services.common.errors import decode_problem, field_problems_of, problem
 from services.ingest.accept import Outcome, Poster, Submission, accept
 from services.ingest.committer import GroupCommitter
 from services.ingest.rules import EventProblem
 
 _DECODER = msgspec.json.Decoder(VisitEventIn)
+_BATCH_DECODER = msgspec.json.Decoder(EventBatchIn)
 _ID_ONLY = msgspec.json.Decoder(dict[str, Any])
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
 def _poster(caller: Principal) -> Poster:
@@ -52,10 +50,13 @@ class IngestController(Controller):
         return Response(answer, status_code=201 if answer.status == "accepted" else 200)
 
     @post("/batch", operation_id="postVisitEventBatch", status_code=200)
-    async def post_batch(
-        self, request: Request[Any, Any, Any], data: JSONBody[EventBatchIn], caller: Caller
-    ) -> BatchAnswer:
-        """Up to 500 events, stored in one transaction; each gets its own answer, in order."""
+    async def post_batch(self, request: Request[Any, Any, Any], caller: Caller) -> BatchAnswer:
+        """Up to 500 events `{"events": [...]}`, stored in one transaction; each gets its own answer, in order."""
+        try:
+            # Decoded here, not by Litestar, so each event stays raw and is checked on its own.
+            data = _BATCH_DECODER.decode(await request.body())
+        except msgspec.MsgspecError as exc:
+            raise decode_problem(exc) from None
         decoded: list[VisitEventIn | EventAnswer] = [_decode(raw) for raw in data.events]
         submissions = [Submission(_poster(caller), event) for event in decoded if isinstance(event, VisitEventIn)]
         async with acquire(request.app.state.pool) as conn, conn.transaction():
@@ -69,14 +70,7 @@ def _decode(raw: msgspec.Raw) -> VisitEventIn | EventAnswer:
     try:
         return _DECODER.decode(raw)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        at = _AT_PATH.search(message)
-        field = at.group(1) if at else "event"
-        return EventAnswer(
-            event_id=_event_id_of(raw),
-            status="rejected",
-            errors=[FieldProblem(field or "event", "invalid", _AT_PATH.sub("", message))],
-        )
+        return EventAnswer(event_id=_event_id_of(raw), status="rejected", errors=field_problems_of(exc))
 
 
 def _event_id_of(raw: msgspec.Raw) -> UUID | None:

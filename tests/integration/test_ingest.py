@@ -77,13 +77,17 @@ async def test_accept_duplicate_conflict(client: Client, world: World, db: async
     again = await client.post("/v1/visit-events", json=body, headers=carer)
     assert again.status_code == 200
     assert again.json()["status"] == "duplicate"
-    same_instant_other_offset = {**body, "occurred_at": datetime.fromisoformat(body["occurred_at"]).astimezone(UTC).isoformat()}
+    same_instant_other_offset = {
+        **body,
+        "occurred_at": datetime.fromisoformat(body["occurred_at"]).astimezone(UTC).isoformat(),
+    }
     assert (await client.post("/v1/visit-events", json=same_instant_other_offset, headers=carer)).status_code == 200
     changed = await client.post("/v1/visit-events", json={**body, "device_id": "phone-2"}, headers=carer)
     assert changed.status_code == 409
     assert changed.json()["code"] == "conflict"
     assert await events_count(db) == 1
     stored = await db.fetchrow("SELECT carer_id, person_id, verified FROM visit_events")
+    assert stored is not None
     assert str(stored["carer_id"]) == world.a.carers[0]
     assert str(stored["person_id"]) == world.a.person_id
 
@@ -113,7 +117,9 @@ async def test_refused_events_write_nothing(
     client: Client, world: World, db: asyncpg.Connection, changes: dict[str, Any], code: str
 ) -> None:
     visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
-    response = await client.post("/v1/visit-events", json=event(visit_id=visit_id, **changes), headers=world.a.carer_headers[0])
+    response = await client.post(
+        "/v1/visit-events", json=event(visit_id=visit_id, **changes), headers=world.a.carer_headers[0]
+    )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["code"] == code
     assert await events_count(db) == 0
@@ -137,7 +143,9 @@ async def test_other_providers_and_tenants_visits_are_404(client: Client, world:
     )
     assert other_person.status_code == 404
     assert await events_count(db) == 0
-    assert (await client.post("/v1/visit-events", json=event(visit_id=visit_id), headers=world.a.commissioner)).status_code == 403
+    assert (
+        await client.post("/v1/visit-events", json=event(visit_id=visit_id), headers=world.a.commissioner)
+    ).status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -158,6 +166,148 @@ async def test_verification(
     client: Client, world: World, db: asyncpg.Connection, changes: dict[str, Any], verified: bool
 ) -> None:
     visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
-    response = await client.post("/v1/visit-events", json=event(visit_id=visit_id, **changes), headers=world.a.carer_headers[0])
+    response = await client.post(
+        "/v1/visit-events", json=event(visit_id=visit_id, **changes), headers=world.a.carer_headers[0]
+    )
     assert response.status_code == 201, response.text
     assert response.json()["verified"] is verified
+
+
+async def visit_of_event(db: asyncpg.Connection, event_id: str) -> UUID:
+    value = await db.fetchval("SELECT visit_id FROM visit_events WHERE event_id = $1", UUID(event_id))
+    assert isinstance(value, UUID)
+    return value
+
+
+async def test_person_only_events_match_by_time_or_become_unplanned(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    carer = world.a.carer_headers[0]
+    planned = await visit_at(db, world.a.person_id, yesterday())
+    near = event(when=at(yesterday(), "09:30"), person_id=world.a.person_id)  # +90 min: in the window
+    response = await client.post("/v1/visit-events", json=near, headers=carer)
+    assert response.status_code == 201, response.text
+    assert response.json()["visit_id"] == str(planned)
+    far = event(when=at(yesterday(), "14:00"), person_id=world.a.person_id)
+    made = await client.post("/v1/visit-events", json=far, headers=carer)
+    unplanned_id = made.json()["visit_id"]
+    assert unplanned_id != str(planned)
+    unplanned = (await client.get(f"/v1/visits/{unplanned_id}", headers=world.a.commissioner)).json()
+    assert unplanned["status"] == "unplanned"
+    assert unplanned["origin"] == "unplanned"
+    assert unplanned["planned_start"] == at(yesterday(), "14:00").astimezone(UTC).isoformat().replace("+00:00", "Z")
+    later = event("check_out", at(yesterday(), "14:40"), person_id=world.a.person_id)
+    paired = await client.post("/v1/visit-events", json=later, headers=carer)
+    assert paired.json()["visit_id"] == unplanned_id  # the carer's latest check-in before it
+
+
+async def test_ties_go_to_the_earlier_visit(client: Client, world: World, db: asyncpg.Connection) -> None:
+    tw = world.a
+    day = yesterday()
+    extra = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": at(day, "09:00").isoformat(),
+            "planned_min": 30,
+        },
+    )
+    planned = await visit_at(db, tw.person_id, day)
+    midway = await client.post(
+        "/v1/visit-events", json=event(when=at(day, "08:30"), person_id=tw.person_id), headers=tw.carer_headers[0]
+    )
+    assert midway.json()["visit_id"] == str(planned)  # 30 min after 08:00, 30 min before 09:00
+    closer = await client.post(
+        "/v1/visit-events", json=event(when=at(day, "08:45"), person_id=tw.person_id), headers=tw.carer_headers[0]
+    )
+    assert closer.json()["visit_id"] == extra["id"]
+
+
+async def test_a_late_check_in_takes_over_its_check_out(client: Client, world: World, db: asyncpg.Connection) -> None:
+    carer = world.a.carer_headers[0]
+    planned = await visit_at(db, world.a.person_id, yesterday())
+    # The check-out arrives first and, +135 min after the planned start, matches nothing: unplanned.
+    out = event("check_out", at(yesterday(), "10:15"), person_id=world.a.person_id)
+    first = await client.post("/v1/visit-events", json=out, headers=carer)
+    assert first.json()["visit_id"] != str(planned)
+    check_in = event(when=at(yesterday(), "07:58"), person_id=world.a.person_id)
+    assert (await client.post("/v1/visit-events", json=check_in, headers=carer)).json()["visit_id"] == str(planned)
+    assert await visit_of_event(db, out["event_id"]) == planned
+    # the stored event itself is unchanged: the answer to a resend stays a duplicate
+    assert (await client.post("/v1/visit-events", json=out, headers=carer)).json()["status"] == "duplicate"
+
+
+async def test_an_offline_batch_pairs_within_itself(client: Client, world: World, db: asyncpg.Connection) -> None:
+    day = datetime.now(tz=LONDON) - timedelta(days=2)
+    out = event(
+        "check_out", at(day, "15:32"), person_id=world.a.person_id, outcomes=[{"outcome_id": "eat", "status": "met"}]
+    )
+    check_in = event(when=at(day, "15:01"), person_id=world.a.person_id)
+    response = await client.post(
+        "/v1/visit-events/batch", json={"events": [out, check_in]}, headers=world.a.carer_headers[0]
+    )
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "accepted"]
+    assert results[0]["visit_id"] == results[1]["visit_id"]
+    assert [r["event_id"] for r in results] == [out["event_id"], check_in["event_id"]]
+
+
+async def test_a_batch_stores_the_good_and_names_the_bad(client: Client, world: World, db: asyncpg.Connection) -> None:
+    carer = world.a.carer_headers[0]
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    earlier = event(visit_id=visit_id)
+    assert (await client.post("/v1/visit-events", json=earlier, headers=carer)).status_code == 201
+    good = [event(when=at(yesterday(), "08:00") + timedelta(seconds=i), visit_id=visit_id) for i in range(494)]
+    twin = {**good[0], "device_id": "other"}
+    bad: list[Any] = [
+        event(visit_id=visit_id, occurred_at=(datetime.now(tz=UTC) + timedelta(hours=1)).isoformat()),
+        event(visit_id=str(uuid4())),
+        {"event_id": str(uuid4()), "kind": "check_in"},
+        "not an object",
+        earlier,
+        twin,
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": good + bad}, headers=carer)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 500
+    assert all(r["status"] == "accepted" for r in results[:494])
+    tail = results[494:]
+    assert [r["status"] for r in tail] == ["rejected", "rejected", "rejected", "rejected", "duplicate", "conflict"]
+    assert tail[0]["errors"][0]["code"] == "clock_ahead"
+    assert tail[1]["errors"][0]["code"] == "not_found"
+    assert tail[2]["event_id"] == bad[2]["event_id"]
+    assert tail[2]["errors"][0]["field"] in ("occurred_at", "method", "device_id")
+    assert tail[3]["event_id"] is None
+    assert await events_count(db) == 1 + 494
+    too_many = await client.post("/v1/visit-events/batch", json={"events": good + bad + [good[0]]}, headers=carer)
+    assert too_many.status_code == 422
+
+
+async def test_concurrent_single_events_are_all_committed(client: Client, world: World, db: asyncpg.Connection) -> None:
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    bodies = [event(when=at(yesterday(), "08:00") + timedelta(seconds=i), visit_id=visit_id) for i in range(60)]
+    responses = await asyncio.gather(
+        *(client.post("/v1/visit-events", json=b, headers=world.a.carer_headers[0]) for b in bodies)
+    )
+    assert [r.status_code for r in responses] == [201] * 60
+    assert await events_count(db) == 60
+    twice = await asyncio.gather(
+        *(client.post("/v1/visit-events", json=bodies[0], headers=world.a.carer_headers[0]) for _ in range(5))
+    )
+    assert {r.json()["status"] for r in twice} == {"duplicate"}
+
+
+async def test_accepted_events_cannot_be_changed_or_deleted(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    await client.post("/v1/visit-events", json=event(visit_id=visit_id), headers=world.a.carer_headers[0])
+    with pytest.raises(asyncpg.RestrictViolationError):
+        await db.execute("UPDATE visit_events SET occurred_at = occurred_at + interval '1 hour'")
+    with pytest.raises(asyncpg.RestrictViolationError):
+        await db.execute("DELETE FROM visit_events")
+    assert await events_count(db) == 1
