@@ -45,14 +45,49 @@ FIELDS = [
     "zone",
     "holiday_region",
     "currency",
+    "event_id",
+    "kind",
+    "occurred_at",
+    "method",
+    "device_id",
+    "visit_id",
+    "person_id",
+    "outcomes",
+    "events",
+    "schedule",
+    "weekly_min",
+    "planned_start",
+    "planned_min",
 ]
 BODIES = st.one_of(
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
     st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=8).map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=64),
 )
-PATHS = ["/v1/tenants", "/v1/providers", "/v1/carers", "/v1/people", "/v1/contracts", "/v1/credentials"]
-TABLES = ["tenants", "providers", "carers", "people", "contracts", "credentials", "admin_credentials"]
+PATHS = [
+    "/v1/tenants",
+    "/v1/providers",
+    "/v1/carers",
+    "/v1/people",
+    "/v1/contracts",
+    "/v1/credentials",
+    "/v1/care-plans",
+    "/v1/visits",
+    "/v1/visit-events",
+    "/v1/visit-events/batch",
+]
+TABLES = [
+    "tenants",
+    "providers",
+    "carers",
+    "people",
+    "contracts",
+    "credentials",
+    "admin_credentials",
+    "care_plans",
+    "visits",
+    "visit_events",
+]
 
 
 @pytest.fixture
@@ -60,7 +95,19 @@ async def callers(client: Client, db: asyncpg.Connection) -> dict[str, dict[str,
     admin = await admin_headers(client, db)
     tenant = await create(client, admin, "/v1/tenants", {"name": "Fuzz"})
     commissioner = await credential_headers(client, admin, {"role": "commissioner", "tenant_id": tenant["id"]})
-    return {"/v1/tenants": admin, "/v1/credentials": commissioner, "default": commissioner}
+    provider = await create(client, commissioner, "/v1/providers", {"code": "FZ", "name": "Fuzz Care"})
+    provider_headers = await credential_headers(
+        client, commissioner, {"role": "provider", "provider_id": provider["id"]}
+    )
+    carer = await create(client, provider_headers, "/v1/carers", {"name": "Fuzz"})
+    carer_headers = await credential_headers(client, provider_headers, {"role": "carer", "carer_id": carer["id"]})
+    return {
+        "/v1/tenants": admin,
+        "/v1/credentials": commissioner,
+        "/v1/visit-events": carer_headers,
+        "/v1/visit-events/batch": carer_headers,
+        "default": commissioner,
+    }
 
 
 def test_random_bodies_never_break_the_service(
@@ -71,7 +118,7 @@ def test_random_bodies_never_break_the_service(
     async def tally() -> dict[str, int]:
         return {table: await count(db, table) for table in TABLES}
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
     @given(path=st.sampled_from(PATHS), body=BODIES)
     def check(path: str, body: bytes) -> None:
         async def run() -> None:

@@ -311,3 +311,63 @@ async def test_accepted_events_cannot_be_changed_or_deleted(
     with pytest.raises(asyncpg.RestrictViolationError):
         await db.execute("DELETE FROM visit_events")
     assert await events_count(db) == 1
+
+
+def test_generated_events_never_break_ingest(client: Client, world: World, db: asyncpg.Connection) -> None:
+    """Well-shaped events with random values: every answer is a 2xx or a problem, and a refusal writes nothing."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    loop = asyncio.get_event_loop()
+    visit_id = loop.run_until_complete(visit_at(db, world.a.person_id, yesterday()))
+    now = datetime.now(tz=UTC)
+    fields = {
+        "event_id": st.uuids().map(str),
+        "kind": st.sampled_from(["check_in", "check_out"]),
+        "occurred_at": st.datetimes(
+            min_value=(now - timedelta(days=50)).replace(tzinfo=None),
+            max_value=(now + timedelta(hours=1)).replace(tzinfo=None),
+        ).map(lambda d: d.replace(tzinfo=UTC).isoformat()),
+        "method": st.sampled_from(["gps", "nfc", "qr", "telephony", "manual"]),
+        "device_id": st.text(min_size=1, max_size=8),
+        "visit_id": st.sampled_from([str(visit_id), str(uuid4()), None]),
+        "person_id": st.sampled_from([world.a.person_id, world.b.person_id, None]),
+        "location": st.none()
+        | st.fixed_dictionaries(
+            {"lat": st.floats(-90, 90), "lon": st.floats(-180, 180), "accuracy_m": st.floats(0, 1000)}
+        ),
+        "tag": st.none() | st.sampled_from(["NFC-1", "x"]),
+        "phone": st.none() | st.sampled_from(["01772 254868", "not a phone", "+999"]),
+        "outcomes": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "outcome_id": st.sampled_from(["wash", "eat", "zzz"]),
+                    "status": st.sampled_from(["met", "not_met", "refused"]),
+                }
+            ),
+            max_size=3,
+        ),
+    }
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.fixed_dictionaries({}, optional=fields), st.booleans())
+    def check(body: dict[str, Any], as_batch: bool) -> None:
+        async def run() -> None:
+            before = await events_count(db)
+            headers = world.a.carer_headers[0]
+            if as_batch:
+                response = await client.post("/v1/visit-events/batch", json={"events": [body, body]}, headers=headers)
+                assert response.status_code == 200, response.text
+                statuses = [r["status"] for r in response.json()["results"]]
+                accepted = statuses.count("accepted")
+                assert accepted <= 1
+                assert await events_count(db) == before + accepted
+            else:
+                response = await client.post("/v1/visit-events", json=body, headers=headers)
+                assert response.status_code in (200, 201, 400, 404, 409, 422), response.text
+                written = 1 if response.status_code == 201 else 0
+                assert await events_count(db) == before + written
+
+        loop.run_until_complete(run())
+
+    check()
