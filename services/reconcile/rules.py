@@ -1,0 +1,354 @@
+"""The pay rules of DOMAIN.md as pure functions: attendances, status, payable and banked minutes,
+exceptions. Inputs are the visit's plan, its matched events, its approved amendments, the
+contract's rules and `now`; the same inputs in any order give the same answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+from schemas.catalog import PayRules
+
+EXCEPTION_ORDER = (
+    "no_check_in",
+    "no_check_out",
+    "outside_geofence",
+    "outside_window",
+    "manual_event",
+    "short_visit",
+    "overrun",
+    "outcomes_not_met",
+    "single_handed",
+    "extra_carer",
+    "unplanned",
+    "overlapping_visits",
+)
+WINDOW_BEFORE = timedelta(minutes=60)
+WINDOW_AFTER_END = timedelta(minutes=120)
+OVERRUN_AFTER = timedelta(minutes=15)
+
+Kind = Literal["check_in", "check_out"]
+Status = Literal["planned", "in_progress", "completed", "missed", "cancelled", "unplanned"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """An accepted event, as reconciliation needs it."""
+
+    carer_id: UUID
+    kind: Kind
+    occurred_at: datetime
+    method: str = "gps"
+    verified: bool = True
+    outcomes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """An approved amendment; `decided_at` orders them (the latest decision wins, field by field)."""
+
+    carer_id: UUID
+    decided_at: datetime
+    check_in_at: datetime | None = None
+    check_out_at: datetime | None = None
+    extension_min: int | None = None
+    planned_min: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What was planned, and how the visit was cancelled, if it was."""
+
+    planned_start: datetime
+    planned_min: int
+    carers_required: int = 1
+    funding: Literal["package", "bank"] = "package"
+    model: Literal["time_and_task", "outcome_based"] = "time_and_task"
+    key_outcomes: frozenset[str] = frozenset()
+    unplanned: bool = False
+    cancelled_by: str | None = None
+    short_notice: bool = False
+    cancellation_confirmed: bool = True
+
+
+@dataclass(frozen=True)
+class Attendance:
+    """One carer's presence: chosen check-in and check-out (amendments override), and what it pays."""
+
+    carer_id: UUID
+    check_in: datetime | None
+    check_out: datetime | None
+    actual_seconds: int | None
+    payable_min: int
+    verified_in_home: bool
+    counted: bool
+    exceptions: tuple[str, ...]
+
+    @property
+    def paired(self) -> bool:
+        return self.actual_seconds is not None
+
+
+@dataclass(frozen=True)
+class Actual:
+    """A visit's reconciled state. `place_payables` is one entry per required carer (invoice lines)."""
+
+    status: Status
+    planned_min: int
+    attendances: tuple[Attendance, ...]
+    place_carers: tuple[UUID | None, ...]
+    place_payables: tuple[int, ...]
+    banked_min: int
+    exceptions: tuple[str, ...]
+
+    @property
+    def payable_min(self) -> int:
+        return sum(self.place_payables)
+
+
+def round_minutes(seconds: int, unit_min: int, mode: str) -> int:
+    """Round a duration to whole multiples of the unit: nearest (ties up), up or down. Exact integers."""
+    unit = unit_min * 60
+    if mode == "up":
+        units = -(-seconds // unit)
+    elif mode == "down":
+        units = seconds // unit
+    else:
+        units = (2 * seconds + unit) // (2 * unit)
+    return units * unit_min
+
+
+def time_and_task_payable(actual_seconds: int | None, planned_min: int, extension_min: int, rules: PayRules) -> int:
+    """DOMAIN.md's four cases for one counted attendance (None: no pair, or outside the window)."""
+    if actual_seconds is None:
+        return 0
+    planned_s = planned_min * 60
+    rounded = round_minutes(actual_seconds, rules.rounding_unit_min, rules.rounding_mode)
+    if (planned_min - rules.grace_min) * 60 <= actual_seconds <= planned_s:
+        return planned_min
+    if actual_seconds < (planned_min - rules.grace_min) * 60:
+        return min(planned_min, max(rounded, rules.minimum_min))
+    over = max(planned_min, rounded)
+    return min(over, planned_min + extension_min) if rules.cap_at_planned else over
+
+
+def short_notice_pay(planned_min: int, pct: int) -> int:
+    """What each place of a short-notice person cancellation pays."""
+    return planned_min * pct // 100
+
+
+@dataclass
+class _Presence:
+    carer_id: UUID
+    check_in: Event | None = None
+    check_out: Event | None = None
+    in_at: datetime | None = None
+    out_at: datetime | None = None
+    in_amended: bool = False
+    out_amended: bool = False
+    extension_min: int = 0
+    last_outcomes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def _presences(events: Iterable[Event], amendments: Sequence[Amendment]) -> list[_Presence]:
+    by_carer: dict[UUID, _Presence] = {}
+    for event in sorted(events, key=lambda e: (e.occurred_at, e.kind, e.method, e.verified, e.outcomes)):
+        presence = by_carer.setdefault(event.carer_id, _Presence(event.carer_id))
+        if event.kind == "check_in" and presence.check_in is None:
+            presence.check_in = event  # the earliest check-in
+        elif event.kind == "check_out":
+            presence.check_out = event  # the latest check-out (sorted ascending)
+    for presence in by_carer.values():
+        presence.in_at = presence.check_in.occurred_at if presence.check_in else None
+        presence.out_at = presence.check_out.occurred_at if presence.check_out else None
+        presence.last_outcomes = presence.check_out.outcomes if presence.check_out else ()
+    for amendment in sorted(amendments, key=lambda a: a.decided_at):
+        presence = by_carer.setdefault(amendment.carer_id, _Presence(amendment.carer_id))
+        if amendment.check_in_at is not None:
+            presence.in_at, presence.in_amended = amendment.check_in_at, True
+        if amendment.check_out_at is not None:
+            presence.out_at, presence.out_amended = amendment.check_out_at, True
+        if amendment.extension_min is not None:
+            presence.extension_min = amendment.extension_min
+    # Carers by check-in time (those without one last), the carer id breaking ties.
+    return sorted(
+        by_carer.values(), key=lambda p: (p.in_at is None, p.in_at.timestamp() if p.in_at else 0.0, str(p.carer_id))
+    )
+
+
+def _effective_planned_min(plan: Plan, amendments: Sequence[Amendment]) -> int:
+    planned = plan.planned_min
+    for amendment in sorted(amendments, key=lambda a: a.decided_at):
+        if amendment.planned_min is not None:
+            planned = amendment.planned_min
+    return planned
+
+
+def _ordered(exceptions: Iterable[str]) -> tuple[str, ...]:
+    found = set(exceptions)
+    return tuple(name for name in EXCEPTION_ORDER if name in found)
+
+
+def reconcile(
+    plan: Plan,
+    events: Iterable[Event],
+    amendments: Sequence[Amendment],
+    rules: PayRules,
+    now: datetime,
+) -> Actual:
+    """The visit's actual state now."""
+    events = tuple(events)
+    planned_min = _effective_planned_min(plan, amendments)
+    presences = _presences(events, amendments)
+    places = plan.carers_required
+
+    if plan.cancelled_by is not None:
+        pay = 0
+        if plan.cancelled_by == "person" and plan.short_notice and plan.cancellation_confirmed:
+            pay = short_notice_pay(planned_min, rules.short_notice_pay_pct)
+        return Actual("cancelled", planned_min, (), (None,) * places, (pay,) * places, 0, ())
+
+    awaiting_approval = plan.unplanned and planned_min <= 0
+    if not events and not presences:
+        missed = now >= plan.planned_start + timedelta(minutes=rules.missed_after_min)
+        status: Status = "unplanned" if plan.unplanned else ("missed" if missed else "planned")
+        return Actual(
+            status, planned_min, (), (None,) * places, (0,) * places, 0, ("unplanned",) if awaiting_approval else ()
+        )
+
+    planned_end = plan.planned_start + timedelta(minutes=planned_min)
+    window = (plan.planned_start - WINDOW_BEFORE, planned_end + WINDOW_AFTER_END)
+    counted_ids = {p.carer_id for p in presences[:places]}
+    open_presence = any(p.in_at is not None and (p.out_at is None or p.out_at <= p.in_at) for p in presences)
+    paired_counted = sum(
+        1 for p in presences if p.carer_id in counted_ids and p.in_at and p.out_at and p.out_at > p.in_at
+    )
+    settled = now >= planned_end + timedelta(hours=rules.settle_h)
+    if awaiting_approval:
+        status = "unplanned"
+    elif settled or (not open_presence and paired_counted >= places):
+        status = "completed"
+    else:
+        status = "in_progress"
+    final = status == "completed"
+
+    attendances: list[Attendance] = []
+    for presence in presences:
+        counted = presence.carer_id in counted_ids
+        in_at, out_at = presence.in_at, presence.out_at
+        paired = in_at is not None and out_at is not None and out_at > in_at
+        actual_seconds = int((out_at - in_at).total_seconds()) if paired and in_at and out_at else None
+        found: list[str] = []
+        if final and in_at is None:
+            found.append("no_check_in")
+        if final and not paired and in_at is not None:
+            found.append("no_check_out")
+        chosen = [
+            e
+            for e, amended in ((presence.check_in, presence.in_amended), (presence.check_out, presence.out_amended))
+            if e is not None and not amended
+        ]
+        if any(e.method == "gps" and not e.verified for e in chosen):
+            found.append("outside_geofence")
+        outside = any(t is not None and not (window[0] <= t <= window[1]) for t in (in_at, out_at))
+        if outside:
+            found.append("outside_window")
+        if any(e.method == "manual" for e in chosen):
+            found.append("manual_event")
+        # Until an unplanned visit's minutes are approved there is nothing to be short of or over.
+        timed = actual_seconds is not None and not awaiting_approval
+        if timed and actual_seconds is not None and actual_seconds < (planned_min - rules.grace_min) * 60:
+            found.append("short_visit")
+        if timed and actual_seconds is not None and actual_seconds > planned_min * 60 + OVERRUN_AFTER.total_seconds():
+            found.append("overrun")
+        if not counted:
+            found.append("extra_carer")
+        verified = (
+            presence.check_in is not None
+            and presence.check_out is not None
+            and not presence.in_amended
+            and not presence.out_amended
+            and presence.check_in.verified
+            and presence.check_out.verified
+        )
+        payable = 0
+        if counted and not awaiting_approval:
+            payable = time_and_task_payable(
+                None if outside else actual_seconds, planned_min, presence.extension_min, rules
+            )
+        attendances.append(
+            Attendance(presence.carer_id, in_at, out_at, actual_seconds, payable, verified, counted, _ordered(found))
+        )
+
+    counted_attendances = [a for a in attendances if a.counted]
+    visit_exceptions = [e for a in attendances for e in a.exceptions]
+    if awaiting_approval:
+        visit_exceptions.append("unplanned")
+    if final and len(counted_attendances) < places:
+        visit_exceptions.append("single_handed")
+
+    banked = 0
+    if plan.model == "outcome_based" and plan.funding == "package" and plan.key_outcomes and final:
+        unmet = _unmet_key_outcomes(plan.key_outcomes, [p for p in presences if p.carer_id in counted_ids])
+        if unmet:
+            visit_exceptions.append("outcomes_not_met")
+        qualifies = (
+            not unmet
+            and len(counted_attendances) == places
+            and all(a.paired and "outside_window" not in a.exceptions for a in counted_attendances)
+        )
+        if qualifies:
+            counted_attendances = [
+                Attendance(
+                    a.carer_id,
+                    a.check_in,
+                    a.check_out,
+                    a.actual_seconds,
+                    planned_min,
+                    a.verified_in_home,
+                    True,
+                    a.exceptions,
+                )
+                for a in counted_attendances
+            ]
+            attendances = counted_attendances + [a for a in attendances if not a.counted]
+            delivered = _delivered_minutes(counted_attendances)
+            banked = max(0, planned_min - delivered)
+            if banked < rules.min_bankable_min:
+                banked = 0
+
+    place_carers = tuple(a.carer_id for a in counted_attendances) + (None,) * (places - len(counted_attendances))
+    place_payables = tuple(a.payable_min for a in counted_attendances) + (0,) * (places - len(counted_attendances))
+    return Actual(
+        status, planned_min, tuple(attendances), place_carers, place_payables, banked, _ordered(visit_exceptions)
+    )
+
+
+def _unmet_key_outcomes(key_outcomes: frozenset[str], counted: Sequence[_Presence]) -> set[str]:
+    """Met: at least one counted carer's check-out says met and none says not_met or refused."""
+    unmet = set()
+    for outcome in key_outcomes:
+        statuses = [status for p in counted for (oid, status) in p.last_outcomes if oid == outcome]
+        if "met" not in statuses or "not_met" in statuses or "refused" in statuses:
+            unmet.add(outcome)
+    return unmet
+
+
+def _delivered_minutes(attendances: Sequence[Attendance]) -> int:
+    """Time at least one carer was present (the union of intervals), to the nearest minute, ties up."""
+    intervals = sorted((a.check_in, a.check_out) for a in attendances if a.check_in and a.check_out)
+    total = 0
+    current: tuple[datetime, datetime] | None = None
+    for start, end in intervals:
+        if current is None or start > current[1]:
+            if current is not None:
+                total += int((current[1] - current[0]).total_seconds())
+            current = (start, end)
+        else:
+            current = (current[0], max(current[1], end))
+    if current is not None:
+        total += int((current[1] - current[0]).total_seconds())
+    return (total + 30) // 60

@@ -1,0 +1,92 @@
+"""Properties of the pay rules: the cap holds, pay never falls as time on site grows, and the
+answer does not depend on the order events arrive in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.catalog import PayRules
+from services.reconcile import rules
+
+START = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
+
+pay_rules = st.builds(
+    PayRules,
+    grace_min=st.integers(0, 15),
+    rounding_unit_min=st.sampled_from([1, 5, 15, 30]),
+    rounding_mode=st.sampled_from(["nearest", "up", "down"]),
+    minimum_min=st.integers(0, 60),
+    cap_at_planned=st.booleans(),
+    min_bankable_min=st.integers(0, 10),
+)
+
+
+@given(pay_rules, st.integers(5, 120), st.integers(0, 60), st.integers(0, 4 * 3600), st.integers(0, 3600))
+def test_capped_pay_is_bounded_and_never_falls_as_time_grows(
+    rules_: PayRules, planned: int, extension: int, seconds: int, more: int
+) -> None:
+    now = rules.time_and_task_payable(seconds, planned, extension, rules_)
+    later = rules.time_and_task_payable(seconds + more, planned, extension, rules_)
+    assert later >= now
+    assert now >= 0
+    if rules_.cap_at_planned:
+        assert later <= planned + extension
+
+
+@given(st.integers(0, 10**6), st.sampled_from([1, 5, 15, 30, 60]), st.sampled_from(["nearest", "up", "down"]))
+def test_rounding_lands_on_the_unit_and_within_one_unit(seconds: int, unit: int, mode: str) -> None:
+    rounded = rules.round_minutes(seconds, unit, mode)
+    assert rounded % unit == 0
+    assert abs(rounded * 60 - seconds) <= unit * 60
+    if mode == "up":
+        assert rounded * 60 >= seconds
+    if mode == "down":
+        assert rounded * 60 <= seconds
+
+
+carers = st.sampled_from([UUID(int=1), UUID(int=2), UUID(int=3)])
+events = st.lists(
+    st.builds(
+        rules.Event,
+        carer_id=carers,
+        kind=st.sampled_from(["check_in", "check_out"]),
+        occurred_at=st.integers(-90, 240).map(lambda m: START + timedelta(minutes=m)),
+        method=st.sampled_from(["gps", "nfc", "manual"]),
+        verified=st.booleans(),
+        outcomes=st.lists(st.tuples(st.just("wash"), st.sampled_from(["met", "not_met", "refused"])), max_size=1).map(
+            tuple
+        ),
+    ),
+    max_size=8,
+)
+plans = st.builds(
+    rules.Plan,
+    planned_start=st.just(START),
+    planned_min=st.integers(10, 90),
+    carers_required=st.integers(1, 2),
+    model=st.sampled_from(["time_and_task", "outcome_based"]),
+    key_outcomes=st.sampled_from([frozenset(), frozenset({"wash"})]),
+)
+
+
+@given(plans, events, pay_rules, st.integers(0, 3 * 24 * 60), st.randoms())
+def test_the_order_of_arrival_does_not_matter(
+    plan: rules.Plan, evs: list[rules.Event], rules_: PayRules, minutes: int, rnd: object
+) -> None:
+    now = START + timedelta(minutes=minutes)
+    first = rules.reconcile(plan, evs, [], rules_, now)
+    shuffled = list(evs)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert rules.reconcile(plan, shuffled, [], rules_, now) == first
+    assert rules.reconcile(plan, evs, [], rules_, now) == first  # and recomputing changes nothing
+    assert first.payable_min >= 0
+    assert len(first.place_payables) == plan.carers_required
+    if rules_.cap_at_planned and plan.model == "time_and_task":
+        assert all(p <= first.planned_min for p in first.place_payables)
+    if first.banked_min:
+        assert first.banked_min <= first.planned_min
+        assert first.banked_min >= rules_.min_bankable_min
