@@ -72,13 +72,16 @@ def parse_events(text: str) -> tuple[list[rules.Event], list[rules.Amendment]]:
         if match := AMENDMENT.match(item):
             letter, field, value = match.groups()
             decided = START + timedelta(days=1, minutes=index)
-            kwargs: dict[str, Any] = {
-                "in": {"check_in_at": at(value)} if field == "in" else {},
-                "out": {"check_out_at": at(value)} if field == "out" else {},
-                "ext": {"extension_min": int(value)} if field == "ext" else {},
-                "planned": {"planned_min": int(value)} if field == "planned" else {},
-            }[field]
-            amendments.append(rules.Amendment(carer(letter), decided, **kwargs))
+            amendments.append(
+                rules.Amendment(
+                    carer(letter),
+                    decided,
+                    check_in_at=at(value) if field == "in" else None,
+                    check_out_at=at(value) if field == "out" else None,
+                    extension_min=int(value) if field == "ext" else None,
+                    planned_min=int(value) if field == "planned" else None,
+                )
+            )
             continue
         match = EVENT.match(item)
         assert match, f"cannot read event {item!r}"
@@ -90,7 +93,9 @@ def parse_events(text: str) -> tuple[list[rules.Event], list[rules.Amendment]]:
                 occurred_at=at(clock),
                 method={"m": "manual", "n": "nfc"}.get(flag, "gps"),
                 verified=flag != "?" and flag != "m",
-                outcomes=tuple(tuple(o.split("=")) for o in outcomes.split(",")) if outcomes else (),  # type: ignore[misc]
+                outcomes=tuple((o.partition("=")[0], o.partition("=")[2]) for o in outcomes.split(","))
+                if outcomes
+                else (),
             )
         )
     return events, amendments
