@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,10 +42,13 @@ HOST = "127.0.0.1"
 BATCH_PATH = "/v1/visit-events/batch"
 SINGLE_PATH = "/v1/visit-events"
 RATES = {"day": 2430, "evening": 2700, "night": 3000, "weekend": 2900, "bank_holiday": 4860}
-SLOTS = ("08:00", "12:30", "18:00")
+SLOTS = ("07:30", "12:00", "17:00", "21:00")
 PLAN_DAYS_BACK = 30
 # Stands in for each event id in a pre-encoded body; same length as a UUID's text.
 PLACEHOLDER = "ffffffff-eeee-4ddd-8ccc-bbbbbbbbbbbb"
+# Pre-encoded events per carer / client (memory bound); each cycles through its own.
+MAX_BATCH_EVENTS_PER_CARER = 20_000
+MAX_SINGLE_EVENTS_PER_CLIENT = 400
 TARGET_BATCH_EVENTS_S = 20_000
 TARGET_SINGLE_REQ_S = 1_500
 TARGET_SINGLE_P99_MS = 100.0
@@ -111,6 +114,16 @@ class Cpu:
         )
 
 
+@dataclass(frozen=True)
+class _CpuSample:
+    wall: float
+    client: float
+    server: float
+    postgres: dict[str, float]
+    machine_busy: float
+    machine_total: float
+
+
 class CpuMeter:
     """Reads /proc before and after a phase: this process, the server process, postgres, the machine."""
 
@@ -118,7 +131,7 @@ class CpuMeter:
         self.server_pid = server_pid
         self.tick = float(os.sysconf("SC_CLK_TCK"))
         self.cores = os.cpu_count() or 1
-        self._start: tuple[float, float, float, float, float, float] | None = None
+        self._start: _CpuSample | None = None
 
     @staticmethod
     def _proc_ticks(pid: int | str) -> float:
@@ -129,8 +142,9 @@ class CpuMeter:
         fields = raw[raw.rfind(")") + 2 :].split()
         return float(fields[11]) + float(fields[12])  # utime + stime
 
-    def _postgres_ticks(self) -> float:
-        total = 0.0
+    def _postgres_ticks(self) -> dict[str, float]:
+        """Per postgres process; one that exits during a phase takes its share with it."""
+        ticks: dict[str, float] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -139,40 +153,44 @@ class CpuMeter:
             except OSError:
                 continue
             if comm == "postgres":
-                total += self._proc_ticks(entry)
-        return total
+                ticks[entry] = self._proc_ticks(entry)
+        return ticks
 
     @staticmethod
     def _machine_ticks() -> tuple[float, float]:
+        # user nice system idle iowait irq softirq steal (guest time is already inside user)
         parts = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-        idle = parts[3] + (parts[4] if len(parts) > 4 else 0.0)
+        idle = parts[3] + parts[4]
         return sum(parts) - idle, sum(parts)
 
-    def _sample(self) -> tuple[float, float, float, float, float, float]:
+    def _sample(self) -> _CpuSample:
         busy, total = self._machine_ticks()
-        return (
-            time.perf_counter(),
-            time.process_time(),
-            self._proc_ticks(self.server_pid),
-            self._postgres_ticks(),
-            busy,
-            total,
+        return _CpuSample(
+            wall=time.perf_counter(),
+            client=time.process_time(),
+            server=self._proc_ticks(self.server_pid),
+            postgres=self._postgres_ticks(),
+            machine_busy=busy,
+            machine_total=total,
         )
 
     def start(self) -> None:
         self._start = self._sample()
 
     def stop(self) -> Cpu:
-        assert self._start is not None
+        start = self._start
+        assert start is not None
         end = self._sample()
-        wall = max(end[0] - self._start[0], 1e-9)
-        busy = end[4] - self._start[4]
-        total = max(end[5] - self._start[5], 1e-9)
+        wall = max(end.wall - start.wall, 1e-9)
+        postgres = sum(max(0.0, ticks - start.postgres.get(pid, 0.0)) for pid, ticks in end.postgres.items())
         return Cpu(
-            client=100 * (end[1] - self._start[1]) / wall,
-            server=100 * (end[2] - self._start[2]) / self.tick / wall,
-            postgres=100 * (end[3] - self._start[3]) / self.tick / wall,
-            machine=100 * self.cores * busy / total,
+            client=100 * (end.client - start.client) / wall,
+            server=100 * (end.server - start.server) / self.tick / wall,
+            postgres=100 * postgres / self.tick / wall,
+            machine=100
+            * self.cores
+            * (end.machine_busy - start.machine_busy)
+            / max(end.machine_total - start.machine_total, 1e-9),
             cores=self.cores,
         )
 
@@ -259,10 +277,13 @@ class VisitRef:
 
 @dataclass
 class World:
+    """`rounds[i]` are the past visits of carer i's people (people are dealt out to carers)."""
+
     tenant_id: str
     provider_id: str
     carers: list[CarerRef]
     visits: list[VisitRef]
+    rounds: list[list[VisitRef]]
 
 
 class _VisitItem(msgspec.Struct):
@@ -347,6 +368,7 @@ async def seed(api: Api, admin: tuple[str, str], carers: int, people: int) -> Wo
 
     valid_from = (datetime.now(tz=UTC).date() - timedelta(days=PLAN_DAYS_BACK)).isoformat()
     homes: dict[str, tuple[float, float]] = {}
+    person_index: dict[str, int] = {}
 
     async def make_person(index: int) -> None:
         async with gate:
@@ -362,6 +384,7 @@ async def seed(api: Api, admin: tuple[str, str], carers: int, people: int) -> Wo
                 },
             )
             homes[str(person["id"])] = home
+            person_index[str(person["id"])] = index
             await api.call(
                 "POST",
                 "/v1/care-plans",
@@ -386,7 +409,8 @@ async def seed(api: Api, admin: tuple[str, str], carers: int, people: int) -> Wo
     visits: list[VisitRef] = []
     cursor: str | None = None
     while True:
-        params = f"provider_id={provider['id']}&limit=500" + (f"&cursor={cursor}" if cursor else "")
+        params = f"provider_id={provider['id']}&from={valid_from}&to={date.today().isoformat()}&limit=500"
+        params += f"&cursor={cursor}" if cursor else ""
         response = await api.client.get(f"/v1/visits?{params}", headers={"Authorization": f"Bearer {commissioner}"})
         if response.status_code != 200:
             raise BenchError(f"GET /v1/visits: {response.status_code} {response.text[:500]}")
@@ -401,7 +425,14 @@ async def seed(api: Api, admin: tuple[str, str], carers: int, people: int) -> Wo
             break
     if not visits:
         raise BenchError("seeding made no past visits to post events about")
-    return World(str(tenant["id"]), str(provider["id"]), list(carer_refs), visits)
+    rounds: list[list[VisitRef]] = [[] for _ in carer_refs]
+    for visit in visits:
+        rounds[person_index[visit.person_id] % len(rounds)].append(visit)
+    for number, round_ in enumerate(rounds):
+        random.Random(number).shuffle(round_)
+    if not all(rounds):
+        raise BenchError("some carer has no visits: seed at least as many people as carers")
+    return World(str(tenant["id"]), str(provider["id"]), list(carer_refs), visits, rounds)
 
 
 async def carer_tokens(api: Api, world: World) -> list[str]:
@@ -463,10 +494,15 @@ class EventSpec:
 
 
 def make_events(rng: random.Random, carer: CarerRef, visits: Sequence[VisitRef], count: int) -> list[EventSpec]:
-    """Check-in / check-out pairs on random past visits, near each visit's planned start and home."""
+    """A check-in and a check-out on each visit in turn (cycling), near its planned start and the home.
+
+    Few events a visit, as in life: reconciliation reads all of a visit's events, so piling
+    hundreds onto a few visits would measure something no phone does."""
     events: list[EventSpec] = []
+    turn = 0
     while len(events) < count:
-        visit = rng.choice(visits)
+        visit = visits[turn % len(visits)]
+        turn += 1
         for kind, offset in (("check_in", rng.uniform(-5, 10)), ("check_out", rng.uniform(25, 40))):
             events.append(
                 EventSpec(
@@ -612,25 +648,29 @@ async def batch_phase(
     rng = random.Random(1)
     specs: list[list[list[EventSpec]]] = []
     templates: list[list[Template]] = []
-    for worker in range(args.batch_clients):
-        carer = world.carers[worker % len(world.carers)]
-        mine = [make_events(rng, carer, world.visits, args.batch_size) for _ in range(4)]
+    size = args.batch_size
+    # Each body is one carer's phone uploading a backlog of its own round; a client takes turns
+    # among its carers, so all rounds (and so all visits) get events.
+    for carer, round_ in zip(world.carers, world.rounds, strict=True):
+        count = min(2 * len(round_), MAX_BATCH_EVENTS_PER_CARER)
+        events = make_events(rng, carer, round_, math.ceil(count / size) * size)
+        mine = [events[i : i + size] for i in range(0, len(events), size)]
         specs.append(mine)
-        templates.append([Template.batch(events) for events in mine])
+        templates.append([Template.batch(chunk) for chunk in mine])
+    headers = [{"Authorization": f"Bearer {token}", "Content-Type": "application/json"} for token in tokens]
 
     async def client(worker: int, window: Window) -> None:
-        headers = {
-            "Authorization": f"Bearer {tokens[worker % len(tokens)]}",
-            "Content-Type": "application/json",
-        }
+        carers = list(range(worker % len(world.carers), len(world.carers), args.batch_clients)) or [worker]
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", http1=True, limits=limits, timeout=60) as http:
             turn = 0
             while time.perf_counter() < window.end:
-                body = templates[worker][turn % len(templates[worker])].render()
+                carer = carers[turn % len(carers)]
+                mine = templates[carer]
+                body = mine[(turn // len(carers)) % len(mine)].render()
                 turn += 1
                 started = time.perf_counter()
-                response = await http.post(BATCH_PATH, content=body, headers=headers)
+                response = await http.post(BATCH_PATH, content=body, headers=headers[carer])
                 finished = time.perf_counter()
                 counted = window.start <= finished < window.end
                 if response.status_code != 200:
@@ -668,8 +708,12 @@ async def single_phase(
     rng = random.Random(2)
     templates: list[list[Template]] = []
     for worker in range(args.single_clients):
-        carer = world.carers[worker % len(world.carers)]
-        templates.append([Template.single(e) for e in make_events(rng, carer, world.visits, 32)])
+        number = worker % len(world.carers)
+        round_ = world.rounds[number]
+        start = (worker // len(world.carers)) * MAX_SINGLE_EVENTS_PER_CLIENT // 2 % len(round_)
+        visits = round_[start:] + round_[:start]  # clients sharing a carer start at different visits
+        events = make_events(rng, world.carers[number], visits, min(2 * len(visits), MAX_SINGLE_EVENTS_PER_CLIENT))
+        templates.append([Template.single(e) for e in events])
 
     def record(status: int, body: bytes, started: float, finished: float, window: Window) -> None:
         ok = 200 <= status < 300
@@ -774,6 +818,26 @@ async def copy_phase(
         for conn in conns:
             await conn.close()
     return figures
+
+
+async def settle(database_url: str, limit_s: float) -> str:
+    """Wait (bounded) for the server's reconciliation queue to drain, so one phase's leftovers do
+    not slow the next; says how big it was and how long it took."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if await conn.fetchval("SELECT to_regclass('reconcile_queue')") is None:
+            return "reconcile queue: none in this schema"
+        started = time.perf_counter()
+        waiting = first = int(await conn.fetchval("SELECT count(*) FROM reconcile_queue"))
+        while waiting and time.perf_counter() - started < limit_s:
+            await asyncio.sleep(0.5)
+            waiting = int(await conn.fetchval("SELECT count(*) FROM reconcile_queue"))
+    finally:
+        await conn.close()
+    took = time.perf_counter() - started
+    if waiting:
+        return f"reconcile queue: {first:,} visits waiting at the end; still {waiting:,} after {took:.0f} s (gave up)"
+    return f"reconcile queue: {first:,} visits waiting at the end; drained {took:.1f} s later (not timed)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -927,6 +991,7 @@ async def run(server: Server, database_url: str, admin: tuple[str, str], args: a
         say(f"  {batch.cpu.line()}")
         if batch.sample_problem:
             say(f"  first problem: {batch.sample_problem}")
+        say(f"  {await settle(database_url, args.settle_seconds)}")
 
         say(
             f"\n[2/3] single: {args.single_clients} clients ({args.single_client}, keep-alive), "
@@ -941,6 +1006,7 @@ async def run(server: Server, database_url: str, admin: tuple[str, str], args: a
         say(f"  {single.cpu.line()}")
         if single.sample_problem:
             say(f"  first problem: {single.sample_problem}")
+        say(f"  {await settle(database_url, args.settle_seconds)}")
 
     target = batch.accepted or 100_000
     say(
@@ -1007,6 +1073,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-seconds", type=float, default=60)
     parser.add_argument("--single-seconds", type=float, default=30)
     parser.add_argument("--copy-seconds", type=float, default=60, help="upper bound on the COPY phase")
+    parser.add_argument(
+        "--settle-seconds", type=float, default=60, help="longest wait for the reconcile queue between phases"
+    )
     parser.add_argument("--warmup", type=float, default=3, help="seconds before each timed window, not counted")
     parser.add_argument("--batch-clients", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=500)
@@ -1018,11 +1087,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="raw: a minimal pre-encoded HTTP/1.1 client (default, lighter on the shared CPU)",
     )
     parser.add_argument("--carers", type=int, default=20)
-    parser.add_argument("--people", type=int, default=50)
+    parser.add_argument("--people", type=int, default=500, help=f"each with {len(SLOTS)} visits a day")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_seconds = args.single_seconds = args.copy_seconds = 10.0
         args.warmup = 1.0
+        args.settle_seconds = 15.0
     if not 1 <= args.batch_size <= 500:
         parser.error("--batch-size must be 1 to 500")
     return args

@@ -116,6 +116,31 @@ class Cancellation(msgspec.Struct, frozen=True):
     recorded_by: str
 
 
+class AttendanceOut(msgspec.Struct, frozen=True):
+    """One carer's presence on a visit, as reconciled."""
+
+    carer_id: UUID
+    check_in: datetime | None
+    check_out: datetime | None
+    actual_seconds: int | None
+    actual_min: float | None
+    payable_min: int
+    verified_in_home: bool
+    counted: bool
+    exceptions: list[str]
+
+
+class VisitActual(msgspec.Struct, frozen=True):
+    """What happened, and what it pays and banks."""
+
+    attendances: list[AttendanceOut]
+    payable_min: int
+    banked_min: int
+    place_payables: list[int]
+    verified_in_home: bool
+    reconciled_at: datetime
+
+
 class Visit(msgspec.Struct, frozen=True):
     """A planned (or unplanned) visit; `actual` and `exceptions` come from reconciliation."""
 
@@ -135,6 +160,6 @@ class Visit(msgspec.Struct, frozen=True):
     approval: Approval
     band_start: datetime
     cancellation: Cancellation | None
-    actual: dict[str, object] | None
+    actual: VisitActual | None
     exceptions: list[str]
     created_at: datetime

@@ -41,6 +41,7 @@ from services.identity.rules import SecretHasher
 from services.ingest.api import IngestController
 from services.ingest.committer import GroupCommitter
 from services.planning.api import CarePlanController, MyVisitsController, VisitController
+from services.reconcile.jobs import QueueDrainer
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
 AUTH_COOKIE = "carebank_token"
@@ -59,9 +60,12 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pool = await create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
         app.state.committer = GroupCommitter(app.state.pool)
         app.state.committer.start()
+        drainer = QueueDrainer(app.state.pool)
+        drainer.start()
         try:
             yield
         finally:
+            await drainer.stop()
             await app.state.committer.stop()
             await app.state.pool.close()
             await redis.aclose()

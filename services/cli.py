@@ -8,6 +8,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 
 from infra.db import MigrationError, connect, migrate_url
 from infra.embedded import EmbeddedServers, servers_for
@@ -79,6 +80,36 @@ def _credentials_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from uuid import UUID
+    from zoneinfo import ZoneInfo
+
+    from infra.db import create_pool
+    from services.planning.rules import local_instant
+    from services.reconcile.jobs import verify_tenant
+
+    async def run(url: str) -> tuple[int, list[UUID]]:
+        pool = await create_pool(url, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                zone = await conn.fetchval("SELECT zone FROM tenants WHERE tenant_id = $1", UUID(args.tenant))
+            if zone is None:
+                raise SystemExit(f"carebank: no tenant {args.tenant}")
+
+            def bound(text: str | None, extra_days: int) -> datetime | None:
+                day = date.fromisoformat(text) + timedelta(days=extra_days) if text else None
+                return local_instant(day, "00:00", ZoneInfo(zone)) if day else None
+
+            return await verify_tenant(pool, UUID(args.tenant), bound(args.date_from, 0), bound(args.date_to, 1))
+        finally:
+            await pool.close()
+
+    with servers_for(settings, need_redis=False) as resolved:
+        checked, differing = asyncio.run(run(_db(resolved)))
+    print(json.dumps({"visits": checked, "differing": len(differing), "examples": [str(v) for v in differing[:10]]}))
+    return 1 if differing else 0
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
@@ -123,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--provider-id")
     create.add_argument("--carer-id")
     create.set_defaults(func=_credentials_create)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="recompute a tenant's visits from scratch and compare with the stored state"
+    )
+    reconcile.add_argument("--tenant", required=True)
+    reconcile.add_argument("--from", dest="date_from", help="first local date of planned start")
+    reconcile.add_argument("--to", dest="date_to", help="last local date of planned start")
+    reconcile.set_defaults(func=_reconcile)
 
     token = sub.add_parser("token", help="exchange a credential for a bearer token")
     token.add_argument("--url", default="http://127.0.0.1:8000")

@@ -20,6 +20,7 @@ from infra.logging import configure_logging
 from infra.settings import Settings
 from services.common import idempotency
 from services.planning import jobs as planning_jobs
+from services.reconcile import jobs as reconcile_jobs
 
 log = structlog.get_logger("carebank.worker")
 
@@ -37,6 +38,8 @@ JOBS: list[Job] = [
     Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
     # Idempotent, so running hourly (rather than once at midnight) costs little and heals gaps.
     Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
+    Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
+    Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
 ]
 
 

@@ -25,6 +25,7 @@ from services.common.ids import new_id
 from services.identity import store as identity_store
 from services.ingest import rules, store
 from services.planning import store as planning_store
+from services.reconcile import store as reconcile_store
 
 
 @dataclass(frozen=True)
@@ -327,28 +328,33 @@ async def _store(group: _Group, matched: dict[int, _Matched]) -> None:
             group.results[i] = EventAnswer(
                 event_id=event.event_id, status="accepted", visit_id=match.visit_id, verified=verified[i]
             )
-    await _rematch(group, matched, lost)
+    left = await _rematch(group, matched, lost)
+    touched = [match.visit_id for i, match in matched.items() if i not in lost]
+    await reconcile_store.enqueue(group.conn, group.tenant_id, touched + left)
 
 
-async def _rematch(group: _Group, matched: dict[int, _Matched], lost: list[int]) -> None:
-    """A check-in that arrives after person-only check-outs it precedes takes them over."""
+async def _rematch(group: _Group, matched: dict[int, _Matched], lost: list[int]) -> list[UUID]:
+    """A check-in that arrives after person-only check-outs it precedes takes them over; returns the
+    visits they left."""
     check_ins = sorted(
         (group.subs[i].event.occurred_at, i)
         for i in matched
         if i not in lost and group.subs[i].event.kind == "check_in"
     )
     if not check_ins:
-        return
+        return []
     candidates = await store.with_person_only_check_outs(
         group.conn, group.tenant_id, list({matched[i].person_id for _, i in check_ins})
     )
+    left: list[UUID] = []
     for occurred_at, i in check_ins:
         match = matched[i]
         if (match.person_id, group.subs[i].poster.carer_id) not in candidates:
             continue
-        await store.rematch_check_outs(
+        left += await store.rematch_check_outs(
             group.conn, group.tenant_id, match.person_id, group.subs[i].poster.carer_id, occurred_at, match.visit_id
         )
+    return left
 
 
 def _e164(phone: str | None, holiday_region: str) -> str | None:

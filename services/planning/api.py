@@ -33,6 +33,7 @@ from services.common.pagination import CursorParam, LimitParam, decode_cursor, p
 from services.identity import store as identity_store
 from services.ingest import store as ingest_store
 from services.planning import jobs, rules, store
+from services.reconcile import service as reconcile_service
 
 DateParam = Annotated[date | None, QueryParameter(description="local date (tenant time)")]
 
@@ -250,14 +251,10 @@ class VisitController(Controller):
                 planned_start = data.planned_start
                 # A provider's move keeps the original band for pay; a commissioner's re-prices.
                 band_start = visit.band_start if caller.role == "provider" else planned_start
-            return await store.update_schedule(
-                conn,
-                tenant,
-                visit.id,
-                carer_ids=carer_ids,
-                planned_start=planned_start,
-                band_start=band_start,
+            await store.update_schedule(
+                conn, tenant, visit.id, carer_ids=carer_ids, planned_start=planned_start, band_start=band_start
             )
+            return await _reconciled(conn, tenant, visit.id, now)
 
     @post(
         "/{visit_id:uuid}/cancel",
@@ -299,7 +296,8 @@ class VisitController(Controller):
                 ),
                 recorded_by=caller.client_id,
             )
-            return await store.cancel_visit(conn, tenant, visit.id, cancellation)
+            await store.cancel_visit(conn, tenant, visit.id, cancellation)
+            return await _reconciled(conn, tenant, visit.id, now)
 
     @post(
         "/{visit_id:uuid}/approve",
@@ -315,7 +313,8 @@ class VisitController(Controller):
             pending_cancellation = visit.cancellation is not None and not visit.cancellation.confirmed
             if not (pending_request or pending_cancellation):
                 raise problem(409, "already_decided", "nothing on this visit waits for approval")
-            return await store.approve_visit(conn, caller.tenant, visit)
+            await store.approve_visit(conn, caller.tenant, visit)
+            return await _reconciled(conn, caller.tenant, visit.id, utc_now())
 
 
 class MyVisitsController(Controller):
@@ -334,6 +333,12 @@ class MyVisitsController(Controller):
         assert caller.carer_id is not None
         start, end = local_day_bounds(day or utc_now().astimezone(zone).date(), zone)
         return await store.carer_day(conn, caller.tenant, caller.carer_id, start, end)
+
+
+async def _reconciled(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, now: datetime) -> Visit:
+    """Store the visit's new actual state with the change that caused it, and return the visit."""
+    await reconcile_service.reconcile_visits(conn, tenant_id, [visit_id], now)
+    return found_or_404(await store.get_visit(conn, tenant_id, visit_id), "visit")
 
 
 async def _check_carers_of(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, carer_ids: list[UUID]) -> None:

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from schemas.planning import Cancellation, CarePlan, CarePlanCreate, Outcome, ScheduleSlot, Visit
+from schemas.planning import Cancellation, CarePlan, CarePlanCreate, Outcome, ScheduleSlot, Visit, VisitActual
 from services.common.ids import new_id
 from services.planning.rules import GeneratedVisit
 
@@ -127,11 +127,11 @@ async def insert_generated_visits(
         result = await conn.execute(
             """INSERT INTO visits (tenant_id, id, person_id, contract_id, provider_id, plan_id, slot, local_date,
                                    planned_start, planned_min, carers_required, outcome_ids, funding, origin,
-                                   approval, status, band_start)
+                                   approval, status, band_start, next_check_at)
                SELECT p.tenant_id, g.id, p.person_id, p.contract_id, p.provider_id, p.id, g.slot, g.local_date,
                       g.planned_start, g.planned_min, g.carers_required,
                       ARRAY(SELECT jsonb_array_elements_text(g.outcome_ids::jsonb)), 'package', 'plan',
-                      'approved', 'planned', g.planned_start
+                      'approved', 'planned', g.planned_start, g.planned_start
                FROM care_plans p,
                     unnest($3::uuid[], $4::int[], $5::date[], $6::timestamptz[], $7::int[], $8::int[], $9::text[])
                         AS g(id, slot, local_date, planned_start, planned_min, carers_required, outcome_ids)
@@ -196,6 +196,7 @@ def visit_from_row(row: asyncpg.Record | dict[str, Any]) -> Visit:
     data["outcome_ids"] = list(data["outcome_ids"])
     data["exceptions"] = list(data["exceptions"])
     data["cancellation"] = msgspec.convert(data["cancellation"], Cancellation) if data["cancellation"] else None
+    data["actual"] = msgspec.convert(data["actual"], VisitActual) if data["actual"] else None
     return Visit(**data)
 
 
@@ -203,8 +204,8 @@ async def insert_visit(conn: asyncpg.Connection, tenant_id: UUID, visit: Visit) 
     row = await conn.fetchrow(
         f"""INSERT INTO visits (tenant_id, id, person_id, contract_id, provider_id, planned_start, planned_min,
                                 carers_required, carer_ids, outcome_ids, funding, origin, approval, status,
-                                band_start)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                band_start, next_check_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $6)
             RETURNING {_VISIT_COLUMNS}""",
         tenant_id,
         visit.id,

@@ -352,3 +352,12 @@ def _delivered_minutes(attendances: Sequence[Attendance]) -> int:
     if current is not None:
         total += int((current[1] - current[0]).total_seconds())
     return (total + 30) // 60
+
+
+def next_check_at(plan: Plan, actual: Actual, rules: PayRules) -> datetime | None:
+    """When time alone could change this state (missed, settled); None once it cannot."""
+    if actual.status == "planned":
+        return plan.planned_start + timedelta(minutes=rules.missed_after_min)
+    if actual.status == "in_progress":
+        return plan.planned_start + timedelta(minutes=actual.planned_min, hours=rules.settle_h)
+    return None

@@ -1,0 +1,147 @@
+"""Reconciling stored visits: load inputs set-wise, apply the pure rules, store the state.
+
+Used by the queue drainer (events, cancellations), the clock job (missed, settled) and
+`carebank reconcile`, which recomputes from scratch and compares with what is stored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from schemas.catalog import PayRules
+from schemas.planning import AttendanceOut, VisitActual
+from services.reconcile import rules, store
+
+_ACTUAL = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class State:
+    """A visit's reconciled state as stored (without the time it was computed)."""
+
+    status: str
+    actual: VisitActual | None
+    exceptions: tuple[str, ...]
+    payable_min: int
+    banked_min: int
+
+    def comparable(self) -> tuple[Any, ...]:
+        actual = msgspec.structs.replace(self.actual, reconciled_at=datetime.min) if self.actual else None
+        return (self.status, msgspec.to_builtins(actual), self.exceptions, self.payable_min, self.banked_min)
+
+
+def _plan(row: asyncpg.Record) -> rules.Plan:
+    cancellation = row["cancellation"] or {}
+    return rules.Plan(
+        planned_start=row["planned_start"],
+        planned_min=row["planned_min"],
+        carers_required=row["carers_required"],
+        funding=row["funding"],
+        model=row["model"],
+        key_outcomes=frozenset(row["key_outcomes"]),
+        unplanned=row["origin"] == "unplanned" and row["approval"] != "approved",
+        cancelled_by=cancellation.get("by"),
+        short_notice=bool(cancellation.get("short_notice")),
+        cancellation_confirmed=bool(cancellation.get("confirmed", True)),
+    )
+
+
+def _event(row: asyncpg.Record) -> rules.Event:
+    return rules.Event(
+        carer_id=row["carer_id"],
+        kind=row["kind"],
+        occurred_at=row["occurred_at"],
+        method=row["method"],
+        verified=row["verified"],
+        outcomes=tuple((o["outcome_id"], o["status"]) for o in row["outcomes"]),
+    )
+
+
+def _as_wire(actual: rules.Actual, now: datetime) -> VisitActual | None:
+    """Nothing to show before anyone came, except what a cancellation pays."""
+    return None if not actual.attendances and actual.status != "cancelled" else _wire(actual, now)
+
+
+def _wire(actual: rules.Actual, now: datetime) -> VisitActual:
+    attendances = [
+        AttendanceOut(
+            carer_id=a.carer_id,
+            check_in=a.check_in,
+            check_out=a.check_out,
+            actual_seconds=a.actual_seconds,
+            actual_min=round(a.actual_seconds / 60, 2) if a.actual_seconds is not None else None,
+            payable_min=a.payable_min,
+            verified_in_home=a.verified_in_home,
+            counted=a.counted,
+            exceptions=list(a.exceptions),
+        )
+        for a in actual.attendances
+    ]
+    counted = [a for a in attendances if a.counted]
+    return VisitActual(
+        attendances=attendances,
+        payable_min=actual.payable_min,
+        banked_min=actual.banked_min,
+        place_payables=list(actual.place_payables),
+        verified_in_home=bool(counted) and all(a.verified_in_home for a in counted),
+        reconciled_at=now,
+    )
+
+
+async def compute(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime
+) -> tuple[dict[UUID, State], dict[UUID, State], dict[UUID, datetime | None]]:
+    """(computed, stored, next check) for each visit, from the database's current inputs."""
+    visits = await store.load_visits(conn, tenant_id, visit_ids)
+    events: dict[UUID, list[rules.Event]] = defaultdict(list)
+    for row in await store.load_events(conn, tenant_id, visit_ids):
+        events[row["visit_id"]].append(_event(row))
+    computed: dict[UUID, State] = {}
+    stored: dict[UUID, State] = {}
+    next_checks: dict[UUID, datetime | None] = {}
+    for row in visits:
+        plan = _plan(row)
+        pay_rules = msgspec.convert(row["pay_rules"], PayRules)
+        actual = rules.reconcile(plan, events[row["id"]], [], pay_rules, now)
+        computed[row["id"]] = State(
+            actual.status, _as_wire(actual, now), actual.exceptions, actual.payable_min, actual.banked_min
+        )
+        stored[row["id"]] = State(
+            row["status"],
+            msgspec.convert(row["actual"], VisitActual) if row["actual"] else None,
+            tuple(row["exceptions"]),
+            row["payable_min"],
+            row["banked_min"],
+        )
+        next_checks[row["id"]] = rules.next_check_at(plan, actual, pay_rules)
+    return computed, stored, next_checks
+
+
+async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime) -> int:
+    """Recompute and store these visits' state; returns how many were written."""
+    if not visit_ids:
+        return 0
+    computed, _, next_checks = await compute(conn, tenant_id, visit_ids, now)
+    states = [
+        {
+            "id": visit_id,
+            "status": state.status,
+            "actual": _ACTUAL.encode(state.actual).decode() if state.actual else None,
+            "exceptions": _ACTUAL.encode(list(state.exceptions)).decode(),
+            "payable_min": state.payable_min,
+            "banked_min": state.banked_min,
+            "next_check_at": next_checks[visit_id],
+            "reconciled_at": now,
+        }
+        for visit_id, state in computed.items()
+    ]
+    await store.save_states(conn, tenant_id, states)
+    return len(states)

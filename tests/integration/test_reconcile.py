@@ -1,0 +1,172 @@
+"""Reconciliation against the database: events, cancellations and the clock move a visit's stored
+state, and recomputing from scratch gives exactly what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from infra.db import create_pool
+from services.reconcile import jobs
+from tests.integration.test_ingest import at, event, visit_at, yesterday
+from tests.integration.test_planning import plan_body
+from tests.support import Client, World, build_world, create
+
+
+@pytest.fixture
+async def world(client: Client, db: asyncpg.Connection) -> World:
+    built = await build_world(client, db)
+    await create(client, built.a.commissioner, "/v1/care-plans", plan_body(built.a))
+    return built
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, max_size=2)
+    yield pool
+    await pool.close()
+
+
+async def reconciled(pool: asyncpg.Pool) -> None:
+    """Drain the queue, and wait for the app's own drainer to commit what it claimed."""
+    for _ in range(200):
+        await jobs.drain_queue(pool)
+        if await pool.fetchval("SELECT count(*) FROM reconcile_queue") == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the reconcile queue did not empty")
+
+
+async def visit(client: Client, world: World, visit_id: UUID) -> dict[str, Any]:
+    response = await client.get(f"/v1/visits/{visit_id}", headers=world.a.commissioner)
+    assert response.status_code == 200
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def test_events_reconcile_into_attendances_and_pay(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    carer = world.a.carer_headers[0]
+    for body in (
+        event("check_in", at(yesterday(), "08:00"), visit_id=str(visit_id)),
+        event(
+            "check_out",
+            at(yesterday(), "08:24") + timedelta(seconds=30),
+            visit_id=str(visit_id),
+            outcomes=[{"outcome_id": "wash", "status": "met"}],
+        ),
+    ):
+        assert (await client.post("/v1/visit-events", json=body, headers=carer)).status_code == 201
+    await reconciled(pool)
+    shown = await visit(client, world, visit_id)
+    assert shown["status"] == "completed"
+    assert shown["exceptions"] == ["short_visit"]
+    actual = shown["actual"]
+    assert actual["payable_min"] == 25
+    assert actual["banked_min"] == 0
+    [attendance] = actual["attendances"]
+    assert attendance["carer_id"] == world.a.carers[0]
+    assert attendance["actual_seconds"] == 1470
+    assert attendance["actual_min"] == 24.5
+    assert attendance["payable_min"] == 25
+    assert attendance["verified_in_home"] is True
+    assert attendance["exceptions"] == ["short_visit"]
+
+
+async def test_the_clock_marks_missed_and_settles(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    missed = await visit_at(db, world.a.person_id, yesterday() - timedelta(days=1))
+    an_hour_ago = datetime.now(tz=UTC) - timedelta(hours=1)
+    made = await create(
+        client,
+        world.a.commissioner,
+        "/v1/visits",
+        {
+            "person_id": world.a.person_id,
+            "contract_id": world.a.contracts[0],
+            "planned_start": an_hour_ago.isoformat(),
+            "planned_min": 30,
+        },
+    )
+    open_visit = UUID(made["id"])
+    body = event("check_in", an_hour_ago + timedelta(minutes=1), visit_id=str(open_visit))
+    assert (await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    assert (await visit(client, world, open_visit))["status"] == "in_progress"
+    await jobs.reconcile_due(pool)
+    assert (await visit(client, world, missed))["status"] == "missed"
+    later = datetime.now(tz=UTC) + timedelta(days=2)
+    await jobs.reconcile_due(pool, later)
+    settled = await visit(client, world, open_visit)
+    assert settled["status"] == "completed"
+    assert settled["exceptions"] == ["no_check_out"]
+    assert settled["actual"]["payable_min"] == 0
+
+
+async def test_a_cancellation_is_reconciled_with_its_answer(client: Client, world: World) -> None:
+    tw = world.a
+    soon = datetime.now(tz=UTC) + timedelta(hours=2)
+    made = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": soon.isoformat(),
+            "planned_min": 40,
+        },
+    )
+    cancelled = await client.post(
+        f"/v1/visits/{made['id']}/cancel",
+        json={"by": "person", "notified_at": datetime.now(tz=UTC).isoformat(), "reason": "unwell"},
+        headers=tw.commissioner,
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["actual"]["place_payables"] == [40]
+
+
+async def test_recomputing_from_scratch_gives_what_is_stored(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    carer = world.a.carer_headers[0]
+    for days in range(1, 6):
+        day = datetime.now(tz=UTC) - timedelta(days=days)
+        visit_id = str(await visit_at(db, world.a.person_id, day))
+        events = [event("check_in", at(day, "08:00"), visit_id=visit_id)]
+        if days % 2:
+            events.append(event("check_out", at(day, "08:00") + timedelta(minutes=10 * days), visit_id=visit_id))
+        response = await client.post("/v1/visit-events/batch", json={"events": events}, headers=carer)
+        assert response.status_code == 200
+    await reconciled(pool)
+    checked, differing = await jobs.verify_tenant(pool, UUID(world.a.tenant_id))
+    assert checked > 5
+    assert differing == []
+    # a stored state that no longer matches its inputs is found
+    await db.execute("UPDATE visits SET payable_min = payable_min + 1 WHERE status = 'completed'")
+    _, tampered = await jobs.verify_tenant(pool, UUID(world.a.tenant_id))
+    assert len(tampered) >= 3
+    env = {"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", "CAREBANK_DATA_DIR": str(tmp_path)}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "reconcile", "--tenant", world.a.tenant_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["differing"] == len(tampered)
