@@ -660,7 +660,7 @@ async def batch_phase(
     headers = [{"Authorization": f"Bearer {token}", "Content-Type": "application/json"} for token in tokens]
 
     async def client(worker: int, window: Window) -> None:
-        carers = list(range(worker % len(world.carers), len(world.carers), args.batch_clients)) or [worker]
+        carers = list(range(worker % len(world.carers), len(world.carers), args.batch_clients))
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", http1=True, limits=limits, timeout=60) as http:
             turn = 0
@@ -974,7 +974,8 @@ async def run(server: Server, database_url: str, admin: tuple[str, str], args: a
         world = await seed(api, admin, args.carers, args.people)
         say(
             f"seeded in {time.perf_counter() - started:.1f} s: {len(world.carers)} carers, {args.people} people, "
-            f"{len(world.visits)} past visits (last {PLAN_DAYS_BACK} days)"
+            f"{len(world.visits)} past visits (last {PLAN_DAYS_BACK} days); each carer's round: "
+            f"{args.people // len(world.carers)} people, {len(world.visits) // len(world.carers)} visits"
         )
 
         say(

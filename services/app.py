@@ -41,6 +41,7 @@ from services.identity.rules import SecretHasher
 from services.ingest.api import IngestController
 from services.ingest.committer import GroupCommitter
 from services.planning.api import CarePlanController, MyVisitsController, VisitController
+from services.reconcile.api import AmendmentController, ExceptionController
 from services.reconcile.jobs import QueueDrainer
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
@@ -98,6 +99,8 @@ def create_app(settings: Settings) -> Litestar:
             VisitController,
             MyVisitsController,
             IngestController,
+            AmendmentController,
+            ExceptionController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],

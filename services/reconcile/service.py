@@ -96,21 +96,42 @@ def _wire(actual: rules.Actual, now: datetime) -> VisitActual:
     )
 
 
+def _amendment(row: asyncpg.Record) -> rules.Amendment:
+    return rules.Amendment(
+        carer_id=row["carer_id"],
+        decided_at=row["decided_at"],
+        check_in_at=row["check_in_at"],
+        check_out_at=row["check_out_at"],
+        extension_min=row["extension_min"],
+        planned_min=row["planned_min"],
+    )
+
+
 async def compute(
-    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    visit_ids: Sequence[UUID],
+    now: datetime,
+    extra: dict[UUID, list[rules.Amendment]] | None = None,
 ) -> tuple[dict[UUID, State], dict[UUID, State], dict[UUID, datetime | None]]:
-    """(computed, stored, next check) for each visit, from the database's current inputs."""
+    """(computed, stored, next check) for each visit, from the database's current inputs (plus
+    `extra` amendments, to preview what a proposal would do)."""
     visits = await store.load_visits(conn, tenant_id, visit_ids)
     events: dict[UUID, list[rules.Event]] = defaultdict(list)
     for row in await store.load_events(conn, tenant_id, visit_ids):
         events[row["visit_id"]].append(_event(row))
+    amendments: dict[UUID, list[rules.Amendment]] = defaultdict(list)
+    for row in await store.load_amendments(conn, tenant_id, visit_ids):
+        amendments[row["visit_id"]].append(_amendment(row))
+    for visit_id, more in (extra or {}).items():
+        amendments[visit_id] += more
     computed: dict[UUID, State] = {}
     stored: dict[UUID, State] = {}
     next_checks: dict[UUID, datetime | None] = {}
     for row in visits:
         plan = _plan(row)
         pay_rules = msgspec.convert(row["pay_rules"], PayRules)
-        actual = rules.reconcile(plan, events[row["id"]], [], pay_rules, now)
+        actual = rules.reconcile(plan, events[row["id"]], amendments[row["id"]], pay_rules, now)
         computed[row["id"]] = State(
             actual.status, _as_wire(actual, now), actual.exceptions, actual.payable_min, actual.banked_min
         )

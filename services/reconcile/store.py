@@ -9,6 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
+from schemas.reconcile import Amendment, VisitExceptions
+
 
 async def enqueue(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
     """Mark visits for recomputation, in the caller's transaction."""
@@ -73,10 +75,39 @@ async def load_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     )
 
 
+_MOVES = """WITH moves AS (
+        SELECT DISTINCT ON (visit_id, carer_id) visit_id AS from_visit, carer_id, move_to_visit_id AS to_visit
+        FROM amendments
+        WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
+          AND (visit_id = ANY($2::uuid[]) OR move_to_visit_id = ANY($2::uuid[]))
+        ORDER BY visit_id, carer_id, decided_at DESC)"""
+
+
 async def load_events(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    """The visits' events, after approved moves (a carer's events on the wrong visit count on the right one)."""
     return await conn.fetch(
-        """SELECT visit_id, carer_id, kind, occurred_at, method, verified, outcomes FROM visit_events
-           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])""",
+        _MOVES
+        + """
+        SELECT * FROM (
+            SELECT coalesce(m.to_visit, e.visit_id) AS visit_id, e.carer_id, e.kind, e.occurred_at, e.method,
+                   e.verified, e.outcomes
+            FROM visit_events e
+            LEFT JOIN moves m ON m.from_visit = e.visit_id AND m.carer_id = e.carer_id
+            WHERE e.tenant_id = $1 AND (e.visit_id = ANY($2::uuid[]) OR e.visit_id IN (SELECT from_visit FROM moves))
+        ) moved WHERE visit_id = ANY($2::uuid[])""",
+        tenant_id,
+        list(visit_ids),
+    )
+
+
+async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    """Approved amendments of the visits (a move's other fields apply to the visit moved to)."""
+    return await conn.fetch(
+        """SELECT coalesce(move_to_visit_id, visit_id) AS visit_id, carer_id, decided_at, check_in_at,
+                  check_out_at, extension_min, planned_min
+           FROM amendments
+           WHERE tenant_id = $1 AND status = 'approved'
+             AND coalesce(move_to_visit_id, visit_id) = ANY($2::uuid[])""",
         tenant_id,
         list(visit_ids),
     )
@@ -104,4 +135,154 @@ async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequenc
         [s["banked_min"] for s in states],
         [s["next_check_at"] for s in states],
         [s["reconciled_at"] for s in states],
+    )
+
+
+_AMENDMENT_COLUMNS = """id, visit_id, carer_id, reason_code, note, check_in_at, check_out_at, extension_min,
+    planned_min, move_to_visit_id, status, auto_approved, proposed_by, proposed_at, decided_by, decided_at,
+    payable_before, payable_after, banked_before, banked_after, decided_payable_before, decided_payable_after"""
+
+
+def _amendment_out(row: asyncpg.Record) -> Amendment:
+    return Amendment(**dict(row))
+
+
+async def insert_amendment(conn: asyncpg.Connection, tenant_id: UUID, fields: dict[str, Any]) -> Amendment:
+    names = list(fields)
+    row = await conn.fetchrow(
+        f"""INSERT INTO amendments (tenant_id, {", ".join(names)})
+            VALUES ($1, {", ".join(f"${i + 2}" for i in range(len(names)))})
+            RETURNING {_AMENDMENT_COLUMNS}""",
+        tenant_id,
+        *fields.values(),
+    )
+    assert row is not None
+    return _amendment_out(row)
+
+
+async def get_amendment(
+    conn: asyncpg.Connection, tenant_id: UUID, amendment_id: UUID, *, lock: bool = False
+) -> Amendment | None:
+    row = await conn.fetchrow(
+        f"SELECT {_AMENDMENT_COLUMNS} FROM amendments WHERE tenant_id = $1 AND id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        tenant_id,
+        amendment_id,
+    )
+    return _amendment_out(row) if row else None
+
+
+async def decide_amendment(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    amendment_id: UUID,
+    *,
+    status: str,
+    decided_by: str,
+    decided_at: datetime,
+    payable_before: int,
+) -> None:
+    await conn.execute(
+        """UPDATE amendments SET status = $3, decided_by = $4, decided_at = $5, decided_payable_before = $6
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        amendment_id,
+        status,
+        decided_by,
+        decided_at,
+        payable_before,
+    )
+
+
+async def record_payable_after(conn: asyncpg.Connection, tenant_id: UUID, amendment_id: UUID, payable: int) -> None:
+    await conn.execute(
+        "UPDATE amendments SET decided_payable_after = $3 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        amendment_id,
+        payable,
+    )
+
+
+async def list_amendments(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    provider_id: UUID | None,
+    visit_id: UUID | None,
+    status: str | None,
+    after: UUID | None,
+    limit: int,
+) -> list[Amendment]:
+    rows = await conn.fetch(
+        f"""SELECT {_AMENDMENT_COLUMNS} FROM amendments a
+            WHERE tenant_id = $1 AND ($3::uuid IS NULL OR visit_id = $3) AND ($4::text IS NULL OR status = $4)
+              AND ($2::uuid IS NULL OR EXISTS (
+                    SELECT 1 FROM visits v WHERE v.tenant_id = a.tenant_id AND v.id = a.visit_id
+                      AND v.provider_id = $2))
+              AND ($5::uuid IS NULL OR id > $5)
+            ORDER BY id LIMIT $6""",
+        tenant_id,
+        provider_id,
+        visit_id,
+        status,
+        after,
+        limit,
+    )
+    return [_amendment_out(row) for row in rows]
+
+
+async def stored_payable(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> tuple[int, int]:
+    row = await conn.fetchrow(
+        "SELECT payable_min, banked_min FROM visits WHERE tenant_id = $1 AND id = $2", tenant_id, visit_id
+    )
+    assert row is not None
+    return row["payable_min"], row["banked_min"]
+
+
+_OPEN = """ARRAY(SELECT k FROM unnest(v.exceptions) k
+                  WHERE ($2::text IS NULL OR k = $2)
+                    AND NOT EXISTS (SELECT 1 FROM exception_acks x
+                                    WHERE x.tenant_id = v.tenant_id AND x.visit_id = v.id AND x.kind = k))"""
+
+
+async def open_exceptions(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    kind: str | None,
+    provider_id: UUID | None,
+    person_id: UUID | None,
+    visit_id: UUID | None = None,
+    after: UUID | None = None,
+    limit: int = 50,
+) -> list[VisitExceptions]:
+    """Visits with exceptions on their current state that nobody has acknowledged."""
+    rows = await conn.fetch(
+        f"""SELECT * FROM (
+                SELECT v.id, v.person_id, v.provider_id, v.planned_start, v.status, {_OPEN} AS exceptions
+                FROM visits v
+                WHERE v.tenant_id = $1 AND cardinality(v.exceptions) > 0
+                  AND ($3::uuid IS NULL OR v.provider_id = $3) AND ($4::uuid IS NULL OR v.person_id = $4)
+                  AND ($5::uuid IS NULL OR v.id = $5) AND ($6::uuid IS NULL OR v.id > $6)
+            ) open WHERE cardinality(exceptions) > 0
+            ORDER BY id LIMIT $7""",
+        tenant_id,
+        kind,
+        provider_id,
+        person_id,
+        visit_id,
+        after,
+        limit,
+    )
+    return [VisitExceptions(**{**dict(row), "exceptions": list(row["exceptions"])}) for row in rows]
+
+
+async def acknowledge(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, kind: str, by: str) -> None:
+    await conn.execute(
+        """INSERT INTO exception_acks (tenant_id, visit_id, kind, acknowledged_by) VALUES ($1, $2, $3, $4)
+           ON CONFLICT DO NOTHING""",
+        tenant_id,
+        visit_id,
+        kind,
+        by,
     )

@@ -1,0 +1,43 @@
+"""Amendment rules (pure): what a proposal must say, and when it approves itself."""
+
+from __future__ import annotations
+
+from schemas.reconcile import AmendmentCreate
+from services.common.domain import RuleError
+
+
+def check_amendment(data: AmendmentCreate, *, unplanned: bool) -> None:
+    """A note for `other`; extensions and moves with their own reason; planned minutes only for
+    unplanned visits; and something to change."""
+    if data.reason_code == "other" and not (data.note and data.note.strip()):
+        raise RuleError("required", "a note is required when the reason is other", "note")
+    if data.extension_min is not None and data.reason_code != "extended_visit_authorised":
+        raise RuleError("wrong_reason", "an extension needs the reason extended_visit_authorised", "reason_code")
+    if data.move_to_visit_id is not None and data.reason_code != "wrong_visit_selected":
+        raise RuleError("wrong_reason", "a move needs the reason wrong_visit_selected", "reason_code")
+    if data.planned_min is not None and not unplanned:
+        raise RuleError("not_unplanned", "planned_min is set only when approving an unplanned visit", "planned_min")
+    changes = (data.check_in_at, data.check_out_at, data.extension_min, data.planned_min, data.move_to_visit_id)
+    if all(change is None for change in changes):
+        raise RuleError("nothing_to_change", "an amendment changes at least one thing", "check_in_at")
+    if data.check_in_at and data.check_out_at and data.check_out_at <= data.check_in_at:
+        raise RuleError("out_before_in", "check_out_at must be after check_in_at", "check_out_at")
+
+
+def approves_itself(
+    *,
+    payable_before: int,
+    payable_after: int,
+    banked_before: int,
+    banked_after: int,
+    auto_approve_min: int,
+    unplanned: bool,
+    extension: bool,
+    move: bool,
+) -> bool:
+    """Auto-approved when pay falls or moves by at most `auto_approve_min` and banked time does not
+    fall; never for unplanned visits, extensions or moves between visits."""
+    if unplanned or extension or move:
+        return False
+    change = payable_after - payable_before
+    return (change < 0 or abs(change) <= auto_approve_min) and banked_after >= banked_before

@@ -1,0 +1,283 @@
+"""Amendments and exceptions over HTTP: auto-approval, commissioner decisions, the trail of payable
+minutes, moves between visits, approving unplanned visits, acknowledging exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from infra.db import create_pool
+from tests.integration.test_ingest import at, event, visit_at, yesterday
+from tests.integration.test_planning import plan_body
+from tests.integration.test_reconcile import reconciled
+from tests.support import Client, World, build_world, create, credential_headers
+
+
+@pytest.fixture
+async def world(client: Client, db: asyncpg.Connection) -> World:
+    built = await build_world(client, db)
+    await create(client, built.a.commissioner, "/v1/care-plans", plan_body(built.a))
+    return built
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, max_size=2)
+    yield pool
+    await pool.close()
+
+
+async def visited(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, *events: dict[str, Any]
+) -> UUID:
+    """Yesterday's 08:00 visit with these events posted and reconciled."""
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    for body in events:
+        response = await client.post(
+            "/v1/visit-events", json={**body, "visit_id": str(visit_id)}, headers=world.a.carer_headers[0]
+        )
+        assert response.status_code == 201, response.text
+    await reconciled(pool)
+    return visit_id
+
+
+async def propose(client: Client, headers: dict[str, str], visit_id: UUID, **body: Any) -> Any:
+    return await client.post(f"/v1/visits/{visit_id}/amendments", json=body, headers=headers)
+
+
+async def get_visit(client: Client, world: World, visit_id: UUID) -> dict[str, Any]:
+    result: dict[str, Any] = (await client.get(f"/v1/visits/{visit_id}", headers=world.a.commissioner)).json()
+    return result
+
+
+async def test_a_forgotten_check_out_waits_for_a_commissioner(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    provider = world.a.provider_headers[0]
+    made = await propose(
+        client,
+        provider,
+        visit_id,
+        carer_id=world.a.carers[0],
+        check_out_at=at(yesterday(), "08:30").isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert made.status_code == 201, made.text
+    amendment = made.json()
+    assert amendment["status"] == "pending"  # pay rises from 0 to 30: not automatic
+    assert (amendment["payable_before"], amendment["payable_after"]) == (0, 30)
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 0
+    assert (await client.post(f"/v1/amendments/{amendment['id']}/approve", headers=provider)).status_code == 403
+    approved = await client.post(f"/v1/amendments/{amendment['id']}/approve", headers=world.a.commissioner)
+    assert approved.status_code == 200
+    assert approved.json()["status"] == "approved"
+    assert (approved.json()["decided_payable_before"], approved.json()["decided_payable_after"]) == (0, 30)
+    shown = await get_visit(client, world, visit_id)
+    assert shown["actual"]["payable_min"] == 30
+    assert shown["actual"]["attendances"][0]["verified_in_home"] is False  # amended
+    again = await client.post(f"/v1/amendments/{amendment['id']}/reject", headers=world.a.commissioner)
+    assert again.status_code == 409
+    assert again.json()["code"] == "already_decided"
+    # the event itself is untouched
+    assert await db.fetchval("SELECT count(*) FROM visit_events WHERE kind = 'check_out'") == 0
+
+
+async def test_a_decrease_approves_itself(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    visit_id = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    made = await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        check_out_at=at(yesterday(), "08:15").isoformat(),
+        reason_code="device_failure",
+    )
+    assert made.json()["status"] == "approved"
+    assert made.json()["auto_approved"] is True
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 15
+
+
+async def test_the_proposer_may_not_decide_and_other_commissioners_may(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    made = await propose(
+        client,
+        world.a.commissioner,
+        visit_id,
+        carer_id=world.a.carers[0],
+        check_out_at=at(yesterday(), "08:30").isoformat(),
+        reason_code="other",
+        note="phone died",
+    )
+    amendment_id = made.json()["id"]
+    assert (await client.post(f"/v1/amendments/{amendment_id}/reject", headers=world.a.commissioner)).status_code == 403
+    second = await credential_headers(client, world.a.commissioner, {"role": "commissioner"})
+    rejected = await client.post(f"/v1/amendments/{amendment_id}/reject", headers=second)
+    assert rejected.json()["status"] == "rejected"
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"reason_code": "other", "check_out_at": "2026-01-01T08:30:00Z"}, "note"),
+        ({"reason_code": "forgot_check_out", "extension_min": 10}, "reason_code"),
+        ({"reason_code": "forgot_check_out", "planned_min": 10}, "planned_min"),
+        ({"reason_code": "forgot_check_out"}, "check_in_at"),
+        (
+            {
+                "reason_code": "forgot_check_out",
+                "check_in_at": "2026-01-01T09:00:00Z",
+                "check_out_at": "2026-01-01T08:00:00Z",
+            },
+            "check_out_at",
+        ),
+    ],
+)
+async def test_bad_amendments_are_422(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, body: dict[str, Any], field: str
+) -> None:
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    response = await propose(client, world.a.provider_headers[0], visit_id, carer_id=world.a.carers[0], **body)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+    assert await db.fetchval("SELECT count(*) FROM amendments") == 0
+
+
+async def test_reach(client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    body = {
+        "carer_id": world.a.carers[0],
+        "check_out_at": at(yesterday(), "08:30").isoformat(),
+        "reason_code": "forgot_check_out",
+    }
+    assert (await propose(client, world.a.provider_headers[1], visit_id, **body)).status_code == 404
+    assert (await propose(client, world.b.commissioner, visit_id, **body)).status_code == 404
+    assert (await propose(client, world.a.carer_headers[0], visit_id, **body)).status_code == 403
+    other_carer = {**body, "carer_id": world.a.carers[1]}
+    assert (await propose(client, world.a.provider_headers[0], visit_id, **other_carer)).status_code == 404
+
+
+async def test_an_extension_lifts_the_cap_once_approved(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    visit_id = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:50")),
+    )
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 30
+    made = await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        extension_min=15,
+        reason_code="extended_visit_authorised",
+    )
+    assert made.json()["status"] == "pending"
+    assert made.json()["payable_after"] == 45
+    await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 45
+
+
+async def test_an_unplanned_visit_is_approved_by_sizing_it(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    carer = world.a.carer_headers[0]
+    day = yesterday()
+    for body in (
+        event("check_in", at(day, "15:00"), person_id=world.a.person_id),
+        event("check_out", at(day, "15:40"), person_id=world.a.person_id),
+    ):
+        response = await client.post("/v1/visit-events", json=body, headers=carer)
+    visit_id = UUID(response.json()["visit_id"])
+    await reconciled(pool)
+    shown = await get_visit(client, world, visit_id)
+    assert shown["status"] == "unplanned"
+    assert shown["exceptions"] == ["unplanned"]
+    made = await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        planned_min=45,
+        reason_code="schedule_error",
+    )
+    assert made.json()["status"] == "pending"  # never automatic for unplanned visits
+    await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    approved = await get_visit(client, world, visit_id)
+    assert approved["approval"] == "approved"
+    assert approved["status"] == "completed"
+    assert approved["actual"]["payable_min"] == 45  # 40 minutes is within grace of 45
+    assert approved["exceptions"] == []
+
+
+async def test_a_wrong_visit_is_moved(client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    day = yesterday() - timedelta(days=1)
+    wrong = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    right = await visit_at(db, world.a.person_id, day)
+    made = await propose(
+        client,
+        world.a.provider_headers[0],
+        wrong,
+        carer_id=world.a.carers[0],
+        move_to_visit_id=str(right),
+        reason_code="wrong_visit_selected",
+    )
+    assert made.json()["status"] == "pending"
+    await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    assert (await get_visit(client, world, wrong))["actual"] is None
+    moved = await get_visit(client, world, right)
+    assert moved["actual"]["attendances"][0]["carer_id"] == world.a.carers[0]
+
+
+async def test_open_exceptions_and_acknowledgement(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    visit_id = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00"), method="manual", location=None),
+        event("check_out", at(yesterday(), "08:10")),
+    )
+    listed = (await client.get("/v1/exceptions", headers=world.a.provider_headers[0])).json()["items"]
+    assert [(item["id"], item["exceptions"]) for item in listed] == [(str(visit_id), ["manual_event", "short_visit"])]
+    assert (await client.get("/v1/exceptions", headers=world.a.provider_headers[1])).json()["items"] == []
+    short_only = (
+        await client.get("/v1/exceptions", params={"kind": "short_visit"}, headers=world.a.commissioner)
+    ).json()
+    assert short_only["items"][0]["exceptions"] == ["short_visit"]
+    acked = await client.post(f"/v1/visits/{visit_id}/exceptions/manual_event/ack", headers=world.a.provider_headers[0])
+    assert acked.status_code == 200
+    assert acked.json()["exceptions"] == ["short_visit"]
+    absent = await client.post(f"/v1/visits/{visit_id}/exceptions/overrun/ack", headers=world.a.commissioner)
+    assert absent.status_code == 422
