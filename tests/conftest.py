@@ -11,7 +11,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from infra.db import connect, migrate_url
+from infra.db import connect, create_pool, migrate_url
 from infra.settings import Settings
 from services.app import create_app
 from services.common.ids import new_id
@@ -88,3 +88,11 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app=create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's database, for running worker jobs as the worker would."""
+    made = await create_pool(database_url, max_size=2)
+    yield made
+    await made.close()

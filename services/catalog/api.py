@@ -23,7 +23,7 @@ from schemas.catalog import (
 )
 from schemas.common import Page
 from services.catalog import rules, store
-from services.common.auth import Principal, allow
+from services.common.auth import allow, provider_scope
 from services.common.deps import Caller, Conn
 from services.common.errors import field_problem, found_or_404, not_found, problem
 from services.common.ids import new_id
@@ -62,15 +62,6 @@ class ProviderController(Controller):
         return found_or_404(await store.get_provider(conn, caller.tenant, provider_id), "provider")
 
 
-def _own_provider(caller: Principal, requested: UUID | None) -> UUID | None:
-    """A provider caller is pinned to itself; naming another provider is 404 (out of reach)."""
-    if caller.role != "provider":
-        return requested
-    if requested is not None and requested != caller.provider_id:
-        raise not_found("provider", "provider_id")
-    return caller.provider_id
-
-
 class CarerController(Controller):
     """Care workers: a provider manages its own, a commissioner sees all of the tenant's."""
 
@@ -81,7 +72,7 @@ class CarerController(Controller):
     @post("/", operation_id="createCarer")
     async def create_carer(self, data: JSONBody[CarerCreate], conn: Conn, caller: Caller) -> Carer:
         """Create a carer."""
-        provider_id = _own_provider(caller, data.provider_id)
+        provider_id = provider_scope(caller, data.provider_id)
         if provider_id is None:
             raise field_problem("provider_id", "required", "provider_id is required")
         if await store.get_provider(conn, caller.tenant, provider_id) is None:
@@ -98,7 +89,7 @@ class CarerController(Controller):
         cursor: CursorParam = None,
     ) -> Page[Carer]:
         """List carers (a provider sees only its own)."""
-        scope = _own_provider(caller, provider_id)
+        scope = provider_scope(caller, provider_id)
         rows = await store.list_carers(conn, caller.tenant, scope, decode_cursor(cursor), limit + 1)
         return page_of(rows, limit)
 

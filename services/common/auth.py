@@ -6,7 +6,7 @@ tokens live 15 minutes, which bounds how long a deleted credential keeps working
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -54,17 +54,28 @@ async def principal_from_token(token: Token, connection: ASGIConnection[Any, Any
         return None
 
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def allow(*roles: Role) -> Guard:
     """A guard that lets only these roles through (403 for the others)."""
     allowed = frozenset(roles)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # async, so Litestar calls it in the loop rather than handing it to a thread pool per request
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         user = connection.user
         if not isinstance(user, Principal) or user.role not in allowed:
             raise problem(403, "forbidden", "your role may not do this")
 
     guard.__name__ = "allow_" + "_".join(sorted(allowed))
     return guard
+
+
+def provider_scope(caller: Principal, requested: UUID | None) -> UUID | None:
+    """The provider a query is limited to: a provider's (or carer's) own, whatever it asked for;
+    naming another provider is 404 (out of reach). Commissioners get what they asked for."""
+    if caller.role not in ("provider", "carer"):
+        return requested
+    if requested is not None and requested != caller.provider_id:
+        raise problem(404, "not_found", "no such provider")
+    return caller.provider_id

@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 
 from schemas.common import FieldProblem
+from schemas.identity import Tenant
 from schemas.ingest import EventAnswer, VisitEventIn
 from schemas.planning import Visit
 from services.catalog import rules as catalog_rules
@@ -59,9 +60,10 @@ def _conflict(event_id: UUID) -> rules.EventProblem:
 class _Group:
     """The working state of one group of submissions of one tenant."""
 
-    def __init__(self, conn: asyncpg.Connection, tenant_id: UUID, submissions: list[Submission]) -> None:
+    def __init__(self, conn: asyncpg.Connection, tenant: Tenant, submissions: list[Submission]) -> None:
         self.conn = conn
-        self.tenant_id = tenant_id
+        self.tenant = tenant
+        self.tenant_id = tenant.id
         self.subs = submissions
         self.hashes = [rules.content_hash(s.event, s.poster.carer_id) for s in submissions]
         self.results: list[Outcome | None] = [None] * len(submissions)
@@ -71,7 +73,12 @@ class _Group:
     def pending(self) -> list[int]:
         return [i for i, result in enumerate(self.results) if result is None]
 
-    async def outcomes_for(self, person_id: UUID, contract_id: UUID, extra: list[str]) -> set[str]:
+    async def check_outcomes(self, event: VisitEventIn, person_id: UUID, contract_id: UUID, extra: list[str]) -> None:
+        """The event's outcome ids must be the plan's (looked up once per person and contract)."""
+        if event.outcomes:
+            rules.check_outcomes(event, await self._outcomes_for(person_id, contract_id, extra))
+
+    async def _outcomes_for(self, person_id: UUID, contract_id: UUID, extra: list[str]) -> set[str]:
         key = (person_id, contract_id)
         if key not in self.allowed_outcomes:
             self.allowed_outcomes[key] = await planning_store.plan_outcome_ids(
@@ -86,7 +93,7 @@ async def accept(
     """Decide and store a group; one answer per submission, in order. Call inside a transaction."""
     tenant = await identity_store.get_tenant(conn, tenant_id)
     assert tenant is not None
-    group = _Group(conn, tenant_id, submissions)
+    group = _Group(conn, tenant, submissions)
     for i, sub in enumerate(submissions):
         try:
             rules.check_event(sub.event, now, tenant.max_event_age_days)
@@ -210,7 +217,7 @@ async def _visit_for(
     event, carer, provider = sub.event, sub.poster.carer_id, sub.poster.provider_id
     if event.visit_id is not None:
         visit = group.visits[event.visit_id]
-        rules.check_outcomes(event, await group.outcomes_for(visit.person_id, visit.contract_id, visit.outcome_ids))
+        await group.check_outcomes(event, visit.person_id, visit.contract_id, visit.outcome_ids)
         return visit
     person = event.person_id
     assert person is not None
@@ -236,14 +243,14 @@ async def _visit_for(
         if visit_id not in group.visits:
             group.visits.update(await planning_store.get_visits(group.conn, group.tenant_id, [visit_id]))
         visit = group.visits[visit_id]
-        rules.check_outcomes(event, await group.outcomes_for(person, visit.contract_id, visit.outcome_ids))
+        await group.check_outcomes(event, person, visit.contract_id, visit.outcome_ids)
         return visit
     contract_id = await planning_store.contract_for_unplanned(
         group.conn, group.tenant_id, person, provider, event.occurred_at.date()
     )
     if contract_id is None:
         raise _not_found("person", "person_id")
-    rules.check_outcomes(event, await group.outcomes_for(person, contract_id, []))
+    await group.check_outcomes(event, person, contract_id, [])
     visit = await planning_store.insert_visit(
         group.conn, group.tenant_id, _unplanned_visit(person, provider, contract_id, event)
     )
@@ -284,14 +291,12 @@ async def _store(group: _Group, matched: dict[int, _Matched]) -> None:
         pid: rules.Home(p.location.lat, p.location.lon, p.geofence_m, frozenset(p.tags), frozenset(p.phones))
         for pid, p in people.items()
     }
-    tenant = await identity_store.get_tenant(group.conn, group.tenant_id)
-    assert tenant is not None
     rows = []
     verified: dict[int, bool] = {}
     for i, match in matched.items():
         sub = group.subs[i]
         event = sub.event
-        phone = _e164(event.phone, tenant.holiday_region)
+        phone = _e164(event.phone, group.tenant.holiday_region)
         verified[i] = rules.is_verified(event, homes[match.person_id], phone)
         rows.append(
             {

@@ -69,6 +69,8 @@ async def insert_events(conn: asyncpg.Connection, tenant_id: UUID, rows: list[di
     """Insert in one statement; returns the event ids written (a concurrent twin wins otherwise)."""
     if not rows:
         return set()
+    # In key order, so two groups inserting the same ids (retries) wait on each other, never deadlock.
+    rows = sorted(rows, key=lambda row: row["event_id"])
     columns = [
         ("event_id", "uuid"),
         ("carer_id", "uuid"),

@@ -24,7 +24,7 @@ from schemas.planning import (
     VisitStatus,
 )
 from services.catalog import store as catalog_store
-from services.common.auth import Principal, allow
+from services.common.auth import Principal, allow, provider_scope
 from services.common.deps import Caller, Conn
 from services.common.domain import RuleError
 from services.common.errors import found_or_404, not_found, problem
@@ -189,10 +189,7 @@ class VisitController(Controller):
         cursor: CursorParam = None,
     ) -> Page[Visit]:
         """Visits by local date range, provider, person, carer and status (a provider sees its own)."""
-        if caller.role in ("provider", "carer"):
-            if provider_id is not None and provider_id != caller.provider_id:
-                raise not_found("provider", "provider_id")
-            provider_id = caller.provider_id
+        provider_id = provider_scope(caller, provider_id)
         if caller.role == "carer":
             if carer_id is not None and carer_id != caller.carer_id:
                 raise not_found("carer", "carer_id")

@@ -14,7 +14,7 @@ from schemas.common import Page
 from schemas.planning import Visit
 from schemas.reconcile import Amendment, AmendmentCreate, VisitExceptions
 from services.catalog import store as catalog_store
-from services.common.auth import Principal, allow
+from services.common.auth import Principal, allow, provider_scope
 from services.common.deps import Caller, Conn
 from services.common.errors import found_or_404, not_found, problem
 from services.common.ids import new_id
@@ -35,14 +35,6 @@ async def _visit_in_reach(
     if visit is None or (caller.role == "provider" and visit.provider_id != caller.provider_id):
         raise not_found("visit", field)
     return visit
-
-
-def _scope(caller: Principal, provider_id: UUID | None) -> UUID | None:
-    if caller.role != "provider":
-        return provider_id
-    if provider_id is not None and provider_id != caller.provider_id:
-        raise not_found("provider", "provider_id")
-    return caller.provider_id
 
 
 class AmendmentController(Controller):
@@ -148,7 +140,7 @@ class AmendmentController(Controller):
         rows = await store.list_amendments(
             conn,
             caller.tenant,
-            provider_id=_scope(caller, provider_id),
+            provider_id=provider_scope(caller, provider_id),
             visit_id=visit_id,
             status=status,
             after=decode_cursor(cursor),
@@ -235,7 +227,7 @@ class ExceptionController(Controller):
             conn,
             caller.tenant,
             kind=kind,
-            provider_id=_scope(caller, provider_id),
+            provider_id=provider_scope(caller, provider_id),
             person_id=person_id,
             after=decode_cursor(cursor),
             limit=limit + 1,

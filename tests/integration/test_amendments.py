@@ -3,7 +3,6 @@ minutes, moves between visits, approving unplanned visits, acknowledging excepti
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -11,7 +10,6 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from infra.db import create_pool
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
 from tests.integration.test_reconcile import reconciled
@@ -23,13 +21,6 @@ async def world(client: Client, db: asyncpg.Connection) -> World:
     built = await build_world(client, db)
     await create(client, built.a.commissioner, "/v1/care-plans", plan_body(built.a))
     return built
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, max_size=2)
-    yield pool
-    await pool.close()
 
 
 async def visited(

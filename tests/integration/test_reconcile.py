@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from infra.db import create_pool
 from services.reconcile import jobs
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
@@ -28,13 +26,6 @@ async def world(client: Client, db: asyncpg.Connection) -> World:
     built = await build_world(client, db)
     await create(client, built.a.commissioner, "/v1/care-plans", plan_body(built.a))
     return built
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, max_size=2)
-    yield pool
-    await pool.close()
 
 
 async def reconciled(pool: asyncpg.Pool) -> None:
