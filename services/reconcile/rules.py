@@ -361,3 +361,36 @@ def next_check_at(plan: Plan, actual: Actual, rules: PayRules) -> datetime | Non
     if actual.status == "in_progress":
         return plan.planned_start + timedelta(minutes=actual.planned_min, hours=rules.settle_h)
     return None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A carer's paired attendance on a visit."""
+
+    visit_id: UUID
+    carer_id: UUID
+    check_in: datetime
+    check_out: datetime
+
+
+def overlapping_visits(intervals: Iterable[Interval]) -> set[UUID]:
+    """Visits on which a carer was present while also present on another visit."""
+    by_carer: dict[UUID, list[Interval]] = {}
+    for interval in intervals:
+        by_carer.setdefault(interval.carer_id, []).append(interval)
+    found: set[UUID] = set()
+    for spans in by_carer.values():
+        spans.sort(key=lambda s: (s.check_in, s.check_out, s.visit_id))
+        for i, first in enumerate(spans):
+            for second in spans[i + 1 :]:
+                if second.check_in >= first.check_out:
+                    break
+                if second.visit_id != first.visit_id:
+                    found.update((first.visit_id, second.visit_id))
+    return found
+
+
+def with_overlap(exceptions: Iterable[str], overlapping: bool) -> tuple[str, ...]:
+    """A visit's exceptions with `overlapping_visits` set by the separate pass."""
+    rest = [e for e in exceptions if e != "overlapping_visits"]
+    return _ordered([*rest, "overlapping_visits"] if overlapping else rest)

@@ -165,4 +165,25 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
         for visit_id, state in computed.items()
     ]
     await store.save_states(conn, tenant_id, states)
+    # The separate pass: one carer in two visits at once (DOMAIN.md keeps it out of the pure rules).
+    before = await store.overlap_partners(conn, tenant_id, list(computed))
+    await store.replace_attendances(
+        conn,
+        tenant_id,
+        list(computed),
+        [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals_of(computed)],
+    )
+    after = await store.overlap_partners(conn, tenant_id, list(computed))
+    await store.mark_overlaps(conn, tenant_id, sorted(set(computed) | before | after))
     return len(states)
+
+
+def intervals_of(states: dict[UUID, State]) -> list[rules.Interval]:
+    """Every paired attendance (counted or not: the carer was there) of these visits."""
+    return [
+        rules.Interval(visit_id, a.carer_id, a.check_in, a.check_out)
+        for visit_id, state in states.items()
+        if state.actual is not None
+        for a in state.actual.attendances
+        if a.check_in is not None and a.check_out is not None and a.actual_seconds is not None
+    ]

@@ -286,3 +286,63 @@ async def acknowledge(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID,
         kind,
         by,
     )
+
+
+_OVERLAPS = """SELECT DISTINCT b.visit_id FROM attendances a
+    JOIN attendances b ON b.tenant_id = a.tenant_id AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
+                      AND b.check_in < a.check_out AND a.check_in < b.check_out
+    WHERE a.tenant_id = $1 AND a.visit_id = ANY($2::uuid[])"""
+
+
+async def overlap_partners(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> set[UUID]:
+    """Visits whose stored attendances overlap (same carer, same time) those of these visits."""
+    return {row["visit_id"] for row in await conn.fetch(_OVERLAPS, tenant_id, list(visit_ids))}
+
+
+async def replace_attendances(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    visit_ids: Sequence[UUID],
+    rows: Sequence[tuple[UUID, UUID, datetime, datetime]],
+) -> None:
+    """Store the visits' paired attendances (visit, carer, in, out) in place of the old ones."""
+    await conn.execute(
+        "DELETE FROM attendances WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])", tenant_id, list(visit_ids)
+    )
+    if rows:
+        await conn.execute(
+            """INSERT INTO attendances (tenant_id, visit_id, carer_id, check_in, check_out)
+               SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])""",
+            tenant_id,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+        )
+
+
+async def mark_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
+    """Set or clear `overlapping_visits` on these visits from the stored attendances (the separate pass);
+    it is the last exception in canonical order, so it is appended."""
+    await conn.execute(
+        f"""WITH overlapping AS ({_OVERLAPS.replace("SELECT DISTINCT b.visit_id", "SELECT DISTINCT a.visit_id")})
+            UPDATE visits v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
+                || CASE WHEN v.id IN (SELECT visit_id FROM overlapping) THEN ARRAY['overlapping_visits']
+                        ELSE ARRAY[]::text[] END
+            WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])""",
+        tenant_id,
+        list(visit_ids),
+    )
+
+
+async def stored_intervals(
+    conn: asyncpg.Connection, tenant_id: UUID, carer_ids: Sequence[UUID], exclude: Sequence[UUID]
+) -> list[asyncpg.Record]:
+    """Stored attendances of these carers on visits other than `exclude` (neighbours for the overlap pass)."""
+    return await conn.fetch(
+        """SELECT visit_id, carer_id, check_in, check_out FROM attendances
+           WHERE tenant_id = $1 AND carer_id = ANY($2::uuid[]) AND NOT (visit_id = ANY($3::uuid[]))""",
+        tenant_id,
+        list(carer_ids),
+        list(exclude),
+    )

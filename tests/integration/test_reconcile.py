@@ -161,3 +161,44 @@ async def test_recomputing_from_scratch_gives_what_is_stored(
     )
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["differing"] == len(tampered)
+
+
+async def test_one_carer_on_two_visits_at_once_is_flagged_on_both(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    tw = world.a
+    day = yesterday()
+    extra = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": at(day, "08:15").isoformat(),
+            "planned_min": 30,
+        },
+    )
+    planned = await visit_at(db, tw.person_id, day)
+    bodies = [
+        event("check_in", at(day, "08:00"), visit_id=str(planned)),
+        event("check_out", at(day, "08:30"), visit_id=str(planned)),
+        event("check_in", at(day, "08:20"), visit_id=extra["id"]),
+        event("check_out", at(day, "08:50"), visit_id=extra["id"]),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 4
+    await reconciled(pool)
+    assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
+    assert "overlapping_visits" in (await visit(client, world, UUID(extra["id"])))["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
+    # an amendment that starts the second visit after the first ended removes the overlap from both
+    made = await client.post(
+        f"/v1/visits/{extra['id']}/amendments",
+        json={"carer_id": tw.carers[0], "check_in_at": at(day, "08:31").isoformat(), "reason_code": "no_signal"},
+        headers=tw.provider_headers[0],
+    )
+    assert made.json()["status"] == "approved"  # 30 paid minutes fall to 19: approves itself
+    assert "overlapping_visits" not in (await visit(client, world, planned))["exceptions"]
+    assert "overlapping_visits" not in (await visit(client, world, UUID(extra["id"])))["exceptions"]

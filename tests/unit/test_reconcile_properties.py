@@ -90,3 +90,18 @@ def test_the_order_of_arrival_does_not_matter(
     if first.banked_min:
         assert first.banked_min <= first.planned_min
         assert first.banked_min >= rules_.min_bankable_min
+
+
+def test_overlaps_are_one_carer_in_two_visits_at_once() -> None:
+    a, b, c = UUID(int=10), UUID(int=11), UUID(int=12)
+    carer, other = UUID(int=1), UUID(int=2)
+    t = START
+    spans = [
+        rules.Interval(a, carer, t, t + timedelta(minutes=30)),
+        rules.Interval(b, carer, t + timedelta(minutes=29), t + timedelta(minutes=60)),
+        rules.Interval(c, carer, t + timedelta(minutes=60), t + timedelta(minutes=90)),  # touching is not overlapping
+        rules.Interval(c, other, t, t + timedelta(minutes=120)),  # another carer at the same time is fine
+    ]
+    assert rules.overlapping_visits(spans) == {a, b}
+    assert rules.with_overlap(("short_visit",), True) == ("short_visit", "overlapping_visits")
+    assert rules.with_overlap(("overlapping_visits", "manual_event"), False) == ("manual_event",)
