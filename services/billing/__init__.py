@@ -1,0 +1,1 @@
+"""Billing: rate bands, invoice periods and lines, invoice runs, payments and disputes."""
