@@ -69,6 +69,8 @@ class Plan:
     model: Literal["time_and_task", "outcome_based"] = "time_and_task"
     key_outcomes: frozenset[str] = frozenset()
     unplanned: bool = False
+    # A provider's requested extra visit pays 0 until a commissioner approves it.
+    approved: bool = True
     cancelled_by: str | None = None
     short_notice: bool = False
     cancellation_confirmed: bool = True
@@ -275,7 +277,7 @@ def reconcile(
             and presence.check_out.verified
         )
         payable = 0
-        if counted and not awaiting_approval:
+        if counted and not awaiting_approval and plan.approved:
             payable = time_and_task_payable(
                 None if outside else actual_seconds, planned_min, presence.extension_min, rules
             )
@@ -291,7 +293,7 @@ def reconcile(
         visit_exceptions.append("single_handed")
 
     banked = 0
-    if plan.model == "outcome_based" and plan.funding == "package" and plan.key_outcomes and final:
+    if plan.model == "outcome_based" and plan.funding == "package" and plan.key_outcomes and final and plan.approved:
         unmet = _unmet_key_outcomes(plan.key_outcomes, [p for p in presences if p.carer_id in counted_ids])
         if unmet:
             visit_exceptions.append("outcomes_not_met")

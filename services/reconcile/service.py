@@ -48,6 +48,7 @@ def _plan(row: asyncpg.Record) -> rules.Plan:
         model=row["model"],
         key_outcomes=frozenset(row["key_outcomes"]),
         unplanned=row["origin"] == "unplanned" and row["approval"] != "approved",
+        approved=row["approval"] == "approved" or row["origin"] == "unplanned",
         cancelled_by=cancellation.get("by"),
         short_notice=bool(cancellation.get("short_notice")),
         cancellation_confirmed=bool(cancellation.get("confirmed", True)),

@@ -50,6 +50,7 @@ def parse_plan(text: str) -> rules.Plan:
         model="outcome_based" if "ob" in options else "time_and_task",
         key_outcomes=frozenset([options["key"]]) if "key" in options else frozenset(),
         unplanned="unplanned" in options,
+        approved="requested" not in options,
         cancelled_by=options.get("cancel") or None,
         short_notice="short" in options,
         cancellation_confirmed="unconfirmed" not in options,
