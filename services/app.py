@@ -19,6 +19,7 @@ from infra.db import create_pool
 from infra.logging import configure_logging
 from infra.redis import FailOpenRedisStore, create_redis
 from infra.settings import ConfigError, Settings
+from services.billing.api import InvoiceController
 from services.catalog.api import (
     CarerController,
     ContractController,
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> Litestar:
             IngestController,
             AmendmentController,
             ExceptionController,
+            InvoiceController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],

@@ -79,3 +79,87 @@ def is_settled(bounds: PeriodBounds, settle_h: int, now: datetime) -> bool:
 def invoice_number(provider_code: str, year: int, sequence: int) -> str:
     """`{PROVIDERCODE}-{YYYY}-{NNNNN}`, gapless per provider and year of issue."""
     return f"{provider_code}-{year}-{sequence:05d}"
+
+
+@dataclass(frozen=True)
+class VisitToBill:
+    """What billing needs of one final visit."""
+
+    visit_id: object
+    person_reference: str
+    local_date: date
+    band: Band
+    rate: int
+    planned_min: int
+    funding: str
+    place_carers: tuple[object | None, ...]
+    place_payables: tuple[int, ...]
+    check_ins: tuple[datetime | None, ...]
+    check_outs: tuple[datetime | None, ...]
+    exceptions: tuple[str, ...]
+    short_person_cancellation: bool
+    cancelled_with_notice: bool
+
+
+@dataclass(frozen=True)
+class Line:
+    """An invoice line before it is stored."""
+
+    kind: Literal["visit", "adjustment"]
+    visit_id: object
+    place: int
+    carer_id: object | None
+    payable_min: int
+    rate: int
+    amount: int
+    counts_in_planned_total: bool
+    planned_amount: int
+
+
+def billable_minutes(payable_min: int, planned_min: int, funding: str, short_person_cancellation: bool) -> int:
+    """Minutes the provider is paid for on the invoice: a bank-funded place is paid from the bank up to
+    its share (planned minutes), so only what is above the share is invoiced; a short-notice person
+    cancellation is invoiced as a normal package line."""
+    if funding == "bank" and not short_person_cancellation:
+        return max(0, payable_min - planned_min)
+    return payable_min
+
+
+def visit_lines(visit: VisitToBill) -> list[Line]:
+    """One line per required carer: counted carers by check-in time, then empty places."""
+    lines = []
+    for place, (carer, payable) in enumerate(zip(visit.place_carers, visit.place_payables, strict=True)):
+        billable = billable_minutes(payable, visit.planned_min, visit.funding, visit.short_person_cancellation)
+        in_planned_total = visit.funding == "package" and not visit.cancelled_with_notice
+        lines.append(
+            Line(
+                kind="visit",
+                visit_id=visit.visit_id,
+                place=place,
+                carer_id=carer,
+                payable_min=payable,
+                rate=visit.rate,
+                amount=amount_pence(visit.rate, billable),
+                counts_in_planned_total=in_planned_total,
+                planned_amount=amount_pence(visit.rate, visit.planned_min) if in_planned_total else 0,
+            )
+        )
+    return lines
+
+
+def adjustment_amount(
+    rate: int, payable_min: int, planned_min: int, funding: str, short_person_cancellation: bool, invoiced: int
+) -> int:
+    """round_half_even(original rate * new billable minutes / 60) - everything already invoiced for the place."""
+    billable = billable_minutes(payable_min, planned_min, funding, short_person_cancellation)
+    return amount_pence(rate, billable) - invoiced
+
+
+def invoice_totals(lines: list[Line]) -> tuple[int, int, int]:
+    """(total, planned total, saving): the planned total is what paying the schedule would have cost
+    over the package-funded visit lines (visits cancelled with enough notice left out); the saving is
+    that minus what those same lines charge."""
+    total = sum(line.amount for line in lines)
+    counted = [line for line in lines if line.kind == "visit" and line.counts_in_planned_total]
+    planned_total = sum(line.planned_amount for line in counted)
+    return total, planned_total, planned_total - sum(line.amount for line in counted)

@@ -1,0 +1,280 @@
+"""Invoice runs over HTTP, checked against invoices computed by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from tests.integration.test_reconcile import reconciled
+from tests.support import RATES, Client, World, build_world, create
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def last_settled_monday() -> date:
+    today = datetime.now(tz=LONDON).date()
+    monday = today - timedelta(days=today.weekday())
+    return monday - timedelta(days=14)  # the week before last: ended and settled
+
+
+def at(day: date, hhmm: str) -> str:
+    hours, minutes = map(int, hhmm.split(":"))
+    return datetime(day.year, day.month, day.day, hours, minutes, tzinfo=LONDON).isoformat()
+
+
+@pytest.fixture
+async def world(client: Client, db: asyncpg.Connection) -> World:
+    return await build_world(client, db)
+
+
+async def plan_week(client: Client, world: World, monday: date) -> None:
+    """Mon-Sun 08:00 for 30 minutes, and Tuesday 20:00 (evening) for 60, under contract 0 (weekly)."""
+    tw = world.a
+    schedule = [{"weekday": d, "start": "08:00", "minutes": 30, "outcome_ids": ["wash"]} for d in range(1, 8)]
+    schedule.append({"weekday": 2, "start": "20:00", "minutes": 60})
+    await create(
+        client,
+        tw.commissioner,
+        "/v1/care-plans",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "weekly_min": 7 * 30 + 60,
+            "outcomes": [{"id": "wash", "domain": "personal_care", "text": "washed", "key": True}],
+            "schedule": schedule,
+            "valid_from": monday.isoformat(),
+            "valid_to": (monday + timedelta(days=6)).isoformat(),
+        },
+    )
+
+
+async def visits_by_start(client: Client, world: World) -> dict[str, str]:
+    response = await client.get("/v1/visits", params={"limit": 500}, headers=world.a.commissioner)
+    return {v["planned_start"]: v["id"] for v in response.json()["items"]}
+
+
+def utc_key(local_iso: str) -> str:
+    return datetime.fromisoformat(local_iso).astimezone(ZoneInfo("UTC")).isoformat().replace("+00:00", "Z")
+
+
+async def post_events(client: Client, world: World, visit_id: str, check_in: str, check_out: str | None) -> None:
+    events = [
+        {
+            "event_id": str(uuid4()),
+            "visit_id": visit_id,
+            "kind": "check_in",
+            "occurred_at": check_in,
+            "method": "manual",
+            "device_id": "p",
+        }
+    ]
+    if check_out:
+        events.append(
+            {
+                "event_id": str(uuid4()),
+                "visit_id": visit_id,
+                "kind": "check_out",
+                "occurred_at": check_out,
+                "method": "manual",
+                "device_id": "p",
+            }
+        )
+    response = await client.post("/v1/visit-events/batch", json={"events": events}, headers=world.a.carer_headers[0])
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * len(events)
+
+
+async def run(client: Client, world: World, monday: date, contract: int = 0) -> Any:
+    return await client.post(
+        "/v1/invoice-runs",
+        json={"contract_id": world.a.contracts[contract], "period_start": monday.isoformat()},
+        headers=world.a.commissioner,
+    )
+
+
+async def test_a_hand_computed_weekly_invoice(client: Client, world: World, pool: asyncpg.Pool) -> None:
+    monday = last_settled_monday()
+    await plan_week(client, world, monday)
+    visits = await visits_by_start(client, world)
+    tue = monday + timedelta(days=1)
+    sat = monday + timedelta(days=5)
+    # Monday: 24.5 minutes → 25 payable; Tuesday morning: 30; Tuesday evening: 60 of 60;
+    # Saturday (weekend): 30; the rest missed.
+    await post_events(
+        client,
+        world,
+        visits[utc_key(at(monday, "08:00"))],
+        at(monday, "08:00"),
+        (datetime.fromisoformat(at(monday, "08:24")) + timedelta(seconds=30)).isoformat(),
+    )
+    await post_events(client, world, visits[utc_key(at(tue, "08:00"))], at(tue, "08:01"), at(tue, "08:31"))
+    await post_events(client, world, visits[utc_key(at(tue, "20:00"))], at(tue, "20:00"), at(tue, "21:00"))
+    await post_events(client, world, visits[utc_key(at(sat, "08:00"))], at(sat, "08:00"), at(sat, "08:30"))
+    await reconciled(pool)
+    response = await run(client, world, monday)
+    assert response.status_code == 201, response.text
+    invoice = response.json()
+    assert invoice["number"] == f"P0-{datetime.now(tz=LONDON).year}-00001"
+    assert invoice["status"] == "issued"
+    assert invoice["pending"] == 0
+    lines = invoice["lines"]
+    assert len(lines) == 8  # one per visit place
+    by_date_band = {(line["date"], line["band"], line["planned_min"]): line for line in lines}
+    day, evening, weekend = RATES["day"], RATES["evening"], RATES["weekend"]
+    expected = {
+        (monday.isoformat(), "day", 30): (25, 1012),  # 2430 * 25 / 60 = 1012.5 → 1012 (half to even)
+        (tue.isoformat(), "day", 30): (30, 1215),
+        (tue.isoformat(), "evening", 60): (60, 2700),
+        (sat.isoformat(), "weekend", 30): (30, 1450),
+    }
+    for key, (payable, amount) in expected.items():
+        assert (by_date_band[key]["payable_min"], by_date_band[key]["amount_pence"]) == (payable, amount), key
+    assert (day, evening, weekend) == (2430, 2700, 2900)  # the rates the amounts above were worked with
+    total = 1012 + 1215 + 2700 + 1450
+    assert invoice["total_pence"] == total
+    # the schedule: 5 weekday mornings (1215 each), the Tuesday evening (2700), 2 weekend mornings (1450 each)
+    planned_total = 5 * 1215 + 2700 + 2 * 1450
+    assert invoice["planned_total_pence"] == planned_total
+    assert invoice["saving_pence"] == planned_total - total
+    again = await run(client, world, monday)
+    assert again.status_code == 200
+    assert again.json() == invoice
+
+
+async def test_runs_before_the_period_settles_are_refused(client: Client, world: World) -> None:
+    today = datetime.now(tz=LONDON).date()
+    this_monday = today - timedelta(days=today.weekday())
+    early = await run(client, world, this_monday)
+    assert early.status_code == 422
+    assert early.json()["errors"][0]["code"] == "period_not_settled"
+    not_monday = await run(client, world, this_monday - timedelta(days=13))
+    assert not_monday.status_code == 422
+
+
+async def test_an_amendment_after_issue_becomes_an_adjustment_line(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    monday = last_settled_monday()
+    await plan_week(client, world, monday)
+    visits = await visits_by_start(client, world)
+    visit_id = visits[utc_key(at(monday, "08:00"))]
+    await post_events(client, world, visit_id, at(monday, "08:00"), None)  # forgot the check-out
+    await reconciled(pool)
+    first = (await run(client, world, monday)).json()
+    [line] = [x for x in first["lines"] if x["visit_id"] == visit_id]
+    assert (line["payable_min"], line["amount_pence"], line["exceptions"]) == (0, 0, ["no_check_out", "manual_event"])
+    made = await client.post(
+        f"/v1/visits/{visit_id}/amendments",
+        json={"carer_id": world.a.carers[0], "check_out_at": at(monday, "08:30"), "reason_code": "forgot_check_out"},
+        headers=world.a.provider_headers[0],
+    )
+    await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    second = (await run(client, world, monday + timedelta(days=7))).json()
+    [adjustment] = [x for x in second["lines"] if x["kind"] == "adjustment"]
+    assert adjustment["adjusts_line_id"] == line["line_id"]
+    assert (adjustment["payable_min"], adjustment["amount_pence"]) == (30, 1215)
+    assert second["total_pence"] == 1215
+    assert second["number"].endswith("-00002")
+
+
+async def test_issued_invoices_cannot_be_changed(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    monday = last_settled_monday()
+    await plan_week(client, world, monday)
+    await reconciled(pool)
+    assert (await run(client, world, monday)).status_code == 201
+    for statement in (
+        "UPDATE invoices SET total_pence = 0",
+        "UPDATE invoice_lines SET amount_pence = 0",
+        "DELETE FROM invoice_lines",
+        "DELETE FROM invoices",
+    ):
+        with pytest.raises(asyncpg.RestrictViolationError):
+            await db.execute(statement)
+
+
+async def test_concurrent_runs_number_gaplessly(client: Client, world: World, pool: asyncpg.Pool) -> None:
+    tw = world.a
+    contracts = [
+        (
+            await create(
+                client,
+                tw.commissioner,
+                "/v1/contracts",
+                {
+                    "provider_id": tw.providers[0],
+                    "model": "time_and_task",
+                    "period": "week",
+                    "rates": RATES,
+                    "valid_from": "2026-01-05",
+                },
+            )
+        )["id"]
+        for _ in range(4)
+    ]
+    monday = last_settled_monday()
+    runs = [
+        client.post(
+            "/v1/invoice-runs",
+            json={"contract_id": c, "period_start": (monday - timedelta(days=7 * w)).isoformat()},
+            headers=tw.commissioner,
+        )
+        for c in contracts
+        for w in range(3)
+    ]
+    responses = await asyncio.gather(*runs)
+    assert [r.status_code for r in responses] == [201] * 12
+    numbers = sorted(int(r.json()["number"].rsplit("-", 1)[1]) for r in responses)
+    assert numbers == list(range(1, 13))
+
+
+async def test_providers_pull_their_own_invoices_as_json_and_csv(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    monday = last_settled_monday()
+    await plan_week(client, world, monday)
+    visits = await visits_by_start(client, world)
+    await post_events(client, world, visits[utc_key(at(monday, "08:00"))], at(monday, "08:00"), at(monday, "08:30"))
+    await reconciled(pool)
+    invoice = (await run(client, world, monday)).json()
+    own = world.a.provider_headers[0]
+    listed = (await client.get("/v1/invoices", headers=own)).json()["items"]
+    assert [i["id"] for i in listed] == [invoice["id"]]
+    assert (await client.get("/v1/invoices", headers=world.a.provider_headers[1])).json()["items"] == []
+    assert (await client.get(f"/v1/invoices/{invoice['id']}", headers=world.a.provider_headers[1])).status_code == 404
+    as_csv = await client.get(f"/v1/invoices/{invoice['id']}", headers={**own, "Accept": "text/csv"})
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert len(rows) == len(invoice["lines"])
+    assert sum(Decimal(r["amount"]) for r in rows) * 100 == invoice["total_pence"]
+    # payments and disputes are records of their own; the status follows them
+    line_id = invoice["lines"][0]["line_id"]
+    disputed = await client.post(
+        f"/v1/invoices/{invoice['id']}/disputes",
+        json={"lines": [{"line_id": line_id, "note": "carer was there"}]},
+        headers=own,
+    )
+    assert disputed.json()["status"] == "disputed"
+    paid = await client.post(
+        f"/v1/invoices/{invoice['id']}/payments",
+        json={"paid_on": "2026-11-20", "amount_pence": invoice["total_pence"], "reference": "BACS-1"},
+        headers=world.a.commissioner,
+    )
+    assert paid.status_code == 201
+    assert (await client.get(f"/v1/invoices/{invoice['id']}", headers=own)).json()["status"] == "paid"
+    assert (
+        await client.post(
+            f"/v1/invoices/{invoice['id']}/payments",
+            json={"paid_on": "2026-11-20", "amount_pence": 1, "reference": "x"},
+            headers=own,
+        )
+    ).status_code == 403
