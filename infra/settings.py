@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_namespace: str = "carebank"
     log_level: str = "INFO"
     argon2_profile: Argon2Profile = "RFC_9106_LOW_MEMORY"
+    invoice_after_days: int = 2
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -56,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             db_pool_max=_int(env, "CAREBANK_DB_POOL_MAX", 10),
             redis_namespace=env.get("CAREBANK_REDIS_NAMESPACE", "carebank"),
             log_level=env.get("CAREBANK_LOG_LEVEL", "INFO").upper(),
+            invoice_after_days=_int(env, "CAREBANK_INVOICE_AFTER_DAYS", 2),
             argon2_profile=_choice(env, "CAREBANK_ARGON2_PROFILE", "RFC_9106_LOW_MEMORY", Argon2Profile),
         )
         settings.check_production()

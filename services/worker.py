@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import structlog
 from infra.db import create_pool
 from infra.logging import configure_logging
 from infra.settings import Settings
+from services.billing import jobs as billing_jobs
 from services.common import idempotency
 from services.planning import jobs as planning_jobs
 from services.reconcile import jobs as reconcile_jobs
@@ -34,13 +36,20 @@ class Job:
     run: Callable[[asyncpg.Pool], Awaitable[int]]
 
 
-JOBS: list[Job] = [
-    Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
-    # Idempotent, so running hourly (rather than once at midnight) costs little and heals gaps.
-    Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
-    Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
-    Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
-]
+def jobs_for(settings: Settings) -> list[Job]:
+    """The worker's jobs, with the settings they need."""
+    return [
+        Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
+        # Idempotent, so running hourly (rather than once at midnight) costs little and heals gaps.
+        Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
+        Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
+        Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
+        Job(
+            "invoice_runs",
+            3600,
+            functools.partial(billing_jobs.run_due_invoices, after_days=settings.invoice_after_days),
+        ),
+    ]
 
 
 async def run_worker(settings: Settings, *, once: bool = False) -> None:
@@ -52,12 +61,13 @@ async def run_worker(settings: Settings, *, once: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    jobs = jobs_for(settings)
     try:
         if once:
-            for job in JOBS:
+            for job in jobs:
                 await _run_job(job, pool)
             return
-        await asyncio.gather(*(_loop(job, pool, stop) for job in JOBS))
+        await asyncio.gather(*(_loop(job, pool, stop) for job in jobs))
     finally:
         await pool.close()
 

@@ -285,3 +285,18 @@ async def insert_disputes(
         "INSERT INTO disputes (tenant_id, id, invoice_id, line_id, note, raised_by) VALUES ($1, $2, $3, $4, $5, $6)",
         [(tenant_id, *row) for row in rows],
     )
+
+
+async def contracts_to_invoice(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every contract of every tenant, with what a run needs to know about its tenant and provider."""
+    return await conn.fetch(
+        """SELECT c.tenant_id, c.id AS contract_id, p.code AS provider_code FROM contracts c
+           JOIN providers p ON p.tenant_id = c.tenant_id AND p.id = c.provider_id ORDER BY c.tenant_id, c.id"""
+    )
+
+
+async def invoiced_periods(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID) -> set[Any]:
+    rows = await conn.fetch(
+        "SELECT period_start FROM invoices WHERE tenant_id = $1 AND contract_id = $2", tenant_id, contract_id
+    )
+    return {row["period_start"] for row in rows}

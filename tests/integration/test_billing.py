@@ -8,7 +8,7 @@ import io
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -278,3 +278,40 @@ async def test_providers_pull_their_own_invoices_as_json_and_csv(
             headers=own,
         )
     ).status_code == 403
+
+
+async def test_the_worker_issues_every_due_invoice_once(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    from services.billing.jobs import period_starts, run_due_invoices
+
+    now = datetime.now(tz=LONDON)
+    issued = await run_due_invoices(pool, after_days=2)
+    weeks = [
+        s
+        for s in period_starts("week", date(2026, 1, 5), now.date())
+        if datetime(s.year, s.month, s.day, tzinfo=LONDON) + timedelta(days=7 + 2) <= now
+    ]
+    # every contract of both tenants is weekly from 2026-01-05 in the test world
+    assert issued == 4 * len(weeks)
+    assert await run_due_invoices(pool, after_days=2) == 0
+    numbers = await db.fetch(
+        "SELECT number FROM invoices WHERE provider_id = $1 ORDER BY number", UUID(world.a.providers[0])
+    )
+    assert [int(r["number"].rsplit("-", 1)[1]) for r in numbers] == list(range(1, len(weeks) + 1))
+
+
+def test_period_starts() -> None:
+    from services.billing.jobs import period_starts
+
+    assert period_starts("week", date(2026, 11, 4), date(2026, 11, 23)) == [
+        date(2026, 11, 2),
+        date(2026, 11, 9),
+        date(2026, 11, 16),
+        date(2026, 11, 23),
+    ]
+    assert period_starts("month", date(2026, 11, 15), date(2027, 1, 1)) == [
+        date(2026, 11, 1),
+        date(2026, 12, 1),
+        date(2027, 1, 1),
+    ]
