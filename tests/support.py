@@ -69,8 +69,9 @@ class World:
     b: TenantWorld
 
 
-async def build_tenant(client: Client, admin: dict[str, str], name: str) -> TenantWorld:
-    tenant = await create(client, admin, "/v1/tenants", {"name": name})
+async def build_tenant(client: Client, admin: dict[str, str], name: str, **tenant: Any) -> TenantWorld:
+    """A tenant (with `tenant` fields, e.g. max_event_age_days) and its providers, carers and person."""
+    tenant = await create(client, admin, "/v1/tenants", {"name": name, **tenant})
     commissioner = await credential_headers(client, admin, {"role": "commissioner", "tenant_id": tenant["id"]})
     world = TenantWorld(tenant_id=tenant["id"], commissioner=commissioner)
     for index in range(2):

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from tests.integration.test_reconcile import reconciled
-from tests.support import RATES, Client, World, build_world, create
+from tests.support import RATES, Client, World, build_tenant, build_world, create
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -315,3 +315,121 @@ def test_period_starts() -> None:
         date(2026, 12, 1),
         date(2027, 1, 1),
     ]
+
+
+async def one_off_plan(
+    client: Client, world: World, contract_id: str, slots: list[dict[str, Any]], first: date, last: date
+) -> None:
+    tw = world.a
+    await create(
+        client,
+        tw.commissioner,
+        "/v1/care-plans",
+        {
+            "person_id": tw.person_id,
+            "contract_id": contract_id,
+            "weekly_min": 24 * 60,
+            "outcomes": [{"id": "wash", "domain": "personal_care", "text": "washed", "key": True}],
+            "schedule": slots,
+            "valid_from": first.isoformat(),
+            "valid_to": last.isoformat(),
+        },
+    )
+
+
+async def test_bank_holiday_and_night_bands_on_a_weekly_invoice(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    # The Summer bank holiday is older than 45 days: this tenant accepts events up to 200 days old.
+    world.a = await build_tenant(client, world.admin, "Late county", max_event_age_days=200)
+    monday = date(2026, 8, 31)  # the Summer bank holiday in England
+    slots = [
+        {"weekday": 1, "start": "09:00", "minutes": 30},
+        {"weekday": 2, "start": "22:30", "minutes": 30},
+        {"weekday": 3, "start": "06:30", "minutes": 30},
+    ]
+    await one_off_plan(client, world, world.a.contracts[0], slots, monday, monday + timedelta(days=6))
+    visits = await visits_by_start(client, world)
+    tue, wed = monday + timedelta(days=1), monday + timedelta(days=2)
+    await post_events(client, world, visits[utc_key(at(monday, "09:00"))], at(monday, "09:00"), at(monday, "09:30"))
+    await post_events(client, world, visits[utc_key(at(tue, "22:30"))], at(tue, "22:30"), at(tue, "23:00"))
+    await post_events(client, world, visits[utc_key(at(wed, "06:30"))], at(wed, "06:30"), at(wed, "07:00"))
+    await reconciled(pool)
+    invoice = (await run(client, world, monday)).json()
+    bands = sorted((line["date"], line["band"], line["amount_pence"]) for line in invoice["lines"])
+    assert bands == [
+        (monday.isoformat(), "bank_holiday", 2430),  # 4860 * 30 / 60
+        (tue.isoformat(), "night", 1500),  # 3000 * 30 / 60
+        (wed.isoformat(), "night", 1500),  # 06:30 is before the day band starts at 07:00
+    ]
+
+
+async def test_an_outcome_based_monthly_invoice_across_the_clock_change(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    tw = world.a
+    contract = await create(
+        client,
+        tw.commissioner,
+        "/v1/contracts",
+        {
+            "provider_id": tw.providers[0],
+            "model": "outcome_based",
+            "period": "month",
+            "rates": RATES,
+            "pay_rules": {"rounding_unit_min": 15, "rounding_mode": "up"},
+            "valid_from": "2026-10-01",
+        },
+    )
+    first = date(2026, 10, 19)
+    slots = [{"weekday": d, "start": "08:00", "minutes": 45, "outcome_ids": ["wash"]} for d in (1, 6, 7)]
+    await one_off_plan(client, world, contract["id"], slots, first, date(2026, 10, 26))
+    visits = await visits_by_start(client, world)
+    mon, sat, sun = date(2026, 10, 19), date(2026, 10, 24), date(2026, 10, 25)
+    met = [{"outcome_id": "wash", "status": "met"}]
+
+    async def visit_with(day: date, minutes: int, outcomes: list[dict[str, str]]) -> None:
+        visit_id = visits[utc_key(at(day, "08:00"))]
+        end = (datetime.fromisoformat(at(day, "08:00")) + timedelta(minutes=minutes)).isoformat()
+        events = [
+            {
+                "event_id": str(uuid4()),
+                "visit_id": visit_id,
+                "kind": "check_in",
+                "occurred_at": at(day, "08:00"),
+                "method": "manual",
+                "device_id": "p",
+            },
+            {
+                "event_id": str(uuid4()),
+                "visit_id": visit_id,
+                "kind": "check_out",
+                "occurred_at": end,
+                "method": "manual",
+                "device_id": "p",
+                "outcomes": outcomes,
+            },
+        ]
+        response = await client.post("/v1/visit-events/batch", json={"events": events}, headers=tw.carer_headers[0])
+        assert [r["status"] for r in response.json()["results"]] == ["accepted", "accepted"]
+
+    await visit_with(mon, 20, met)  # key outcome met: paid the planned 45 (20 min banked)
+    await visit_with(sat, 20, [{"outcome_id": "wash", "status": "refused"}])  # not met: 20 → up to 30
+    await visit_with(sun, 50, met)  # met and over: paid planned 45 (the Sunday the clocks went back)
+    await reconciled(pool)
+    response = await client.post(
+        "/v1/invoice-runs", json={"contract_id": contract["id"], "period_start": "2026-10-01"}, headers=tw.commissioner
+    )
+    assert response.status_code == 201, response.text
+    invoice = response.json()
+    lines = sorted((line["date"], line["band"], line["payable_min"], line["amount_pence"]) for line in invoice["lines"])
+    day, weekend = RATES["day"], RATES["weekend"]
+    assert lines == [
+        ("2026-10-19", "day", 45, day * 45 // 60),  # 1822.5 → 1822 (half to even)
+        ("2026-10-24", "weekend", 30, weekend * 30 // 60),  # 1450
+        ("2026-10-25", "weekend", 45, weekend * 45 // 60),  # 2175
+        ("2026-10-26", "day", 0, 0),  # missed
+    ]
+    assert invoice["total_pence"] == 1822 + 1450 + 2175
+    assert invoice["planned_total_pence"] == 1822 + 2175 + 2175 + 1822
+    assert invoice["number"].endswith("-00001")
