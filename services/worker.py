@@ -21,6 +21,7 @@ from infra.logging import configure_logging
 from infra.settings import Settings
 from services.billing import jobs as billing_jobs
 from services.common import idempotency
+from services.monitoring import jobs as monitoring_jobs
 from services.planning import jobs as planning_jobs
 from services.reconcile import jobs as reconcile_jobs
 
@@ -44,6 +45,7 @@ def jobs_for(settings: Settings) -> list[Job]:
         Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
         Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
         Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
+        Job("alerts", 2, monitoring_jobs.alerts_job),
         Job(
             "invoice_runs",
             3600,

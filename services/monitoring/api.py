@@ -1,0 +1,58 @@
+"""Monitoring HTTP: alerts and their acknowledgement."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, get, post
+from litestar.params import PathParameter, QueryParameter
+
+from schemas.common import Page
+from schemas.monitoring import Alert, AlertKind, AlertStatus
+from services.common.auth import allow, provider_scope
+from services.common.deps import Caller, Conn
+from services.common.errors import found_or_404, not_found
+from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
+from services.monitoring import store
+
+
+class AlertController(Controller):
+    """Alerts of the caller's tenant (a provider's own)."""
+
+    path = "/v1/alerts"
+    tags = ["monitoring"]
+    guards = [allow("commissioner", "provider")]
+
+    @get("/", operation_id="listAlerts")
+    async def list_alerts(
+        self,
+        conn: Conn,
+        caller: Caller,
+        status: Annotated[AlertStatus | None, QueryParameter()] = None,
+        kind: Annotated[AlertKind | None, QueryParameter()] = None,
+        provider_id: Annotated[UUID | None, QueryParameter()] = None,
+        limit: LimitParam = 50,
+        cursor: CursorParam = None,
+    ) -> Page[Alert]:
+        """Alerts by status and kind."""
+        rows = await store.list_alerts(
+            conn,
+            caller.tenant,
+            provider_id=provider_scope(caller, provider_id),
+            status=status,
+            kind=kind,
+            after=decode_cursor(cursor),
+            limit=limit + 1,
+        )
+        return page_of(rows, limit)
+
+    @post("/{alert_id:uuid}/ack", operation_id="acknowledgeAlert", status_code=200)
+    async def acknowledge(self, alert_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Alert:
+        """Record who acknowledged the alert (an outside_geofence alert is closed by it)."""
+        alert = await store.get_alert(conn, caller.tenant, alert_id)
+        if alert is None or (caller.role == "provider" and alert.provider_id != caller.provider_id):
+            raise not_found("alert")
+        acknowledged = await store.acknowledge(conn, caller.tenant, alert_id, caller.client_id, datetime.now(tz=UTC))
+        return found_or_404(acknowledged, "alert")

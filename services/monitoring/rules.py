@@ -1,0 +1,59 @@
+"""Alert rules (pure): when a visit is late, missed or left without a check-out, and when that ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+Kind = Literal["late", "missed", "no_check_out", "outside_geofence"]
+NO_CHECK_OUT_AFTER = timedelta(minutes=60)
+TOO_LATE_TO_RAISE = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class VisitFacts:
+    """What alerting needs of one visit now."""
+
+    planned_start: datetime
+    planned_min: int
+    carers_required: int
+    created_at: datetime
+    cancelled: bool
+    carers_checked_in: int
+    carers_on_site: int  # checked in, not yet checked out (nor amended out)
+    late_after_min: int
+    missed_after_min: int
+
+
+def thresholds(facts: VisitFacts) -> dict[Kind, datetime]:
+    """The instant each visit-level alert becomes due."""
+    end = facts.planned_start + timedelta(minutes=facts.planned_min)
+    return {
+        "late": facts.planned_start + timedelta(minutes=facts.late_after_min),
+        "missed": facts.planned_start + timedelta(minutes=facts.missed_after_min),
+        "no_check_out": end + NO_CHECK_OUT_AFTER,
+    }
+
+
+def condition_holds(kind: Kind, facts: VisitFacts) -> bool:
+    """Whether the situation an alert is about is (still) true."""
+    if facts.cancelled:
+        return False
+    if kind == "late":
+        return facts.carers_checked_in < facts.carers_required
+    if kind == "missed":
+        return facts.carers_checked_in == 0
+    if kind == "no_check_out":
+        return facts.carers_on_site > 0
+    return False
+
+
+def alerts_due(facts: VisitFacts, now: datetime) -> list[tuple[Kind, datetime]]:
+    """Alerts to raise now: threshold passed, condition true, and the threshold did not pass more than
+    12 hours before the visit existed (a back-dated plan raises nothing for its past)."""
+    due: list[tuple[Kind, datetime]] = []
+    for kind, at in thresholds(facts).items():
+        if at <= now and condition_holds(kind, facts) and at >= facts.created_at - TOO_LATE_TO_RAISE:
+            due.append((kind, at))
+    return due

@@ -1,0 +1,169 @@
+"""Monitoring SQL: visits near their alert thresholds, alerts raised, resolved and acknowledged."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from schemas.monitoring import Alert, AlertStatus
+
+_FACTS = """SELECT v.tenant_id, v.id, v.person_id, v.provider_id, v.planned_start, v.planned_min, v.carers_required,
+           v.created_at, v.status = 'cancelled' AS cancelled,
+           (c.pay_rules ->> 'late_after_min')::int AS late_after_min,
+           (c.pay_rules ->> 'missed_after_min')::int AS missed_after_min,
+           (SELECT count(DISTINCT e.carer_id) FROM visit_events e
+             WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in') AS carers_checked_in,
+           (SELECT count(DISTINCT e.carer_id) FROM visit_events e
+             WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in'
+               AND NOT EXISTS (SELECT 1 FROM visit_events o WHERE o.tenant_id = e.tenant_id AND o.visit_id = e.visit_id
+                                 AND o.carer_id = e.carer_id AND o.kind = 'check_out' AND o.occurred_at > e.occurred_at)
+               AND NOT EXISTS (SELECT 1 FROM amendments a WHERE a.tenant_id = e.tenant_id AND a.visit_id = e.visit_id
+                                 AND a.carer_id = e.carer_id AND a.status = 'approved' AND a.check_out_at IS NOT NULL)
+           ) AS carers_on_site
+    FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id"""
+
+
+async def visits_near_thresholds(conn: asyncpg.Connection, now: datetime, lookback: timedelta) -> list[asyncpg.Record]:
+    """Every tenant's visits planned in [now - lookback, now] that are not finished or cancelled."""
+    return await conn.fetch(
+        _FACTS + """ WHERE v.planned_start BETWEEN $1 AND $2 AND v.status IN ('planned', 'in_progress', 'missed')""",
+        now - lookback,
+        now,
+    )
+
+
+async def facts_of_open_alerts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The current facts of every visit with an unresolved late, missed or no_check_out alert."""
+    return await conn.fetch(
+        _FACTS
+        + """ WHERE EXISTS (SELECT 1 FROM alerts al WHERE al.tenant_id = v.tenant_id AND al.visit_id = v.id
+                                   AND al.resolved_at IS NULL AND al.kind <> 'outside_geofence')"""
+    )
+
+
+async def raise_alerts(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> list[Alert]:
+    """Insert alerts; one already raised (by this or another worker) is skipped. Returns the new ones."""
+    if not rows:
+        return []
+    inserted = await conn.fetch(
+        f"""INSERT INTO alerts (tenant_id, id, visit_id, person_id, provider_id, kind, subject, due_at, raised_at)
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
+                                 $8::timestamptz[], $9::timestamptz[])
+            ON CONFLICT (tenant_id, visit_id, kind, subject) DO NOTHING
+            RETURNING {_ALERT_COLUMNS}""",
+        *(
+            [row[name] for row in rows]
+            for name in (
+                "tenant_id",
+                "id",
+                "visit_id",
+                "person_id",
+                "provider_id",
+                "kind",
+                "subject",
+                "due_at",
+                "raised_at",
+            )
+        ),
+    )
+    return [alert_from_row(row) for row in inserted]
+
+
+async def resolve(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]], kind: str, now: datetime
+) -> list[Alert]:
+    """Resolve the open `kind` alerts of these (tenant, visit) pairs."""
+    if not pairs:
+        return []
+    rows = await conn.fetch(
+        f"""UPDATE alerts SET resolved_at = $4
+            FROM unnest($1::uuid[], $2::uuid[]) AS p(tenant_id, visit_id)
+            WHERE alerts.tenant_id = p.tenant_id AND alerts.visit_id = p.visit_id AND alerts.kind = $3
+              AND alerts.resolved_at IS NULL
+            RETURNING {", ".join("alerts." + c.strip() for c in _ALERT_COLUMNS.split(","))}""",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        kind,
+        now,
+    )
+    return [alert_from_row(row) for row in rows]
+
+
+async def unalerted_outside_geofence(conn: asyncpg.Connection, since: datetime) -> list[asyncpg.Record]:
+    """Unverified GPS events received since `since` that have no alert yet."""
+    return await conn.fetch(
+        """SELECT e.tenant_id, e.event_id, e.visit_id, e.person_id, e.provider_id, e.received_at, v.created_at,
+                  e.occurred_at
+           FROM visit_events e JOIN visits v ON v.tenant_id = e.tenant_id AND v.id = e.visit_id
+           WHERE e.received_at >= $1 AND e.method = 'gps' AND NOT e.verified
+             AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.tenant_id = e.tenant_id AND a.visit_id = e.visit_id
+                               AND a.kind = 'outside_geofence' AND a.subject = e.event_id::text)""",
+        since,
+    )
+
+
+_ALERT_COLUMNS = """id, visit_id, person_id, provider_id, kind, raised_at, acknowledged_by, acknowledged_at,
+    resolved_at"""
+
+
+def alert_from_row(row: asyncpg.Record) -> Alert:
+    status: AlertStatus = "resolved" if row["resolved_at"] else ("acknowledged" if row["acknowledged_at"] else "open")
+    return Alert(**dict(row), status=status)
+
+
+async def list_alerts(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    provider_id: UUID | None,
+    status: str | None,
+    kind: str | None,
+    after: UUID | None,
+    limit: int,
+) -> list[Alert]:
+    rows = await conn.fetch(
+        f"""SELECT {_ALERT_COLUMNS} FROM alerts
+            WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND ($3::text IS NULL OR kind = $3)
+              AND ($4::text IS NULL
+                   OR ($4 = 'open' AND resolved_at IS NULL AND acknowledged_at IS NULL)
+                   OR ($4 = 'acknowledged' AND resolved_at IS NULL AND acknowledged_at IS NOT NULL)
+                   OR ($4 = 'resolved' AND resolved_at IS NOT NULL))
+              AND ($5::uuid IS NULL OR id > $5)
+            ORDER BY id LIMIT $6""",
+        tenant_id,
+        provider_id,
+        kind,
+        status,
+        after,
+        limit,
+    )
+    return [alert_from_row(row) for row in rows]
+
+
+async def acknowledge(
+    conn: asyncpg.Connection, tenant_id: UUID, alert_id: UUID, by: str, now: datetime
+) -> Alert | None:
+    """Record who acknowledged an alert (the first acknowledgement stands); an outside_geofence alert
+    is closed by it."""
+    row = await conn.fetchrow(
+        f"""UPDATE alerts SET acknowledged_by = coalesce(acknowledged_by, $3),
+                   acknowledged_at = coalesce(acknowledged_at, $4),
+                   resolved_at = CASE WHEN kind = 'outside_geofence' THEN coalesce(resolved_at, $4) ELSE resolved_at END
+            WHERE tenant_id = $1 AND id = $2 RETURNING {_ALERT_COLUMNS}""",
+        tenant_id,
+        alert_id,
+        by,
+        now,
+    )
+    return alert_from_row(row) if row else None
+
+
+async def get_alert(conn: asyncpg.Connection, tenant_id: UUID, alert_id: UUID) -> Alert | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 AND id = $2", tenant_id, alert_id
+    )
+    return alert_from_row(row) if row else None

@@ -1,0 +1,165 @@
+"""Alerts with a controlled clock: each kind raised at its threshold, resolved by what ends it, raised
+once even by two workers, and visible through the API."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.monitoring import jobs
+from tests.integration.test_ingest import event
+from tests.support import Client, World, build_world, create, credential_headers
+
+
+@pytest.fixture
+async def world(client: Client, db: asyncpg.Connection) -> World:
+    built = await build_world(client, db)
+    tw = built.a
+    schedule = [{"weekday": d, "start": "08:00", "minutes": 30} for d in range(1, 8)]
+    await create(
+        client,
+        tw.commissioner,
+        "/v1/care-plans",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "weekly_min": 210,
+            "outcomes": [],
+            "schedule": schedule,
+            "valid_from": datetime.now(tz=UTC).date().isoformat(),
+            "horizon_days": 1,
+        },
+    )
+    return built
+
+
+async def new_visit(client: Client, world: World, start: datetime, carers: int = 1) -> str:
+    made = await create(
+        client,
+        world.a.commissioner,
+        "/v1/visits",
+        {
+            "person_id": world.a.person_id,
+            "contract_id": world.a.contracts[0],
+            "planned_start": start.isoformat(),
+            "planned_min": 30,
+            "carers_required": carers,
+        },
+    )
+    return str(made["id"])
+
+
+async def alerts(client: Client, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
+    response = await client.get("/v1/alerts", params={"limit": 500, **params}, headers=headers)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def kinds_of(items: list[dict[str, Any]], visit_id: str) -> dict[str, str]:
+    return {a["kind"]: a["status"] for a in items if a["visit_id"] == visit_id}
+
+
+async def test_late_then_missed_then_resolved_by_a_check_in(client: Client, world: World, pool: asyncpg.Pool) -> None:
+    start = datetime.now(tz=UTC) + timedelta(minutes=2)  # created before its thresholds
+    visit_id = await new_visit(client, world, start)
+    commissioner = world.a.commissioner
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=14))
+    assert kinds_of(await alerts(client, commissioner), visit_id) == {}
+    raised, _ = await jobs.evaluate_alerts(pool, start + timedelta(minutes=15))
+    assert [(a.kind, str(a.visit_id)) for a in raised] == [("late", visit_id)]
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=60))
+    assert kinds_of(await alerts(client, commissioner), visit_id) == {"late": "open", "missed": "open"}
+    # the carer arrives (an hour and a minute late)
+    body = event("check_in", start + timedelta(minutes=1), visit_id=visit_id)
+    assert (await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])).status_code == 201
+    _, resolved = await jobs.evaluate_alerts(pool, start + timedelta(minutes=61))
+    assert sorted(a.kind for a in resolved) == ["late", "missed"]
+    assert kinds_of(await alerts(client, commissioner), visit_id) == {"late": "resolved", "missed": "resolved"}
+    # provider 1 sees none of provider 0's alerts; another tenant neither
+    assert await alerts(client, world.a.provider_headers[1]) == []
+    assert await alerts(client, world.b.commissioner) == []
+
+
+async def test_a_double_handed_visit_is_late_until_both_carers_check_in(
+    client: Client, world: World, pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    start = datetime.now(tz=UTC) - timedelta(minutes=20)
+    visit_id = await new_visit(client, world, start, carers=2)
+    body = event("check_in", start, visit_id=visit_id)
+    await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=15))
+    assert kinds_of(await alerts(client, world.a.commissioner), visit_id) == {"late": "open"}  # one of two came
+    carer_b = await create(client, world.a.provider_headers[0], "/v1/carers", {"name": "B"})
+    b_headers = await credential_headers(
+        client, world.a.provider_headers[0], {"role": "carer", "carer_id": carer_b["id"]}
+    )
+    second = event("check_in", start + timedelta(minutes=16), visit_id=visit_id)
+    assert (await client.post("/v1/visit-events", json=second, headers=b_headers)).status_code == 201
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=17))
+    assert kinds_of(await alerts(client, world.a.commissioner), visit_id) == {"late": "resolved"}
+
+
+async def test_no_check_out_an_hour_after_the_end(client: Client, world: World, pool: asyncpg.Pool) -> None:
+    start = datetime.now(tz=UTC) - timedelta(minutes=5)
+    visit_id = await new_visit(client, world, start)
+    await client.post(
+        "/v1/visit-events", json=event("check_in", start, visit_id=visit_id), headers=world.a.carer_headers[0]
+    )
+    end = start + timedelta(minutes=30)
+    await jobs.evaluate_alerts(pool, end + timedelta(minutes=59))
+    assert "no_check_out" not in kinds_of(await alerts(client, world.a.commissioner), visit_id)
+    await jobs.evaluate_alerts(pool, end + timedelta(minutes=60))
+    assert kinds_of(await alerts(client, world.a.commissioner), visit_id)["no_check_out"] == "open"
+    out = event("check_out", datetime.now(tz=UTC), visit_id=visit_id)
+    await client.post("/v1/visit-events", json=out, headers=world.a.carer_headers[0])
+    await jobs.evaluate_alerts(pool, end + timedelta(minutes=61))
+    assert kinds_of(await alerts(client, world.a.commissioner), visit_id)["no_check_out"] == "resolved"
+
+
+async def test_outside_geofence_is_closed_by_acknowledgement(client: Client, world: World, pool: asyncpg.Pool) -> None:
+    start = datetime.now(tz=UTC) - timedelta(minutes=5)
+    visit_id = await new_visit(client, world, start)
+    far = event("check_in", start, visit_id=visit_id, location={"lat": 54.5, "lon": -2.0, "accuracy_m": 10})
+    await client.post("/v1/visit-events", json=far, headers=world.a.carer_headers[0])
+    await jobs.evaluate_alerts(pool)
+    [alert] = [a for a in await alerts(client, world.a.provider_headers[0]) if a["kind"] == "outside_geofence"]
+    assert alert["status"] == "open"
+    assert (await client.post(f"/v1/alerts/{alert['id']}/ack", headers=world.a.provider_headers[1])).status_code == 404
+    acked = await client.post(f"/v1/alerts/{alert['id']}/ack", headers=world.a.provider_headers[0])
+    assert acked.status_code == 200
+    assert acked.json()["status"] == "resolved"
+    assert acked.json()["acknowledged_by"] is not None
+
+
+async def test_two_workers_raise_each_alert_once(
+    client: Client, world: World, pool: asyncpg.Pool, database_url: str
+) -> None:
+    from infra.db import create_pool
+
+    start = datetime.now(tz=UTC) + timedelta(minutes=1)
+    visit_ids = [await new_visit(client, world, start) for _ in range(5)]
+    other = await create_pool(database_url, max_size=2)
+    try:
+        rounds = await asyncio.gather(
+            *(jobs.evaluate_alerts(p, start + timedelta(minutes=61)) for p in (pool, other, pool, other))
+        )
+    finally:
+        await other.close()
+    raised = [a for r in rounds for a in r[0]]
+    assert sorted((str(a.visit_id), a.kind) for a in raised) == sorted(
+        (v, k) for v in visit_ids for k in ("late", "missed")
+    )
+
+
+async def test_no_alert_for_a_threshold_passed_long_before_the_visit_existed(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    start = datetime.now(tz=UTC) - timedelta(hours=14)  # back-dated: its late threshold passed 13.75 h ago
+    visit_id = await new_visit(client, world, start)
+    await jobs.evaluate_alerts(pool)
+    assert kinds_of(await alerts(client, world.a.commissioner), visit_id) == {}
