@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from litestar import Litestar, Router
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.exceptions import HTTPException
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
@@ -110,7 +112,10 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         middleware=[prometheus.middleware, idempotency_middleware],
         on_app_init=[jwt_auth.on_app_init],
-        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=False))],
+        plugins=[
+            ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=False)),
+            ChannelsPlugin(backend=RedisChannelsPubSubBackend(redis=redis), arbitrary_channels_allowed=True),
+        ],
         exception_handlers={
             HTTPException: http_exception_handler,
             RuleError: rule_error_handler,

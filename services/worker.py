@@ -18,10 +18,12 @@ import structlog
 
 from infra.db import create_pool
 from infra.logging import configure_logging
+from infra.redis import create_redis
 from infra.settings import Settings
 from services.billing import jobs as billing_jobs
 from services.common import idempotency
 from services.monitoring import jobs as monitoring_jobs
+from services.monitoring.live import AlertPublisher
 from services.planning import jobs as planning_jobs
 from services.reconcile import jobs as reconcile_jobs
 
@@ -37,7 +39,7 @@ class Job:
     run: Callable[[asyncpg.Pool], Awaitable[int]]
 
 
-def jobs_for(settings: Settings) -> list[Job]:
+def jobs_for(settings: Settings, publisher: AlertPublisher | None = None) -> list[Job]:
     """The worker's jobs, with the settings they need."""
     return [
         Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
@@ -45,7 +47,7 @@ def jobs_for(settings: Settings) -> list[Job]:
         Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
         Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
         Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
-        Job("alerts", 2, monitoring_jobs.alerts_job),
+        Job("alerts", 2, functools.partial(monitoring_jobs.alerts_job, publisher=publisher)),
         Job(
             "invoice_runs",
             3600,
@@ -63,7 +65,9 @@ async def run_worker(settings: Settings, *, once: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    jobs = jobs_for(settings)
+    redis = create_redis(settings.redis_url) if settings.redis_url else None
+    publisher = AlertPublisher(redis, settings.redis_namespace) if redis is not None else None
+    jobs = jobs_for(settings, publisher)
     try:
         if once:
             for job in jobs:
@@ -72,6 +76,8 @@ async def run_worker(settings: Settings, *, once: bool = False) -> None:
         await asyncio.gather(*(_loop(job, pool, stop) for job in jobs))
     finally:
         await pool.close()
+        if redis is not None:
+            await redis.aclose()
 
 
 async def _loop(job: Job, pool: asyncpg.Pool, stop: asyncio.Event) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
+from litestar.channels import ChannelsPlugin
+from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from schemas.common import Page
 from schemas.monitoring import Alert, AlertKind, AlertStatus
@@ -16,6 +20,7 @@ from services.common.deps import Caller, Conn
 from services.common.errors import found_or_404, not_found
 from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
 from services.monitoring import store
+from services.monitoring.live import provider_channel, tenant_channel
 
 
 class AlertController(Controller):
@@ -47,6 +52,26 @@ class AlertController(Controller):
             limit=limit + 1,
         )
         return page_of(rows, limit)
+
+    @get("/stream", operation_id="alertStream")
+    async def stream(
+        self, request: Request[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], caller: Caller
+    ) -> ServerSentEvent:
+        """Alerts as server-sent events (`event: alert`, JSON data) as the worker raises and resolves them."""
+        namespace = request.app.state.settings.redis_namespace
+        name = (
+            provider_channel(namespace, caller.tenant, caller.provider_id)
+            if caller.role == "provider" and caller.provider_id is not None
+            else tenant_channel(namespace, caller.tenant)
+        )
+
+        async def events() -> AsyncGenerator[ServerSentEventMessage, None]:
+            async with channels.start_subscription([name]) as subscriber:
+                yield ServerSentEventMessage(comment="subscribed")
+                async for message in subscriber.iter_events():
+                    yield ServerSentEventMessage(data=message.decode(), event="alert")
+
+        return ServerSentEvent(events())
 
     @post("/{alert_id:uuid}/ack", operation_id="acknowledgeAlert", status_code=200)
     async def acknowledge(self, alert_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Alert:

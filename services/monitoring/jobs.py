@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import structlog
@@ -15,6 +16,7 @@ from infra.db import acquire
 from schemas.monitoring import Alert
 from services.common.ids import new_id
 from services.monitoring import rules, store
+from services.monitoring.live import AlertPublisher
 
 log = structlog.get_logger("carebank.monitoring")
 LOOKBACK = timedelta(hours=30)  # a day of visits, plus no_check_out's hour after the end
@@ -34,8 +36,11 @@ def _facts(row: asyncpg.Record) -> rules.VisitFacts:
     )
 
 
-async def evaluate_alerts(pool: asyncpg.Pool, now: datetime | None = None) -> tuple[list[Alert], list[Alert]]:
-    """(raised, resolved) alerts this round."""
+Changed = list[tuple[UUID, Alert]]
+
+
+async def evaluate_alerts(pool: asyncpg.Pool, now: datetime | None = None) -> tuple[Changed, Changed]:
+    """(raised, resolved) alerts this round, each with its tenant."""
     now = now or datetime.now(tz=UTC)
     async with acquire(pool) as conn, conn.transaction():
         rows: list[dict[str, Any]] = []
@@ -45,7 +50,7 @@ async def evaluate_alerts(pool: asyncpg.Pool, now: datetime | None = None) -> tu
         for event in await store.unalerted_outside_geofence(conn, now - LOOKBACK):
             rows.append(_alert_row(event, "outside_geofence", str(event["event_id"]), event["received_at"], now))
         raised = await store.raise_alerts(conn, rows)
-        resolved: list[Alert] = []
+        resolved: Changed = []
         facts = [(row, _facts(row)) for row in await store.facts_of_open_alerts(conn)]
         for kind in ("late", "missed", "no_check_out"):
             ended = [(row["tenant_id"], row["id"]) for row, f in facts if not rules.condition_holds(kind, f)]
@@ -68,9 +73,11 @@ def _alert_row(source: asyncpg.Record, kind: str, subject: str, due_at: datetime
     }
 
 
-async def alerts_job(pool: asyncpg.Pool) -> int:
-    """The worker's job: how many alerts were raised or resolved."""
+async def alerts_job(pool: asyncpg.Pool, publisher: AlertPublisher | None = None) -> int:
+    """The worker's job: raise and resolve, then push the changes live; returns how many changed."""
     raised, resolved = await evaluate_alerts(pool)
-    for alert in raised:
+    for _, alert in raised:
         log.info("alert_raised", kind=alert.kind, alert_id=str(alert.id), visit_id=str(alert.visit_id))
+    if publisher is not None:
+        await publisher.publish(raised + resolved)
     return len(raised) + len(resolved)

@@ -45,7 +45,7 @@ async def facts_of_open_alerts(conn: asyncpg.Connection) -> list[asyncpg.Record]
     )
 
 
-async def raise_alerts(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> list[Alert]:
+async def raise_alerts(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[UUID, Alert]]:
     """Insert alerts; one already raised (by this or another worker) is skipped. Returns the new ones."""
     if not rows:
         return []
@@ -54,7 +54,7 @@ async def raise_alerts(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]])
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
                                  $8::timestamptz[], $9::timestamptz[])
             ON CONFLICT (tenant_id, visit_id, kind, subject) DO NOTHING
-            RETURNING {_ALERT_COLUMNS}""",
+            RETURNING tenant_id, {_ALERT_COLUMNS}""",
         *(
             [row[name] for row in rows]
             for name in (
@@ -70,12 +70,12 @@ async def raise_alerts(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]])
             )
         ),
     )
-    return [alert_from_row(row) for row in inserted]
+    return [(row["tenant_id"], alert_from_row(row)) for row in inserted]
 
 
 async def resolve(
     conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]], kind: str, now: datetime
-) -> list[Alert]:
+) -> list[tuple[UUID, Alert]]:
     """Resolve the open `kind` alerts of these (tenant, visit) pairs."""
     if not pairs:
         return []
@@ -84,13 +84,13 @@ async def resolve(
             FROM unnest($1::uuid[], $2::uuid[]) AS p(tenant_id, visit_id)
             WHERE alerts.tenant_id = p.tenant_id AND alerts.visit_id = p.visit_id AND alerts.kind = $3
               AND alerts.resolved_at IS NULL
-            RETURNING {", ".join("alerts." + c.strip() for c in _ALERT_COLUMNS.split(","))}""",
+            RETURNING alerts.tenant_id, {", ".join("alerts." + c.strip() for c in _ALERT_COLUMNS.split(","))}""",
         [p[0] for p in pairs],
         [p[1] for p in pairs],
         kind,
         now,
     )
-    return [alert_from_row(row) for row in rows]
+    return [(row["tenant_id"], alert_from_row(row)) for row in rows]
 
 
 async def unalerted_outside_geofence(conn: asyncpg.Connection, since: datetime) -> list[asyncpg.Record]:
@@ -112,7 +112,8 @@ _ALERT_COLUMNS = """id, visit_id, person_id, provider_id, kind, raised_at, ackno
 
 def alert_from_row(row: asyncpg.Record) -> Alert:
     status: AlertStatus = "resolved" if row["resolved_at"] else ("acknowledged" if row["acknowledged_at"] else "open")
-    return Alert(**dict(row), status=status)
+    fields = {k: v for k, v in dict(row).items() if k != "tenant_id"}
+    return Alert(**fields, status=status)
 
 
 async def list_alerts(

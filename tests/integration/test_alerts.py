@@ -4,13 +4,17 @@ once even by two workers, and visible through the API."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from infra.redis import create_redis
+from infra.settings import Settings
 from services.monitoring import jobs
+from services.monitoring.live import AlertPublisher
 from tests.integration.test_ingest import event
 from tests.support import Client, World, build_world, create, credential_headers
 
@@ -71,14 +75,14 @@ async def test_late_then_missed_then_resolved_by_a_check_in(client: Client, worl
     await jobs.evaluate_alerts(pool, start + timedelta(minutes=14))
     assert kinds_of(await alerts(client, commissioner), visit_id) == {}
     raised, _ = await jobs.evaluate_alerts(pool, start + timedelta(minutes=15))
-    assert [(a.kind, str(a.visit_id)) for a in raised] == [("late", visit_id)]
+    assert [(a.kind, str(a.visit_id)) for _, a in raised] == [("late", visit_id)]
     await jobs.evaluate_alerts(pool, start + timedelta(minutes=60))
     assert kinds_of(await alerts(client, commissioner), visit_id) == {"late": "open", "missed": "open"}
     # the carer arrives (an hour and a minute late)
     body = event("check_in", start + timedelta(minutes=1), visit_id=visit_id)
     assert (await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])).status_code == 201
     _, resolved = await jobs.evaluate_alerts(pool, start + timedelta(minutes=61))
-    assert sorted(a.kind for a in resolved) == ["late", "missed"]
+    assert sorted(a.kind for _, a in resolved) == ["late", "missed"]
     assert kinds_of(await alerts(client, commissioner), visit_id) == {"late": "resolved", "missed": "resolved"}
     # provider 1 sees none of provider 0's alerts; another tenant neither
     assert await alerts(client, world.a.provider_headers[1]) == []
@@ -150,7 +154,7 @@ async def test_two_workers_raise_each_alert_once(
         )
     finally:
         await other.close()
-    raised = [a for r in rounds for a in r[0]]
+    raised = [a for r in rounds for _, a in r[0]]
     assert sorted((str(a.visit_id), a.kind) for a in raised) == sorted(
         (v, k) for v in visit_ids for k in ("late", "missed")
     )
@@ -163,3 +167,32 @@ async def test_no_alert_for_a_threshold_passed_long_before_the_visit_existed(
     visit_id = await new_visit(client, world, start)
     await jobs.evaluate_alerts(pool)
     assert kinds_of(await alerts(client, world.a.commissioner), visit_id) == {}
+
+
+async def test_an_alert_arrives_on_the_live_stream(
+    client: Client, world: World, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    start = datetime.now(tz=UTC) + timedelta(minutes=1)
+    visit_id = await new_visit(client, world, start)
+    redis = create_redis(settings.redis_url or "")
+    publisher = AlertPublisher(redis, settings.redis_namespace)
+    received: list[str] = []
+
+    async def listen(headers: dict[str, str]) -> None:
+        async with client.stream("GET", "/v1/alerts/stream", headers=headers) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    received.append(line.removeprefix("data: "))
+                    return
+
+    try:
+        listener = asyncio.create_task(listen(world.a.provider_headers[0]))
+        await asyncio.sleep(0.5)  # subscribed
+        raised, _ = await jobs.evaluate_alerts(pool, start + timedelta(minutes=15))
+        assert await publisher.publish(raised) == 1
+        await asyncio.wait_for(listener, timeout=5)
+    finally:
+        await redis.aclose()
+    alert = json.loads(received[0])
+    assert (alert["kind"], alert["visit_id"], alert["status"]) == ("late", visit_id, "open")
