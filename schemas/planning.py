@@ -25,6 +25,8 @@ Funding = Literal["package", "bank"]
 VisitStatus = Literal["planned", "in_progress", "completed", "missed", "cancelled", "unplanned"]
 Origin = Literal["plan", "commissioner", "provider_request", "unplanned"]
 Approval = Literal["approved", "pending"]
+# An instant with its offset (a naive time is 422); services.common.domain.check_instant bounds it.
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class Outcome(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -82,7 +84,7 @@ class VisitCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     person_id: UUID
     contract_id: UUID
-    planned_start: datetime
+    planned_start: Instant
     planned_min: VisitMinutes
     carers_required: CarersRequired = 1
     carer_ids: Annotated[list[UUID], msgspec.Meta(max_length=2)] = []
@@ -94,14 +96,14 @@ class VisitPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Assign carers or move a visit that has not started."""
 
     carer_ids: Annotated[list[UUID], msgspec.Meta(max_length=2)] | msgspec.UnsetType = msgspec.UNSET
-    planned_start: datetime | msgspec.UnsetType = msgspec.UNSET
+    planned_start: Instant | msgspec.UnsetType = msgspec.UNSET
 
 
 class VisitCancel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Who cancelled, when the provider was told, and why."""
 
     by: Literal["person", "provider", "commissioner"]
-    notified_at: datetime
+    notified_at: Instant
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import asyncpg
 from litestar import Litestar, Router
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
@@ -35,6 +36,7 @@ from services.common.errors import (
     http_exception_handler,
     internal_error_handler,
     rule_error_handler,
+    text_error_handler,
 )
 from services.common.idempotency import idempotency_middleware
 from services.common.middleware import request_id_middleware
@@ -119,6 +121,8 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers={
             HTTPException: http_exception_handler,
             RuleError: rule_error_handler,
+            asyncpg.CharacterNotInRepertoireError: text_error_handler,
+            asyncpg.UntranslatableCharacterError: text_error_handler,
             Exception: internal_error_handler,
         },
         stores={"rate_limit": FailOpenRedisStore(redis, namespace=f"{{{settings.redis_namespace}}}:ratelimit")},

@@ -3,7 +3,7 @@ plus adjustment lines for invoiced visits whose pay changed; numbered gaplessly;
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -13,7 +13,7 @@ import asyncpg
 from schemas.catalog import Contract
 from schemas.identity import Tenant
 from services.billing import rules, store
-from services.common.domain import RuleError
+from services.common.domain import RuleError, check_instant
 from services.common.ids import new_id
 from services.identity.rules import holiday_calendar
 from services.reconcile import service as reconcile_service
@@ -98,6 +98,7 @@ async def run_invoice(
 ) -> tuple[UUID, bool]:
     """The invoice of (contract, period): (id, created). Call inside a transaction."""
     zone = ZoneInfo(tenant.zone)
+    check_instant(datetime.combine(period_start, time(), tzinfo=zone), "period_start")
     bounds = rules.period_bounds(contract.period, period_start, zone)
     if not rules.is_settled(bounds, contract.pay_rules.settle_h, now):
         raise RuleError("period_not_settled", "the period has not ended plus settle_h yet", "period_start")
@@ -112,12 +113,15 @@ async def run_invoice(
     holidays = holiday_calendar(tenant.holiday_region)
     records: list[dict[str, Any]] = []
     lines: list[rules.Line] = []
+    billed: list[UUID] = []
     for row in await store.final_unbilled_visits(conn, tenant.id, contract.id, bounds.ends_at):
+        billed.append(row["id"])
         visit, attendances = _to_bill(row, contract, zone, holidays)
         for line in rules.visit_lines(visit):
             lines.append(line)
             records.append(_line_record(line, visit, attendances))
-    await _adjustments(conn, tenant.id, contract, zone, holidays, lines, records)
+    billed += await _adjustments(conn, tenant.id, contract, zone, holidays, lines, records)
+    await store.mark_billed(conn, tenant.id, billed)
 
     total, planned_total, saving = rules.invoice_totals(lines)
     year = now.astimezone(zone).year
@@ -157,11 +161,12 @@ async def _adjustments(
     holidays: Any,
     lines: list[rules.Line],
     records: list[dict[str, Any]],
-) -> None:
-    """± lines for invoiced visits whose pay changed, at the original line's rate, referencing it."""
+) -> list[UUID]:
+    """± lines for invoiced visits whose pay changed, at the original line's rate, referencing it;
+    returns the visits looked at."""
     changed = await store.changed_billed_visits(conn, tenant_id, contract.id)
     if not changed:
-        return
+        return []
     billed = {
         (r["visit_id"], r["place"]): r for r in await store.billed_places(conn, tenant_id, [r["id"] for r in changed])
     }
@@ -193,3 +198,4 @@ async def _adjustments(
                     date=original["date"],
                 )
             )
+    return [row["id"] for row in changed]

@@ -59,7 +59,8 @@ async def final_unbilled_visits(
         f"""SELECT {_VISIT_FIELDS} FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
             WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3 AND v.status IN {_FINAL}
               AND NOT EXISTS (SELECT 1 FROM invoice_lines l WHERE l.tenant_id = v.tenant_id AND l.visit_id = v.id)
-            ORDER BY v.planned_start, v.id""",
+            ORDER BY v.planned_start, v.id
+            FOR NO KEY UPDATE OF v""",
         tenant_id,
         contract_id,
         ends_at,
@@ -71,6 +72,8 @@ async def pending_count(conn: asyncpg.Connection, tenant_id: UUID, contract_id: 
         await conn.fetchval(
             f"""SELECT count(*) FROM visits v
                 WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3 AND v.status NOT IN {_FINAL}
+                  AND NOT (v.origin = 'unplanned' AND NOT EXISTS (
+                        SELECT 1 FROM visit_events e WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id))
                   AND NOT EXISTS (SELECT 1 FROM invoice_lines l
                                   WHERE l.tenant_id = v.tenant_id AND l.visit_id = v.id)""",
             tenant_id,
@@ -81,16 +84,23 @@ async def pending_count(conn: asyncpg.Connection, tenant_id: UUID, contract_id: 
 
 
 async def changed_billed_visits(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID) -> list[asyncpg.Record]:
-    """Invoiced visits reconciled again since their last invoice: candidates for adjustments."""
+    """Invoiced visits whose state was written again since a run last looked (locked until the run
+    commits): candidates for adjustments."""
     return await conn.fetch(
         f"""SELECT {_VISIT_FIELDS} FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
-            WHERE v.tenant_id = $1 AND v.contract_id = $2
-              AND v.reconciled_at > (SELECT max(i.issued_at) FROM invoice_lines l
-                                     JOIN invoices i ON i.tenant_id = l.tenant_id AND i.id = l.invoice_id
-                                     WHERE l.tenant_id = v.tenant_id AND l.visit_id = v.id)
-            ORDER BY v.planned_start, v.id""",
+            WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.rebill
+              AND EXISTS (SELECT 1 FROM invoice_lines l WHERE l.tenant_id = v.tenant_id AND l.visit_id = v.id)
+            ORDER BY v.planned_start, v.id
+            FOR NO KEY UPDATE OF v""",
         tenant_id,
         contract_id,
+    )
+
+
+async def mark_billed(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
+    """The run has billed (or checked) these visits' current state."""
+    await conn.execute(
+        "UPDATE visits SET rebill = false WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant_id, list(visit_ids)
     )
 
 
@@ -300,3 +310,11 @@ async def invoiced_periods(conn: asyncpg.Connection, tenant_id: UUID, contract_i
         "SELECT period_start FROM invoices WHERE tenant_id = $1 AND contract_id = $2", tenant_id, contract_id
     )
     return {row["period_start"] for row in rows}
+
+
+async def visit_invoiced(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM invoice_lines WHERE tenant_id = $1 AND visit_id = $2)", tenant_id, visit_id
+        )
+    )

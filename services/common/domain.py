@@ -5,6 +5,8 @@ Rules stay free of HTTP; the app turns a RuleError into problem+json with the sa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 
 class RuleError(Exception):
     """A request breaks a domain rule: `status` 422 by default, 404/403/409 where the rule says."""
@@ -15,3 +17,13 @@ class RuleError(Exception):
         self.message = message
         self.field = field
         self.status = status
+
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def check_instant(value: datetime, field: str) -> None:
+    """Instants outside 2000-2100 are mistakes, and would overflow date arithmetic downstream."""
+    if not EARLIEST <= value < LATEST:
+        raise RuleError("out_of_range", "instants must lie between 2000 and 2100", field)

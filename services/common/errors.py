@@ -182,3 +182,13 @@ def rule_error_handler(request: Request[Any, Any, Any], exc: RuleError) -> Respo
     errors = [FieldProblem(exc.field, exc.code, exc.message)] if exc.field else None
     code = exc.code if exc.status != 422 or not exc.field else "validation_failed"
     return problem(exc.status, code, exc.message, errors).to_response(request)
+
+
+def text_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Text PostgreSQL cannot store (a NUL character): the statement failed, so nothing was written."""
+    return problem(
+        422,
+        "validation_failed",
+        "text may not contain NUL characters",
+        [FieldProblem("body", "nul_character", "text may not contain NUL characters")],
+    ).to_response(request)

@@ -34,6 +34,7 @@ KEEP_DAYS = 7
 MAX_KEY_LENGTH = 255
 _NO_TENANT = UUID(int=0)
 _IN_PROGRESS = 0
+PLACEHOLDER_LEASE_S = 60.0
 
 
 async def purge_expired(pool: asyncpg.Pool) -> int:
@@ -71,12 +72,19 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         tenant_id = user.tenant_id or _NO_TENANT
         ident = (tenant_id, user.client_id, key)
 
+        # A placeholder older than the lease was left by a process that died mid-request: take it over.
         claimed = await pool.fetchrow(
             """INSERT INTO idempotency_keys (tenant_id, client_id, key, request_hash, status_code, body)
-               VALUES ($1, $2, $3, $4, $5, '') ON CONFLICT DO NOTHING RETURNING key""",
+               VALUES ($1, $2, $3, $4, $5, '')
+               ON CONFLICT (tenant_id, client_id, key) DO UPDATE
+                   SET request_hash = EXCLUDED.request_hash, created_at = now()
+                   WHERE idempotency_keys.status_code = 0
+                     AND idempotency_keys.created_at < now() - make_interval(secs => $6)
+               RETURNING key""",
             *ident,
             request_hash,
             _IN_PROGRESS,
+            PLACEHOLDER_LEASE_S,
         )
         if claimed is None:
             await _answer_repeat(scope, receive, send, pool, ident, request_hash)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -65,7 +66,7 @@ class _Group:
         self.tenant = tenant
         self.tenant_id = tenant.id
         self.subs = submissions
-        self.hashes = [rules.content_hash(s.event, s.poster.carer_id) for s in submissions]
+        self.hashes: list[str] = []
         self.results: list[Outcome | None] = [None] * len(submissions)
         self.visits: dict[UUID, Visit] = {}
         self.allowed_outcomes: dict[tuple[UUID, UUID], set[str]] = {}
@@ -99,6 +100,11 @@ async def accept(
             rules.check_event(sub.event, now, tenant.max_event_age_days)
         except rules.EventProblem as refused:
             group.results[i] = refused
+    # Hashed only once checked: an instant far out of range cannot be converted to UTC.
+    group.hashes = [
+        rules.content_hash(sub.event, sub.poster.carer_id) if group.results[i] is None else ""
+        for i, sub in enumerate(submissions)
+    ]
     twins = _set_aside_twins(group)
     await _answer_known(group)
     await _check_reach(group)
@@ -187,8 +193,13 @@ class _Matched:
 async def _match(group: _Group) -> dict[int, _Matched]:
     """Give every pending event its visit (creating unplanned visits) and check its outcomes."""
     pending = group.pending()
-    person_only = [group.subs[i].event.person_id for i in pending if group.subs[i].event.visit_id is None]
-    await store.lock_people(group.conn, group.tenant_id, [p for p in person_only if p])
+    # Every person touched (not only person-only events'), so a check-in with a visit id and a
+    # person-only check-out of the same person in two groups see each other.
+    people = [
+        group.visits[e.visit_id].person_id if e.visit_id is not None else e.person_id
+        for e in (group.subs[i].event for i in pending)
+    ]
+    await store.lock_people(group.conn, group.tenant_id, [p for p in people if p])
     check_ins: dict[tuple[UUID, UUID], list[rules.CheckIn]] = defaultdict(list)
     unplanned: dict[tuple[UUID, UUID], list[rules.Candidate]] = defaultdict(list)
     matched: dict[int, _Matched] = {}
@@ -245,9 +256,8 @@ async def _visit_for(
         visit = group.visits[visit_id]
         await group.check_outcomes(event, person, visit.contract_id, visit.outcome_ids)
         return visit
-    contract_id = await planning_store.contract_for_unplanned(
-        group.conn, group.tenant_id, person, provider, event.occurred_at.date()
-    )
+    local_day = event.occurred_at.astimezone(ZoneInfo(group.tenant.zone)).date()
+    contract_id = await planning_store.contract_for_unplanned(group.conn, group.tenant_id, person, provider, local_day)
     if contract_id is None:
         raise _not_found("person", "person_id")
     await group.check_outcomes(event, person, contract_id, [])
@@ -335,6 +345,9 @@ async def _store(group: _Group, matched: dict[int, _Matched]) -> None:
             )
     left = await _rematch(group, matched, lost)
     touched = [match.visit_id for i, match in matched.items() if i not in lost]
+    await planning_store.start_unplanned_at_first_check_in(
+        group.conn, group.tenant_id, [v for v in touched if group.visits[v].origin == "unplanned"]
+    )
     await reconcile_store.enqueue(group.conn, group.tenant_id, touched + left)
 
 

@@ -42,6 +42,11 @@ def check_event(event: VisitEventIn, now: datetime, max_event_age_days: int) -> 
         raise _refuse("clock_ahead", "occurred_at", "occurred_at is more than 5 minutes ahead of the server clock")
     if event.occurred_at < now - timedelta(days=max_event_age_days):
         raise _refuse("too_old", "occurred_at", f"occurred_at is older than {max_event_age_days} days")
+    texts = [("device_id", event.device_id), ("note", event.note), ("tag", event.tag), ("phone", event.phone)]
+    texts += [(f"outcomes[{i}].outcome_id", o.outcome_id) for i, o in enumerate(event.outcomes)]
+    for field, text in texts:
+        if text is not None and "\x00" in text:
+            raise _refuse("nul_character", field, "text may not contain NUL characters")
     if event.visit_id is None and event.person_id is None:
         raise _refuse("required", "visit_id", "an event names its visit_id, or person_id for an unplanned visit")
     if event.kind == "check_in" and event.outcomes:

@@ -67,7 +67,7 @@ class AlertController(Controller):
 
         async def events() -> AsyncGenerator[ServerSentEventMessage, None]:
             async with channels.start_subscription([name]) as subscriber:
-                yield ServerSentEventMessage(comment="subscribed")
+                yield ServerSentEventMessage(data=None, comment="subscribed")
                 async for message in subscriber.iter_events():
                     yield ServerSentEventMessage(data=message.decode(), event="alert")
 

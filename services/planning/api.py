@@ -23,10 +23,11 @@ from schemas.planning import (
     VisitPatch,
     VisitStatus,
 )
+from services.billing import store as billing_store
 from services.catalog import store as catalog_store
 from services.common.auth import Principal, allow, provider_scope
 from services.common.deps import Caller, Conn
-from services.common.domain import RuleError
+from services.common.domain import RuleError, check_instant
 from services.common.errors import found_or_404, not_found, problem
 from services.common.ids import new_id
 from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
@@ -140,6 +141,7 @@ class VisitController(Controller):
             and not await store.person_is_with_provider(conn, tenant, data.person_id, contract.provider_id)
         ):
             raise not_found("person", "person_id")
+        check_instant(data.planned_start, "planned_start")
         rules.check_carers(data.carer_ids, data.carers_required)
         await _check_carers_of(conn, tenant, contract.provider_id, data.carer_ids)
         known = await store.plan_outcome_ids(conn, tenant, data.person_id, data.contract_id)
@@ -237,6 +239,7 @@ class VisitController(Controller):
             await _check_carers_of(conn, tenant, visit.provider_id, carer_ids)
             planned_start, band_start = visit.planned_start, visit.band_start
             if not isinstance(data.planned_start, msgspec.UnsetType):
+                check_instant(data.planned_start, "planned_start")
                 zone = await tenant_zone(conn, tenant)
                 rules.check_move(
                     role=caller.role,
@@ -269,6 +272,7 @@ class VisitController(Controller):
         """Cancel a visit that has no event; short notice is judged on the contract's notice hours."""
         tenant = caller.tenant
         now = utc_now()
+        check_instant(data.notified_at, "notified_at")
         if data.notified_at > now:
             raise RuleError("in_the_future", "notified_at is in the future", "notified_at")
         async with conn.transaction():
@@ -277,6 +281,7 @@ class VisitController(Controller):
                 started=False,
                 has_events=await ingest_store.visit_has_events(conn, tenant, visit.id),
                 cancelled=visit.status == "cancelled",
+                invoiced=await billing_store.visit_invoiced(conn, tenant, visit.id),
             )
             contract = await catalog_store.get_contract(conn, tenant, visit.contract_id)
             assert contract is not None
@@ -306,6 +311,10 @@ class VisitController(Controller):
         """Approve a provider's requested visit, or confirm its short-notice person cancellation."""
         async with conn.transaction():
             visit = await visible_visit(conn, caller, visit_id, lock=True)
+            if visit.origin == "unplanned":
+                raise problem(
+                    422, "use_an_amendment", "an unplanned visit is approved by an amendment that sets planned_min"
+                )
             pending_request = visit.approval == "pending"
             pending_cancellation = visit.cancellation is not None and not visit.cancellation.confirmed
             if not (pending_request or pending_cancellation):

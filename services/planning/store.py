@@ -229,7 +229,8 @@ async def insert_visit(conn: asyncpg.Connection, tenant_id: UUID, visit: Visit) 
 
 async def get_visit(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, *, lock: bool = False) -> Visit | None:
     row = await conn.fetchrow(
-        f"SELECT {_VISIT_COLUMNS} FROM visits WHERE tenant_id = $1 AND id = $2" + (" FOR UPDATE" if lock else ""),
+        f"SELECT {_VISIT_COLUMNS} FROM visits WHERE tenant_id = $1 AND id = $2"
+        + (" FOR NO KEY UPDATE" if lock else ""),
         tenant_id,
         visit_id,
     )
@@ -387,3 +388,28 @@ async def contract_for_unplanned(
         on,
     )
     return value if isinstance(value, UUID) else None
+
+
+async def set_planned_min(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, minutes: int) -> None:
+    """The approved length of an unplanned visit."""
+    await conn.execute(
+        "UPDATE visits SET planned_min = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        visit_id,
+        minutes,
+    )
+
+
+async def start_unplanned_at_first_check_in(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
+) -> None:
+    """An unplanned visit starts (and is priced) at its earliest check-in, whichever event arrived first."""
+    await conn.execute(
+        """UPDATE visits v SET planned_start = f.first_in, band_start = f.first_in, updated_at = now()
+           FROM (SELECT visit_id, min(occurred_at) AS first_in FROM visit_events
+                 WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND kind = 'check_in' GROUP BY visit_id) f
+           WHERE v.tenant_id = $1 AND v.id = f.visit_id AND v.origin = 'unplanned' AND v.approval = 'pending'
+             AND v.planned_start <> f.first_in""",
+        tenant_id,
+        list(visit_ids),
+    )

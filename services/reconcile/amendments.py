@@ -34,10 +34,12 @@ def approves_itself(
     unplanned: bool,
     extension: bool,
     move: bool,
+    final: bool,
 ) -> bool:
     """Auto-approved when pay falls or moves by at most `auto_approve_min` and banked time does not
-    fall; never for unplanned visits, extensions or moves between visits."""
-    if unplanned or extension or move:
+    fall; never for unplanned visits, extensions or moves between visits, and never before the visit
+    is final (before, both sides may be 0 while the amendment would raise pay later)."""
+    if unplanned or extension or move or not final:
         return False
     change = payable_after - payable_before
     return (change < 0 or abs(change) <= auto_approve_min) and banked_after >= banked_before

@@ -92,6 +92,8 @@ class AmendmentController(Controller):
                 unplanned=unplanned,
                 extension=data.extension_min is not None,
                 move=move,
+                final=before[visit.id].status in ("completed", "missed", "cancelled")
+                and after[visit.id].status in ("completed", "missed", "cancelled"),
             )
             amendment = await store.insert_amendment(
                 conn,
@@ -201,6 +203,7 @@ async def _apply(conn: asyncpg.Connection, tenant_id: UUID, amendment: Amendment
         visit = await planning_store.get_visit(conn, tenant_id, amendment.visit_id)
         assert visit is not None
         await planning_store.approve_visit(conn, tenant_id, visit)
+        await planning_store.set_planned_min(conn, tenant_id, visit.id, amendment.planned_min)
     touched = [amendment.visit_id] + ([amendment.move_to_visit_id] if amendment.move_to_visit_id else [])
     await service.reconcile_visits(conn, tenant_id, touched, now)
 

@@ -217,9 +217,8 @@ def reconcile(
     if not events and not presences:
         missed = now >= plan.planned_start + timedelta(minutes=rules.missed_after_min)
         status: Status = "unplanned" if plan.unplanned else ("missed" if missed else "planned")
-        return Actual(
-            status, planned_min, (), (None,) * places, (0,) * places, 0, ("unplanned",) if awaiting_approval else ()
-        )
+        # An unplanned visit whose events all moved to another visit is nothing to approve or pay.
+        return Actual(status, planned_min, (), (None,) * places, (0,) * places, 0, ())
 
     planned_end = plan.planned_start + timedelta(minutes=planned_min)
     window = (plan.planned_start - WINDOW_BEFORE, planned_end + WINDOW_AFTER_END)

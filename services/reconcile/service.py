@@ -151,6 +151,7 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     """Recompute and store these visits' state; returns how many were written."""
     if not visit_ids:
         return 0
+    await store.lock_visits(conn, tenant_id, visit_ids)
     computed, _, next_checks = await compute(conn, tenant_id, visit_ids, now)
     states = [
         {

@@ -58,6 +58,16 @@ async def tenant_visit_ids(
     return [row["id"] for row in rows]
 
 
+async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
+    """Lock the visits (in id order: no deadlocks) so two reconciliations of one visit take turns and
+    the later one reads what the earlier committed."""
+    await conn.execute(
+        "SELECT 1 FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+        tenant_id,
+        sorted(set(visit_ids)),
+    )
+
+
 async def load_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
     """Each visit's plan facts, contract rules, key outcomes and stored state."""
     return await conn.fetch(
@@ -121,7 +131,7 @@ async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequenc
         """UPDATE visits v SET status = s.status, actual = s.actual::jsonb,
                   exceptions = ARRAY(SELECT jsonb_array_elements_text(s.exceptions::jsonb)),
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
-                  reconciled_at = s.reconciled_at
+                  reconciled_at = s.reconciled_at, rebill = true
            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::timestamptz[],
                        $9::timestamptz[])
                 AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, reconciled_at)

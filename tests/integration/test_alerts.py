@@ -9,12 +9,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+import uvicorn
 
 from infra.redis import create_redis
 from infra.settings import Settings
+from services.app import create_app
 from services.monitoring import jobs
 from services.monitoring.live import AlertPublisher
+from tests.e2e.test_serve import free_port
 from tests.integration.test_ingest import event
 from tests.support import Client, World, build_world, create, credential_headers
 
@@ -172,14 +176,21 @@ async def test_no_alert_for_a_threshold_passed_long_before_the_visit_existed(
 async def test_an_alert_arrives_on_the_live_stream(
     client: Client, world: World, pool: asyncpg.Pool, settings: Settings
 ) -> None:
+    """Over real HTTP (the in-process test client buffers whole responses, so it cannot stream)."""
     start = datetime.now(tz=UTC) + timedelta(minutes=1)
     visit_id = await new_visit(client, world, start)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None))
+    serving = asyncio.create_task(server.serve())
     redis = create_redis(settings.redis_url or "")
     publisher = AlertPublisher(redis, settings.redis_namespace)
     received: list[str] = []
 
-    async def listen(headers: dict[str, str]) -> None:
-        async with client.stream("GET", "/v1/alerts/stream", headers=headers) as response:
+    async def listen() -> None:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            http.stream("GET", "/v1/alerts/stream", headers=world.a.provider_headers[0]) as response,
+        ):
             assert response.status_code == 200
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
@@ -187,12 +198,18 @@ async def test_an_alert_arrives_on_the_live_stream(
                     return
 
     try:
-        listener = asyncio.create_task(listen(world.a.provider_headers[0]))
-        await asyncio.sleep(0.5)  # subscribed
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.5)  # let it subscribe
         raised, _ = await jobs.evaluate_alerts(pool, start + timedelta(minutes=15))
         assert await publisher.publish(raised) == 1
         await asyncio.wait_for(listener, timeout=5)
     finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=10)
         await redis.aclose()
     alert = json.loads(received[0])
     assert (alert["kind"], alert["visit_id"], alert["status"]) == ("late", visit_id, "open")

@@ -3,7 +3,7 @@ minutes, moves between visits, approving unplanned visits, acknowledging excepti
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -218,6 +218,7 @@ async def test_an_unplanned_visit_is_approved_by_sizing_it(
     await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
     approved = await get_visit(client, world, visit_id)
     assert approved["approval"] == "approved"
+    assert approved["planned_min"] == 45
     assert approved["status"] == "completed"
     assert approved["actual"]["payable_min"] == 45  # 40 minutes is within grace of 45
     assert approved["exceptions"] == []
@@ -272,3 +273,49 @@ async def test_open_exceptions_and_acknowledgement(
     assert acked.json()["exceptions"] == ["short_visit"]
     absent = await client.post(f"/v1/visits/{visit_id}/exceptions/overrun/ack", headers=world.a.commissioner)
     assert absent.status_code == 422
+
+
+async def test_an_amendment_on_an_unfinished_visit_waits_for_a_commissioner(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding: before, pay 0 → 0 made an earlier check-in approve itself, and it paid later."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(minutes=40)
+    made = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": start.isoformat(),
+            "planned_min": 60,
+        },
+    )
+    late_in = event("check_in", start + timedelta(minutes=35), visit_id=made["id"])
+    assert (await client.post("/v1/visit-events", json=late_in, headers=tw.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    proposed = await propose(
+        client,
+        tw.provider_headers[0],
+        UUID(made["id"]),
+        carer_id=tw.carers[0],
+        check_in_at=start.isoformat(),
+        reason_code="forgot_check_in",
+    )
+    assert proposed.json()["status"] == "pending"
+    assert proposed.json()["auto_approved"] is False
+
+
+async def test_an_unplanned_visit_is_not_approved_without_its_minutes(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    day = yesterday()
+    response = await client.post(
+        "/v1/visit-events",
+        json=event("check_in", at(day, "15:00"), person_id=world.a.person_id),
+        headers=world.a.carer_headers[0],
+    )
+    refused = await client.post(f"/v1/visits/{response.json()['visit_id']}/approve", headers=world.a.commissioner)
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "use_an_amendment"

@@ -433,3 +433,19 @@ async def test_an_outcome_based_monthly_invoice_across_the_clock_change(
     assert invoice["total_pence"] == 1822 + 1450 + 2175
     assert invoice["planned_total_pence"] == 1822 + 2175 + 2175 + 1822
     assert invoice["number"].endswith("-00001")
+
+
+async def test_an_invoiced_visit_can_no_longer_be_cancelled(client: Client, world: World, pool: asyncpg.Pool) -> None:
+    monday = last_settled_monday()
+    await plan_week(client, world, monday)
+    await reconciled(pool)
+    await run(client, world, monday)
+    visits = await visits_by_start(client, world)
+    visit_id = visits[utc_key(at(monday, "08:00"))]
+    refused = await client.post(
+        f"/v1/visits/{visit_id}/cancel",
+        json={"by": "person", "notified_at": at(monday, "07:00"), "reason": "after the fact"},
+        headers=world.a.commissioner,
+    )
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "visit_invoiced"

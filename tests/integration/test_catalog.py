@@ -220,3 +220,12 @@ async def test_idempotency_key_is_freed_after_a_refusal(client: Client, commissi
     assert refused.status_code == 422
     fixed = await client.post("/v1/providers", json={"code": "GOOD", "name": "x"}, headers=headers)
     assert fixed.status_code == 201
+
+
+async def test_nul_characters_are_422_and_write_nothing(
+    client: Client, db: asyncpg.Connection, commissioner: dict[str, str]
+) -> None:
+    response = await client.post("/v1/providers", json={"code": "NUL", "name": "bad\u0000name"}, headers=commissioner)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "nul_character"
+    assert await count(db, "providers") == 0

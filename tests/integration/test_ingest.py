@@ -236,6 +236,10 @@ async def test_a_late_check_in_takes_over_its_check_out(client: Client, world: W
     check_in = event(when=at(yesterday(), "07:58"), person_id=world.a.person_id)
     assert (await client.post("/v1/visit-events", json=check_in, headers=carer)).json()["visit_id"] == str(planned)
     assert await visit_of_event(db, out["event_id"]) == planned
+    orphan = await db.fetchval(
+        "SELECT id FROM visits WHERE origin = 'unplanned' AND person_id = $1", UUID(world.a.person_id)
+    )
+    assert orphan is not None
     # the stored event itself is unchanged: the answer to a resend stays a duplicate
     assert (await client.post("/v1/visit-events", json=out, headers=carer)).json()["status"] == "duplicate"
 
