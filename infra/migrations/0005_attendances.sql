@@ -9,6 +9,8 @@ CREATE TABLE attendances (
     check_out timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, visit_id, carer_id),
     FOREIGN KEY (tenant_id, visit_id) REFERENCES visits (tenant_id, id),
-    CHECK (check_out > check_in)
+    CHECK (check_out > check_in),
+    -- Longer presences are mistakes awaiting amendment: they are not stored, and so never "overlap".
+    CHECK (check_out - check_in <= interval '2 days')
 );
 CREATE INDEX attendances_by_carer ON attendances (tenant_id, carer_id, check_in);

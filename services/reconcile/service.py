@@ -21,6 +21,7 @@ from schemas.planning import AttendanceOut, VisitActual
 from services.reconcile import rules, store
 
 _ACTUAL = msgspec.json.Encoder()
+MAX_ATTENDANCE_S = 2 * 24 * 3600  # longer is a mistake awaiting amendment: not an overlap
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,12 @@ async def compute(
     computed: dict[UUID, State] = {}
     stored: dict[UUID, State] = {}
     next_checks: dict[UUID, datetime | None] = {}
+    pay_rules_of: dict[UUID, PayRules] = {}
     for row in visits:
         plan = _plan(row)
-        pay_rules = msgspec.convert(row["pay_rules"], PayRules)
+        pay_rules = pay_rules_of.get(row["contract_id"])
+        if pay_rules is None:
+            pay_rules = pay_rules_of[row["contract_id"]] = msgspec.convert(row["pay_rules"], PayRules)
         actual = rules.reconcile(plan, events[row["id"]], amendments[row["id"]], pay_rules, now)
         computed[row["id"]] = State(
             actual.status, _as_wire(actual, now), actual.exceptions, actual.payable_min, actual.banked_min
@@ -187,5 +191,8 @@ def intervals_of(states: dict[UUID, State]) -> list[rules.Interval]:
         for visit_id, state in states.items()
         if state.actual is not None
         for a in state.actual.attendances
-        if a.check_in is not None and a.check_out is not None and a.actual_seconds is not None
+        if a.check_in is not None
+        and a.check_out is not None
+        and a.actual_seconds is not None
+        and a.actual_seconds <= MAX_ATTENDANCE_S
     ]

@@ -71,7 +71,8 @@ async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
 async def load_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
     """Each visit's plan facts, contract rules, key outcomes and stored state."""
     return await conn.fetch(
-        """SELECT v.id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin, v.approval,
+        """SELECT v.id, v.contract_id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin,
+                  v.approval,
                   v.cancellation, v.status, v.actual, v.exceptions, v.payable_min, v.banked_min,
                   c.model, c.pay_rules,
                   ARRAY(SELECT DISTINCT o ->> 'id' FROM care_plans p, jsonb_array_elements(p.outcomes) o
@@ -85,29 +86,36 @@ async def load_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     )
 
 
-_MOVES = """WITH moves AS (
-        SELECT DISTINCT ON (visit_id, carer_id) visit_id AS from_visit, carer_id, move_to_visit_id AS to_visit
-        FROM amendments
-        WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
-          AND (visit_id = ANY($2::uuid[]) OR move_to_visit_id = ANY($2::uuid[]))
-        ORDER BY visit_id, carer_id, decided_at DESC)"""
-
-
 async def load_events(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """The visits' events, after approved moves (a carer's events on the wrong visit count on the right one)."""
-    return await conn.fetch(
-        _MOVES
-        + """
-        SELECT * FROM (
-            SELECT coalesce(m.to_visit, e.visit_id) AS visit_id, e.carer_id, e.kind, e.occurred_at, e.method,
-                   e.verified, e.outcomes
-            FROM visit_events e
-            LEFT JOIN moves m ON m.from_visit = e.visit_id AND m.carer_id = e.carer_id
-            WHERE e.tenant_id = $1 AND (e.visit_id = ANY($2::uuid[]) OR e.visit_id IN (SELECT from_visit FROM moves))
-        ) moved WHERE visit_id = ANY($2::uuid[])""",
+    """The visits' events, after approved moves (a carer's events on the wrong visit count on the right one).
+
+    Moves are looked up first (there are usually none), so the events are read by index on visit_id."""
+    wanted = list(visit_ids)
+    moves = await conn.fetch(
+        """SELECT DISTINCT ON (visit_id, carer_id) visit_id AS from_visit, carer_id, move_to_visit_id AS to_visit
+           FROM amendments
+           WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
+             AND (visit_id = ANY($2::uuid[]) OR move_to_visit_id = ANY($2::uuid[]))
+           ORDER BY visit_id, carer_id, decided_at DESC""",
         tenant_id,
-        list(visit_ids),
+        wanted,
     )
+    rows = await conn.fetch(
+        """SELECT visit_id, carer_id, kind, occurred_at, method, verified, outcomes FROM visit_events
+           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])""",
+        tenant_id,
+        wanted + [m["from_visit"] for m in moves],
+    )
+    if not moves:
+        return rows
+    moved = {(m["from_visit"], m["carer_id"]): m["to_visit"] for m in moves}
+    keep = set(wanted)
+    result = []
+    for row in rows:
+        visit_id = moved.get((row["visit_id"], row["carer_id"]), row["visit_id"])
+        if visit_id in keep:
+            result.append({**dict(row), "visit_id": visit_id})
+    return result  # type: ignore[return-value]
 
 
 async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
@@ -298,9 +306,12 @@ async def acknowledge(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID,
     )
 
 
+# Attendances last at most two days (a CHECK), so a partner's check-in lies within two days before
+# ours: the bound lets the (tenant, carer, check_in) index do the work.
 _OVERLAPS = """SELECT DISTINCT b.visit_id FROM attendances a
     JOIN attendances b ON b.tenant_id = a.tenant_id AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
                       AND b.check_in < a.check_out AND a.check_in < b.check_out
+                      AND b.check_in > a.check_in - interval '2 days'
     WHERE a.tenant_id = $1 AND a.visit_id = ANY($2::uuid[])"""
 
 
@@ -339,7 +350,9 @@ async def mark_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Se
             UPDATE visits v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
                 || CASE WHEN v.id IN (SELECT visit_id FROM overlapping) THEN ARRAY['overlapping_visits']
                         ELSE ARRAY[]::text[] END
-            WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])""",
+            WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
+              AND ('overlapping_visits' = ANY(v.exceptions))
+                  IS DISTINCT FROM (v.id IN (SELECT visit_id FROM overlapping))""",
         tenant_id,
         list(visit_ids),
     )
