@@ -189,9 +189,12 @@ def _effective_planned_min(plan: Plan, amendments: Sequence[Amendment]) -> int:
     return planned
 
 
+_RANK = {name: rank for rank, name in enumerate(EXCEPTION_ORDER)}
+
+
 def _ordered(exceptions: Iterable[str]) -> tuple[str, ...]:
-    found = set(exceptions)
-    return tuple(name for name in EXCEPTION_ORDER if name in found)
+    """Exceptions once each, in DOMAIN.md's order."""
+    return tuple(sorted(set(exceptions), key=_RANK.__getitem__))
 
 
 def reconcile(

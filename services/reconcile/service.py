@@ -115,9 +115,11 @@ async def compute(
     visit_ids: Sequence[UUID],
     now: datetime,
     extra: dict[UUID, list[rules.Amendment]] | None = None,
+    *,
+    with_stored: bool = True,
 ) -> tuple[dict[UUID, State], dict[UUID, State], dict[UUID, datetime | None]]:
     """(computed, stored, next check) for each visit, from the database's current inputs (plus
-    `extra` amendments, to preview what a proposal would do)."""
+    `extra` amendments, to preview what a proposal would do); `stored` is left empty when not wanted."""
     visits = await store.load_visits(conn, tenant_id, visit_ids)
     events: dict[UUID, list[rules.Event]] = defaultdict(list)
     for row in await store.load_events(conn, tenant_id, visit_ids):
@@ -140,13 +142,14 @@ async def compute(
         computed[row["id"]] = State(
             actual.status, _as_wire(actual, now), actual.exceptions, actual.payable_min, actual.banked_min
         )
-        stored[row["id"]] = State(
-            row["status"],
-            msgspec.convert(row["actual"], VisitActual) if row["actual"] else None,
-            tuple(row["exceptions"]),
-            row["payable_min"],
-            row["banked_min"],
-        )
+        if with_stored:
+            stored[row["id"]] = State(
+                row["status"],
+                msgspec.convert(row["actual"], VisitActual) if row["actual"] else None,
+                tuple(row["exceptions"]),
+                row["payable_min"],
+                row["banked_min"],
+            )
         next_checks[row["id"]] = rules.next_check_at(plan, actual, pay_rules)
     return computed, stored, next_checks
 
@@ -156,7 +159,7 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     if not visit_ids:
         return 0
     await store.lock_visits(conn, tenant_id, visit_ids)
-    computed, _, next_checks = await compute(conn, tenant_id, visit_ids, now)
+    computed, _, next_checks = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
     states = [
         {
             "id": visit_id,
