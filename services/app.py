@@ -45,7 +45,7 @@ from services.identity.api import AuthController, CredentialController, TenantCo
 from services.identity.rules import SecretHasher
 from services.ingest.api import IngestController
 from services.ingest.committer import GroupCommitter
-from services.monitoring.api import AlertController
+from services.monitoring.api import AlertController, LiveController
 from services.planning.api import CarePlanController, MyVisitsController, VisitController
 from services.reconcile.api import AmendmentController, ExceptionController
 from services.reconcile.jobs import QueueDrainer
@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> Litestar:
             ExceptionController,
             InvoiceController,
             AlertController,
+            LiveController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,13 +14,15 @@ from litestar.params import PathParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from schemas.common import Page
-from schemas.monitoring import Alert, AlertKind, AlertStatus
+from schemas.monitoring import Alert, AlertKind, AlertStatus, LiveBoard, OnSite
 from services.common.auth import allow, provider_scope
 from services.common.deps import Caller, Conn
 from services.common.errors import found_or_404, not_found
 from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
 from services.monitoring import store
 from services.monitoring.live import provider_channel, tenant_channel
+
+ON_SITE_WINDOW = timedelta(hours=12)  # an older check-in without a check-out is an exception, not a presence
 
 
 class AlertController(Controller):
@@ -81,3 +83,20 @@ class AlertController(Controller):
             raise not_found("alert")
         acknowledged = await store.acknowledge(conn, caller.tenant, alert_id, caller.client_id, datetime.now(tz=UTC))
         return found_or_404(acknowledged, "alert")
+
+
+class LiveController(Controller):
+    """The live board."""
+
+    path = "/v1/live"
+    tags = ["monitoring"]
+    guards = [allow("commissioner", "provider")]
+
+    @get("/", operation_id="liveBoard")
+    async def live(
+        self, conn: Conn, caller: Caller, provider_id: Annotated[UUID | None, QueryParameter()] = None
+    ) -> LiveBoard:
+        """Carers on site now, by check-in (a provider sees its own)."""
+        now = datetime.now(tz=UTC)
+        rows = await store.on_site(conn, caller.tenant, provider_scope(caller, provider_id), now - ON_SITE_WINDOW)
+        return LiveBoard(as_of=now, on_site=[OnSite(**dict(row)) for row in rows])

@@ -168,3 +168,25 @@ async def get_alert(conn: asyncpg.Connection, tenant_id: UUID, alert_id: UUID) -
         f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 AND id = $2", tenant_id, alert_id
     )
     return alert_from_row(row) if row else None
+
+
+async def on_site(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, since: datetime
+) -> list[asyncpg.Record]:
+    """Carers checked in (since `since`) with no later check-out on that visit: who is on site now."""
+    return await conn.fetch(
+        """SELECT DISTINCT ON (e.carer_id) e.carer_id, c.name AS carer_name, e.provider_id, e.visit_id, e.person_id,
+                  p.reference AS person_reference, e.occurred_at AS checked_in_at, e.verified
+           FROM visit_events e
+           JOIN carers c ON c.tenant_id = e.tenant_id AND c.id = e.carer_id
+           JOIN people p ON p.tenant_id = e.tenant_id AND p.id = e.person_id
+           WHERE e.tenant_id = $1 AND ($2::uuid IS NULL OR e.provider_id = $2) AND e.kind = 'check_in'
+             AND e.occurred_at >= $3
+             AND NOT EXISTS (SELECT 1 FROM visit_events o
+                             WHERE o.tenant_id = e.tenant_id AND o.visit_id = e.visit_id AND o.carer_id = e.carer_id
+                               AND o.kind = 'check_out' AND o.occurred_at > e.occurred_at)
+           ORDER BY e.carer_id, e.occurred_at DESC""",
+        tenant_id,
+        provider_id,
+        since,
+    )

@@ -213,3 +213,20 @@ async def test_an_alert_arrives_on_the_live_stream(
         await redis.aclose()
     alert = json.loads(received[0])
     assert (alert["kind"], alert["visit_id"], alert["status"]) == ("late", visit_id, "open")
+
+
+async def test_the_live_board_shows_who_is_on_site(client: Client, world: World) -> None:
+    start = datetime.now(tz=UTC) - timedelta(minutes=10)
+    visit_id = await new_visit(client, world, start)
+    carer = world.a.carer_headers[0]
+    await client.post("/v1/visit-events", json=event("check_in", start, visit_id=visit_id), headers=carer)
+    board = (await client.get("/v1/live", headers=world.a.provider_headers[0])).json()
+    assert [(row["carer_id"], row["visit_id"]) for row in board["on_site"]] == [(world.a.carers[0], visit_id)]
+    assert board["on_site"][0]["person_reference"] == "P-A"
+    assert (await client.get("/v1/live", headers=world.a.provider_headers[1])).json()["on_site"] == []
+    assert (await client.get("/v1/live", headers=world.b.commissioner)).json()["on_site"] == []
+    assert (await client.get("/v1/live", headers=carer)).status_code == 403
+    await client.post(
+        "/v1/visit-events", json=event("check_out", datetime.now(tz=UTC), visit_id=visit_id), headers=carer
+    )
+    assert (await client.get("/v1/live", headers=world.a.commissioner)).json()["on_site"] == []
