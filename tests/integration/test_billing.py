@@ -12,8 +12,12 @@ from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 import pytest
+from litestar.testing import AsyncTestClient
 
+from infra.settings import Settings
+from services.app import create_app
 from tests.integration.test_reconcile import reconciled
 from tests.support import RATES, Client, World, build_tenant, build_world, create
 
@@ -449,3 +453,30 @@ async def test_an_invoiced_visit_can_no_longer_be_cancelled(client: Client, worl
     )
     assert refused.status_code == 409
     assert refused.json()["code"] == "visit_invoiced"
+
+
+async def test_ingest_reconciliation_and_invoicing_work_without_redis(
+    settings: Settings, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    no_redis = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+    async with AsyncTestClient(app=create_app(no_redis)) as client:
+        world = await build_world(client, db)  # tokens too: the rate limiter fails open
+        monday = last_settled_monday()
+        await plan_week(client, world, monday)
+        visits = await visits_by_start(client, world)
+        await post_events(client, world, visits[utc_key(at(monday, "08:00"))], at(monday, "08:00"), at(monday, "08:30"))
+        single = {
+            "event_id": str(uuid4()),
+            "visit_id": visits[utc_key(at(monday + timedelta(days=1), "08:00"))],
+            "kind": "check_in",
+            "occurred_at": at(monday + timedelta(days=1), "08:00"),
+            "method": "manual",
+            "device_id": "p",
+        }
+        assert (await client.post("/v1/visit-events", json=single, headers=world.a.carer_headers[0])).status_code == 201
+        await reconciled(pool)
+        response = await run(client, world, monday)
+        assert response.status_code == 201
+        paid = {line["date"]: line["payable_min"] for line in response.json()["lines"] if line["band"] == "day"}
+        assert paid[monday.isoformat()] == 30
+        assert paid[(monday + timedelta(days=1)).isoformat()] == 0  # checked in, never out: no pair
