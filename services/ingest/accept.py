@@ -160,7 +160,9 @@ async def _check_reach(group: _Group) -> None:
     """Visits of another provider or tenant are 404, like missing ones; so are people not with the provider."""
     pending = group.pending()
     wanted = [group.subs[i].event.visit_id for i in pending if group.subs[i].event.visit_id is not None]
-    group.visits.update(await planning_store.get_visits(group.conn, group.tenant_id, [v for v in wanted if v]))
+    group.visits.update(
+        await planning_store.get_visits(group.conn, group.tenant_id, [v for v in wanted if v], with_actual=False)
+    )
     with_provider: dict[tuple[UUID, UUID], bool] = {}
     for i in pending:
         sub = group.subs[i]
@@ -252,7 +254,9 @@ async def _visit_for(
         visit_id = rules.match_by_time(event.occurred_at, nearby)
     if visit_id is not None:
         if visit_id not in group.visits:
-            group.visits.update(await planning_store.get_visits(group.conn, group.tenant_id, [visit_id]))
+            group.visits.update(
+                await planning_store.get_visits(group.conn, group.tenant_id, [visit_id], with_actual=False)
+            )
         visit = group.visits[visit_id]
         await group.check_outcomes(event, person, visit.contract_id, visit.outcome_ids)
         return visit
@@ -345,9 +349,9 @@ async def _store(group: _Group, matched: dict[int, _Matched]) -> None:
             )
     left = await _rematch(group, matched, lost)
     touched = [match.visit_id for i, match in matched.items() if i not in lost]
-    await planning_store.start_unplanned_at_first_check_in(
-        group.conn, group.tenant_id, [v for v in touched if group.visits[v].origin == "unplanned"]
-    )
+    unplanned = [v for v in touched if group.visits[v].origin == "unplanned"]
+    if unplanned:
+        await planning_store.start_unplanned_at_first_check_in(group.conn, group.tenant_id, unplanned)
     await reconcile_store.enqueue(group.conn, group.tenant_id, touched + left)
 
 

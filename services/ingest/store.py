@@ -33,8 +33,12 @@ async def carer_has_events_on(conn: asyncpg.Connection, tenant_id: UUID, visit_i
 
 async def lock_people(conn: asyncpg.Connection, tenant_id: UUID, person_ids: list[UUID]) -> None:
     """Serialise matching per person (in a fixed order, so two batches never deadlock)."""
-    for person_id in sorted(set(person_ids)):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{tenant_id}:{person_id}")
+    keys = sorted({f"{tenant_id}:{person_id}" for person_id in person_ids})
+    if keys:  # one round trip; the subquery's ORDER BY fixes the locking order
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (SELECT unnest($1::text[]) AS k ORDER BY 1) s",
+            keys,
+        )
 
 
 async def existing_events(

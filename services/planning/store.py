@@ -237,9 +237,13 @@ async def get_visit(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, *
     return visit_from_row(row) if row else None
 
 
-async def get_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> dict[UUID, Visit]:
+async def get_visits(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], *, with_actual: bool = True
+) -> dict[UUID, Visit]:
+    """Visits by id; `with_actual=False` skips decoding their reconciled state (ingest does not need it)."""
+    columns = _VISIT_COLUMNS if with_actual else _VISIT_COLUMNS.replace(" actual,", " NULL::jsonb AS actual,")
     rows = await conn.fetch(
-        f"SELECT {_VISIT_COLUMNS} FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+        f"SELECT {columns} FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
         tenant_id,
         list(visit_ids),
     )
