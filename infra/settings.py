@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     argon2_profile: Argon2Profile = "RFC_9106_LOW_MEMORY"
     invoice_after_days: int = 2
+    reconcile_in_api: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -58,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redis_namespace=env.get("CAREBANK_REDIS_NAMESPACE", "carebank"),
             log_level=env.get("CAREBANK_LOG_LEVEL", "INFO").upper(),
             invoice_after_days=_int(env, "CAREBANK_INVOICE_AFTER_DAYS", 2),
+            reconcile_in_api=env.get("CAREBANK_RECONCILE_IN_API", "1").lower() not in ("0", "false", "no"),
             argon2_profile=_choice(env, "CAREBANK_ARGON2_PROFILE", "RFC_9106_LOW_MEMORY", Argon2Profile),
         )
         settings.check_production()

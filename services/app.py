@@ -68,7 +68,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.committer = GroupCommitter(app.state.pool)
         app.state.committer.start()
         drainer = QueueDrainer(app.state.pool)
-        drainer.start()
+        if settings.reconcile_in_api:
+            drainer.start()
         try:
             yield
         finally:
