@@ -58,7 +58,7 @@ async def final_unbilled_visits(
     return await conn.fetch(
         f"""SELECT {_VISIT_FIELDS} FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
             WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3 AND v.status IN {_FINAL}
-              AND NOT EXISTS (SELECT 1 FROM invoice_lines l WHERE l.tenant_id = v.tenant_id AND l.visit_id = v.id)
+              AND NOT v.invoiced
             ORDER BY v.planned_start, v.id
             FOR NO KEY UPDATE OF v""",
         tenant_id,
@@ -72,10 +72,10 @@ async def pending_count(conn: asyncpg.Connection, tenant_id: UUID, contract_id: 
         await conn.fetchval(
             f"""SELECT count(*) FROM visits v
                 WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3 AND v.status NOT IN {_FINAL}
+                  AND NOT v.invoiced
                   AND NOT (v.origin = 'unplanned' AND NOT EXISTS (
                         SELECT 1 FROM visit_events e WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id))
-                  AND NOT EXISTS (SELECT 1 FROM invoice_lines l
-                                  WHERE l.tenant_id = v.tenant_id AND l.visit_id = v.id)""",
+""",
             tenant_id,
             contract_id,
             ends_at,
@@ -88,8 +88,7 @@ async def changed_billed_visits(conn: asyncpg.Connection, tenant_id: UUID, contr
     commits): candidates for adjustments."""
     return await conn.fetch(
         f"""SELECT {_VISIT_FIELDS} FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
-            WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.rebill
-              AND EXISTS (SELECT 1 FROM invoice_lines l WHERE l.tenant_id = v.tenant_id AND l.visit_id = v.id)
+            WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.rebill AND v.invoiced
             ORDER BY v.planned_start, v.id
             FOR NO KEY UPDATE OF v""",
         tenant_id,
@@ -100,7 +99,9 @@ async def changed_billed_visits(conn: asyncpg.Connection, tenant_id: UUID, contr
 async def mark_billed(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
     """The run has billed (or checked) these visits' current state."""
     await conn.execute(
-        "UPDATE visits SET rebill = false WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant_id, list(visit_ids)
+        "UPDATE visits SET rebill = false, invoiced = true WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+        tenant_id,
+        list(visit_ids),
     )
 
 
@@ -314,7 +315,5 @@ async def invoiced_periods(conn: asyncpg.Connection, tenant_id: UUID, contract_i
 
 async def visit_invoiced(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> bool:
     return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM invoice_lines WHERE tenant_id = $1 AND visit_id = $2)", tenant_id, visit_id
-        )
+        await conn.fetchval("SELECT invoiced FROM visits WHERE tenant_id = $1 AND id = $2", tenant_id, visit_id)
     )
