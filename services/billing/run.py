@@ -39,10 +39,13 @@ def _cancellation(row: asyncpg.Record) -> tuple[bool, bool]:
 
 
 def _to_bill(
-    row: asyncpg.Record, contract: Contract, zone: ZoneInfo, holidays: Any
+    row: asyncpg.Record, contract: Contract, zone: ZoneInfo, holidays: Any, bands: dict[datetime, rules.Band]
 ) -> tuple[rules.VisitToBill, dict[Any, dict[str, Any]]]:
     carers, payables, attendances = _place_facts(row)
-    band = rules.band_of(row["band_start"], zone, holidays)
+    # Visits start at few distinct instants (the schedule's times): each band is worked out once.
+    band = bands.get(row["band_start"]) or bands.setdefault(
+        row["band_start"], rules.band_of(row["band_start"], zone, holidays)
+    )
     short_person, with_notice = _cancellation(row)
     visit = rules.VisitToBill(
         visit_id=row["id"],
@@ -111,16 +114,17 @@ async def run_invoice(
     await reconcile_service.reconcile_visits(conn, tenant.id, stale, now)
 
     holidays = holiday_calendar(tenant.holiday_region)
+    bands: dict[datetime, rules.Band] = {}
     records: list[dict[str, Any]] = []
     lines: list[rules.Line] = []
     billed: list[UUID] = []
     for row in await store.final_unbilled_visits(conn, tenant.id, contract.id, bounds.ends_at):
         billed.append(row["id"])
-        visit, attendances = _to_bill(row, contract, zone, holidays)
+        visit, attendances = _to_bill(row, contract, zone, holidays, bands)
         for line in rules.visit_lines(visit):
             lines.append(line)
             records.append(_line_record(line, visit, attendances))
-    billed += await _adjustments(conn, tenant.id, contract, zone, holidays, lines, records)
+    billed += await _adjustments(conn, tenant.id, contract, zone, holidays, bands, lines, records)
     await store.mark_billed(conn, tenant.id, billed)
 
     total, planned_total, saving = rules.invoice_totals(lines)
@@ -159,6 +163,7 @@ async def _adjustments(
     contract: Contract,
     zone: ZoneInfo,
     holidays: Any,
+    bands: dict[datetime, rules.Band],
     lines: list[rules.Line],
     records: list[dict[str, Any]],
 ) -> list[UUID]:
@@ -171,7 +176,7 @@ async def _adjustments(
         (r["visit_id"], r["place"]): r for r in await store.billed_places(conn, tenant_id, [r["id"] for r in changed])
     }
     for row in changed:
-        visit, attendances = _to_bill(row, contract, zone, holidays)
+        visit, attendances = _to_bill(row, contract, zone, holidays, bands)
         for place, (carer, payable) in enumerate(zip(visit.place_carers, visit.place_payables, strict=True)):
             original = billed.get((visit.visit_id, place))
             if original is None:

@@ -34,12 +34,13 @@ async def invoice_id_for(
 async def visits_to_refresh(
     conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID, ends_at: datetime, now: datetime
 ) -> list[UUID]:
-    """Unbilled visits of the contract whose state the clock or a queued change may have moved."""
+    """Visits of the contract whose state the clock or a queued change may have moved (two indexed reads)."""
     rows = await conn.fetch(
         """SELECT v.id FROM visits v
-           WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3
-             AND (v.next_check_at <= $4 OR EXISTS (
-                    SELECT 1 FROM reconcile_queue q WHERE q.tenant_id = v.tenant_id AND q.visit_id = v.id))""",
+           WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3 AND v.next_check_at <= $4
+           UNION
+           SELECT v.id FROM reconcile_queue q JOIN visits v ON v.tenant_id = q.tenant_id AND v.id = q.visit_id
+           WHERE q.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3""",
         tenant_id,
         contract_id,
         ends_at,
@@ -58,7 +59,7 @@ async def final_unbilled_visits(
     return await conn.fetch(
         f"""SELECT {_VISIT_FIELDS} FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
             WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3 AND v.status IN {_FINAL}
-              AND NOT v.invoiced
+              AND NOT EXISTS (SELECT 1 FROM visit_billing b WHERE b.tenant_id = v.tenant_id AND b.visit_id = v.id)
             ORDER BY v.planned_start, v.id
             FOR NO KEY UPDATE OF v""",
         tenant_id,
@@ -72,7 +73,7 @@ async def pending_count(conn: asyncpg.Connection, tenant_id: UUID, contract_id: 
         await conn.fetchval(
             f"""SELECT count(*) FROM visits v
                 WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.planned_start < $3 AND v.status NOT IN {_FINAL}
-                  AND NOT v.invoiced
+                  AND NOT EXISTS (SELECT 1 FROM visit_billing b WHERE b.tenant_id = v.tenant_id AND b.visit_id = v.id)
                   AND NOT (v.origin = 'unplanned' AND NOT EXISTS (
                         SELECT 1 FROM visit_events e WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id))
 """,
@@ -88,7 +89,8 @@ async def changed_billed_visits(conn: asyncpg.Connection, tenant_id: UUID, contr
     commits): candidates for adjustments."""
     return await conn.fetch(
         f"""SELECT {_VISIT_FIELDS} FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
-            WHERE v.tenant_id = $1 AND v.contract_id = $2 AND v.rebill AND v.invoiced
+            JOIN visit_billing b ON b.tenant_id = v.tenant_id AND b.visit_id = v.id AND b.rebill
+            WHERE v.tenant_id = $1 AND v.contract_id = $2
             ORDER BY v.planned_start, v.id
             FOR NO KEY UPDATE OF v""",
         tenant_id,
@@ -99,7 +101,8 @@ async def changed_billed_visits(conn: asyncpg.Connection, tenant_id: UUID, contr
 async def mark_billed(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
     """The run has billed (or checked) these visits' current state."""
     await conn.execute(
-        "UPDATE visits SET rebill = false, invoiced = true WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+        """INSERT INTO visit_billing (tenant_id, visit_id) SELECT $1, unnest($2::uuid[])
+           ON CONFLICT (tenant_id, visit_id) DO UPDATE SET rebill = false""",
         tenant_id,
         list(visit_ids),
     )
@@ -315,5 +318,7 @@ async def invoiced_periods(conn: asyncpg.Connection, tenant_id: UUID, contract_i
 
 async def visit_invoiced(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> bool:
     return bool(
-        await conn.fetchval("SELECT invoiced FROM visits WHERE tenant_id = $1 AND id = $2", tenant_id, visit_id)
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM visit_billing WHERE tenant_id = $1 AND visit_id = $2)", tenant_id, visit_id
+        )
     )

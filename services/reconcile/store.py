@@ -139,7 +139,7 @@ async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequenc
         """UPDATE visits v SET status = s.status, actual = s.actual::jsonb,
                   exceptions = ARRAY(SELECT jsonb_array_elements_text(s.exceptions::jsonb)),
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
-                  reconciled_at = s.reconciled_at, rebill = true
+                  reconciled_at = s.reconciled_at
            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::timestamptz[],
                        $9::timestamptz[])
                 AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, reconciled_at)
@@ -153,6 +153,13 @@ async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequenc
         [s["banked_min"] for s in states],
         [s["next_check_at"] for s in states],
         [s["reconciled_at"] for s in states],
+    )
+    # An invoiced visit whose state was written again is for the next run to look at.
+    await conn.execute(
+        """UPDATE visit_billing SET rebill = true
+           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND NOT rebill""",
+        tenant_id,
+        [s["id"] for s in states],
     )
 
 
