@@ -471,10 +471,11 @@ def _build_visit_lines(
     rows: Sequence[asyncpg.Record], contract: Contract, zone: ZoneInfo, holidays: Any, stages: dict[str, float]
 ) -> Built:
     """run_invoice's loop over the final unbilled visits, one phase at a time."""
+    bands: dict[datetime, billing_rules.Band] = {}
     bills = _timed(
         stages,
         "Python: _to_bill (band, rate, place facts)",
-        lambda: [billing_run._to_bill(row, contract, zone, holidays) for row in rows],
+        lambda: [billing_run._to_bill(row, contract, zone, holidays, bands) for row in rows],
     )
     per_visit = _timed(
         stages, "Python: rules.visit_lines", lambda: [billing_rules.visit_lines(visit) for visit, _ in bills]
@@ -502,9 +503,10 @@ def _adjustment_lines(
     records: list[dict[str, Any]],
 ) -> None:
     """The Python part of run._adjustments (a copy)."""
+    bands: dict[datetime, billing_rules.Band] = {}
     billed = {(r["visit_id"], r["place"]): r for r in places}
     for row in changed:
-        visit, attendances = billing_run._to_bill(row, contract, zone, holidays)
+        visit, attendances = billing_run._to_bill(row, contract, zone, holidays, bands)
         for place, (carer, payable) in enumerate(zip(visit.place_carers, visit.place_payables, strict=True)):
             original = billed.get((visit.visit_id, place))
             if original is None:
