@@ -17,17 +17,6 @@ class FieldProblem(msgspec.Struct, frozen=True):
     message: str
 
 
-class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """RFC 9457 problem details, with a machine-readable `code`."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    errors: list[FieldProblem] = []
-
-
 class Page(msgspec.Struct, Generic[T], frozen=True):
     """One page of a list; pass `next_cursor` back as `?cursor=` for the next one."""
 
