@@ -27,7 +27,9 @@ LONDON = ZoneInfo("Europe/London")
 def last_settled_monday() -> date:
     today = datetime.now(tz=LONDON).date()
     monday = today - timedelta(days=today.weekday())
-    return monday - timedelta(days=14)  # the week before last: ended and settled
+    # Three weeks back, so this week and the next one (used for adjustments) have both ended and settled,
+    # whatever the weekday (on a Monday the week just ended is not settled yet).
+    return monday - timedelta(days=21)
 
 
 def at(day: date, hhmm: str) -> str:
