@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from services.identity.issue import issue_credential
 from services.identity.rules import Binding, SecretHasher
+from services.reconcile.jobs import drain_queue
 
 Client = AsyncTestClient[Litestar]
 
@@ -120,3 +122,13 @@ async def build_world(client: Client, db: asyncpg.Connection) -> World:
 
 async def count(db: asyncpg.Connection, table: str) -> int:
     return int(await db.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608 - test tables only
+
+
+async def reconciled(pool: asyncpg.Pool) -> None:
+    """Drain the queue, and wait for the app's own drainer to commit what it claimed."""
+    for _ in range(200):
+        await drain_queue(pool)
+        if await pool.fetchval("SELECT count(*) FROM reconcile_queue") == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the reconcile queue did not empty")

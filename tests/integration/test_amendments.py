@@ -12,8 +12,7 @@ import pytest
 
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
-from tests.integration.test_reconcile import reconciled
-from tests.support import Client, World, build_world, create, credential_headers
+from tests.support import Client, World, build_world, create, credential_headers, reconciled
 
 
 @pytest.fixture

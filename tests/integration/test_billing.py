@@ -18,8 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from infra.settings import Settings
 from services.app import create_app
-from tests.integration.test_reconcile import reconciled
-from tests.support import RATES, Client, World, build_tenant, build_world, create
+from tests.support import RATES, Client, World, build_tenant, build_world, create, reconciled
 
 LONDON = ZoneInfo("Europe/London")
 

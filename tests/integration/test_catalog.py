@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import asyncpg
+import jwt
 import pytest
 
 from tests.support import RATES, Client, admin_headers, count, create, credential_headers
@@ -229,3 +231,22 @@ async def test_nul_characters_are_422_and_write_nothing(
     assert response.status_code == 422
     assert response.json()["errors"][0]["code"] == "nul_character"
     assert await count(db, "providers") == 0
+
+
+async def test_a_placeholder_left_by_a_dead_request_is_taken_over(
+    client: Client, db: asyncpg.Connection, commissioner: dict[str, str]
+) -> None:
+    token = commissioner["Authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    tenant = UUID(claims["extras"]["tenant_id"])
+    await db.execute(
+        """INSERT INTO idempotency_keys (tenant_id, client_id, key, request_hash, status_code, body, created_at)
+           VALUES ($1, $2, 'k-dead', 'h', 0, '', now() - interval '2 minutes')""",
+        tenant,
+        claims["sub"],
+    )
+    headers = {**commissioner, "Idempotency-Key": "k-dead"}
+    made = await client.post("/v1/providers", json={"code": "LATE", "name": "x"}, headers=headers)
+    assert made.status_code == 201, made.text
+    again = await client.post("/v1/providers", json={"code": "LATE", "name": "x"}, headers=headers)
+    assert again.json() == made.json()

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from tests.integration.test_planning import plan_body
-from tests.support import Client, World, build_world, create
+from tests.support import Client, World, build_world, create, reconciled
 
 LONDON = ZoneInfo("Europe/London")
 HOME = {"lat": 53.7632, "lon": -2.7031}
@@ -230,7 +230,9 @@ async def test_ties_go_to_the_earlier_visit(client: Client, world: World, db: as
     assert closer.json()["visit_id"] == extra["id"]
 
 
-async def test_a_late_check_in_takes_over_its_check_out(client: Client, world: World, db: asyncpg.Connection) -> None:
+async def test_a_late_check_in_takes_over_its_check_out(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
     carer = world.a.carer_headers[0]
     planned = await visit_at(db, world.a.person_id, yesterday())
     # The check-out arrives first and, +135 min after the planned start, matches nothing: unplanned.
@@ -244,6 +246,11 @@ async def test_a_late_check_in_takes_over_its_check_out(client: Client, world: W
         "SELECT id FROM visits WHERE origin = 'unplanned' AND person_id = $1", UUID(world.a.person_id)
     )
     assert orphan is not None
+    # the check-out's own unplanned visit is left with no events: nothing to approve or pay
+    orphan_id = first.json()["visit_id"]
+    await reconciled(pool)
+    orphan = (await client.get(f"/v1/visits/{orphan_id}", headers=world.a.commissioner)).json()
+    assert orphan["exceptions"] == []
     # the stored event itself is unchanged: the answer to a resend stays a duplicate
     assert (await client.post("/v1/visit-events", json=out, headers=carer)).json()["status"] == "duplicate"
 
@@ -379,3 +386,18 @@ def test_generated_events_never_break_ingest(client: Client, world: World, db: a
         loop.run_until_complete(run())
 
     check()
+
+
+async def test_an_unplanned_visit_starts_at_its_first_check_in_whatever_arrived_first(
+    client: Client, world: World
+) -> None:
+    carer = world.a.carer_headers[0]
+    day = yesterday()
+    out = event("check_out", at(day, "15:40"), person_id=world.a.person_id)
+    created = await client.post("/v1/visit-events", json=out, headers=carer)
+    visit_id = created.json()["visit_id"]
+    late_in = event("check_in", at(day, "15:00"), person_id=world.a.person_id)
+    assert (await client.post("/v1/visit-events", json=late_in, headers=carer)).json()["visit_id"] == visit_id
+    shown = (await client.get(f"/v1/visits/{visit_id}", headers=world.a.commissioner)).json()
+    expected = at(day, "15:00").astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert (shown["planned_start"], shown["band_start"]) == (expected, expected)

@@ -18,7 +18,7 @@ import pytest
 from services.reconcile import jobs
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
-from tests.support import Client, World, build_world, create
+from tests.support import Client, World, build_world, create, reconciled
 
 
 @pytest.fixture
@@ -26,16 +26,6 @@ async def world(client: Client, db: asyncpg.Connection) -> World:
     built = await build_world(client, db)
     await create(client, built.a.commissioner, "/v1/care-plans", plan_body(built.a))
     return built
-
-
-async def reconciled(pool: asyncpg.Pool) -> None:
-    """Drain the queue, and wait for the app's own drainer to commit what it claimed."""
-    for _ in range(200):
-        await jobs.drain_queue(pool)
-        if await pool.fetchval("SELECT count(*) FROM reconcile_queue") == 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the reconcile queue did not empty")
 
 
 async def visit(client: Client, world: World, visit_id: UUID) -> dict[str, Any]:
