@@ -882,6 +882,9 @@ def server_env(database_url: str, redis_url: str, data_dir: str) -> dict[str, st
         CAREBANK_LOG_LEVEL="WARNING",
         CAREBANK_REDIS_NAMESPACE=f"carebank-bench-{secrets.token_hex(4)}",
     )
+    # Passed through so a run can compare the API reconciling in the background or not.
+    if "CAREBANK_RECONCILE_IN_API" in os.environ:
+        env["CAREBANK_RECONCILE_IN_API"] = os.environ["CAREBANK_RECONCILE_IN_API"]
     return env
 
 
