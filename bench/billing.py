@@ -30,7 +30,6 @@ import asyncio
 import cProfile
 import io
 import math
-import os
 import pstats
 import random
 import time
@@ -38,7 +37,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -46,7 +44,6 @@ import asyncpg
 import msgspec
 from reconcile import (
     EVENT_COLUMNS,
-    HOST,
     NONE,
     OUTCOMES,
     PLANNED_MIN,
@@ -56,12 +53,11 @@ from reconcile import (
     VISIT_COLUMNS,
     BenchError,
     Cpu,
-    database_url,
+    in_scratch_database,
     memory_line,
     pass_lines,
     profile_lines,
     recompute,
-    recreate_database,
     say,
 )
 
@@ -863,22 +859,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if urlsplit(args.database_url).hostname not in (HOST, "localhost"):
-        raise SystemExit(f"the benchmark measures this machine; {args.database_url!r} is not on {HOST}")
-    bench_url = database_url(args.database_url, args.bench_db)
-    say(
-        f"billing benchmark: {args.visits:,} final visits in the month invoiced, {os.cpu_count()} cores, "
-        f"database {args.bench_db}"
-    )
-    try:
-        asyncio.run(recreate_database(args.database_url, args.bench_db, create=True))
-        return asyncio.run(run(bench_url, args))
-    except (BenchError, OSError, asyncpg.PostgresError) as exc:
-        say(f"benchmark failed: {type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        asyncio.run(recreate_database(args.database_url, args.bench_db, create=False))
-        say(f"dropped database {args.bench_db}")
+    return in_scratch_database(args, f"billing benchmark: {args.visits:,} final visits in the month invoiced", run)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import msgspec
+from reconcile import EVENT_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -52,28 +53,7 @@ MAX_SINGLE_EVENTS_PER_CLIENT = 400
 TARGET_BATCH_EVENTS_S = 20_000
 TARGET_SINGLE_REQ_S = 1_500
 TARGET_SINGLE_P99_MS = 100.0
-COPY_COLUMNS = (
-    "tenant_id",
-    "event_id",
-    "carer_id",
-    "provider_id",
-    "person_id",
-    "posted_visit_id",
-    "visit_id",
-    "kind",
-    "occurred_at",
-    "method",
-    "lat",
-    "lon",
-    "accuracy_m",
-    "tag",
-    "phone",
-    "device_id",
-    "outcomes",
-    "note",
-    "verified",
-    "content_hash",
-)
+COPY_COLUMNS = EVENT_COLUMNS  # every column of visit_events, in table order
 JsonObject = dict[str, Any]
 
 

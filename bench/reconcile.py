@@ -29,7 +29,7 @@ import resource
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -895,24 +895,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def in_scratch_database(
+    args: argparse.Namespace, banner: str, body: Callable[[str, argparse.Namespace], Coroutine[Any, Any, int]]
+) -> int:
+    """Run a benchmark body against a database made for it on this machine, dropped afterwards."""
     if urlsplit(args.database_url).hostname not in (HOST, "localhost"):
         raise SystemExit(f"the benchmark measures this machine; {args.database_url!r} is not on {HOST}")
-    bench_url = database_url(args.database_url, args.bench_db)
-    say(
-        f"reconcile benchmark: {args.visits:,} visits, batch {args.batch:,}, {args.workers} workers, "
-        f"{os.cpu_count()} cores, database {args.bench_db}"
-    )
+    say(f"{banner}, {os.cpu_count()} cores, database {args.bench_db}")
     try:
         asyncio.run(recreate_database(args.database_url, args.bench_db, create=True))
-        return asyncio.run(run(bench_url, args))
+        return asyncio.run(body(database_url(args.database_url, args.bench_db), args))
     except (BenchError, OSError, asyncpg.PostgresError) as exc:
         say(f"benchmark failed: {type(exc).__name__}: {exc}")
         return 1
     finally:
         asyncio.run(recreate_database(args.database_url, args.bench_db, create=False))
         say(f"dropped database {args.bench_db}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    banner = f"reconcile benchmark: {args.visits:,} visits, batch {args.batch:,}, {args.workers} workers"
+    return in_scratch_database(args, banner, run)
 
 
 if __name__ == "__main__":
