@@ -49,6 +49,7 @@ from services.monitoring.api import AlertController, LiveController
 from services.planning.api import CarePlanController, MyVisitsController, VisitController
 from services.reconcile.api import AmendmentController, ExceptionController
 from services.reconcile.jobs import QueueDrainer
+from services.reports.api import ReportController
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
 AUTH_COOKIE = "carebank_token"
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> Litestar:
             InvoiceController,
             AlertController,
             LiveController,
+            ReportController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],

@@ -1,0 +1,1 @@
+"""Commissioners' reports: delivery and outcomes per provider and week."""
