@@ -22,6 +22,7 @@ from infra.db import create_pool
 from infra.logging import configure_logging
 from infra.redis import FailOpenRedisStore, create_redis
 from infra.settings import ConfigError, Settings
+from services.banking.api import BankController, PersonBankController
 from services.billing.api import InvoiceController
 from services.catalog.api import (
     CarerController,
@@ -110,6 +111,8 @@ def create_app(settings: Settings) -> Litestar:
             AmendmentController,
             ExceptionController,
             InvoiceController,
+            PersonBankController,
+            BankController,
             AlertController,
             LiveController,
             ReportController,

@@ -20,6 +20,7 @@ from infra.db import create_pool
 from infra.logging import configure_logging
 from infra.redis import create_redis
 from infra.settings import Settings
+from services.banking import jobs as banking_jobs
 from services.billing import jobs as billing_jobs
 from services.common import idempotency
 from services.monitoring import jobs as monitoring_jobs
@@ -39,15 +40,20 @@ class Job:
     run: Callable[[asyncpg.Pool], Awaitable[int]]
 
 
-def jobs_for(settings: Settings, publisher: AlertPublisher | None = None) -> list[Job]:
-    """The worker's jobs, with the settings they need."""
+def jobs_for(settings: Settings, monitor: monitoring_jobs.Monitor | None = None) -> list[Job]:
+    """The worker's jobs, with the settings they need (alerts poll PostgreSQL unless given a monitor
+    with Redis)."""
+    monitor = monitor or monitoring_jobs.Monitor(None, settings.redis_namespace)
     return [
         Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
         # Idempotent, so running hourly (rather than once at midnight) costs little and heals gaps.
         Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
         Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
         Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
-        Job("alerts", 2, functools.partial(monitoring_jobs.alerts_job, publisher=publisher)),
+        # Every half second: due timers in Redis, or (Redis away) a PostgreSQL sweep every 5 s.
+        Job("alerts", 0.5, monitor.tick),
+        # Before invoice runs in the same pass, so a run credits what expired by then.
+        Job("bank_expiry", 60, banking_jobs.expire_due_lots),
         Job(
             "invoice_runs",
             3600,
@@ -67,7 +73,7 @@ async def run_worker(settings: Settings, *, once: bool = False) -> None:
         loop.add_signal_handler(sig, stop.set)
     redis = create_redis(settings.redis_url) if settings.redis_url else None
     publisher = AlertPublisher(redis, settings.redis_namespace) if redis is not None else None
-    jobs = jobs_for(settings, publisher)
+    jobs = jobs_for(settings, monitoring_jobs.Monitor(redis, settings.redis_namespace, publisher))
     try:
         if once:
             for job in jobs:

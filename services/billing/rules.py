@@ -13,6 +13,7 @@ from services.common.domain import RuleError
 
 Band = Literal["day", "evening", "night", "weekend", "bank_holiday"]
 Period = Literal["week", "month"]
+LineKind = Literal["visit", "adjustment", "expired_bank_credit", "bank_shortfall"]
 DAY_STARTS = time(7, 0)
 EVENING_STARTS = time(19, 0)
 NIGHT_STARTS = time(22, 0)
@@ -105,7 +106,7 @@ class VisitToBill:
 class Line:
     """An invoice line before it is stored."""
 
-    kind: Literal["visit", "adjustment"]
+    kind: LineKind
     visit_id: object
     place: int
     carer_id: object | None

@@ -12,6 +12,7 @@ import asyncpg
 
 from schemas.catalog import Contract
 from schemas.identity import Tenant
+from services.banking import store as bank_store
 from services.billing import rules, store
 from services.common.domain import RuleError, check_instant
 from services.common.ids import new_id
@@ -126,6 +127,7 @@ async def run_invoice(
             records.append(_line_record(line, visit, attendances))
     billed += await _adjustments(conn, tenant.id, contract, zone, holidays, bands, lines, records)
     await store.mark_billed(conn, tenant.id, billed)
+    bank_items = await _bank_lines(conn, tenant.id, contract.id, zone, lines, records)
 
     total, planned_total, saving = rules.invoice_totals(lines)
     year = now.astimezone(zone).year
@@ -154,7 +156,55 @@ async def run_invoice(
         },
         records,
     )
+    await bank_store.mark_bank_billed(conn, tenant.id, invoice_id, bank_items)
     return invoice_id, True
+
+
+async def _bank_lines(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    contract_id: UUID,
+    zone: ZoneInfo,
+    lines: list[rules.Line],
+    records: list[dict[str, Any]],
+) -> list[UUID]:
+    """Credit lines for this contract's expired banked minutes (when it credits them) and debit lines
+    for bank shortfalls, each valued per lot at its rate; returns the ledger items carried."""
+    items: list[UUID] = []
+    kinds: tuple[tuple[rules.LineKind, list[asyncpg.Record], int], ...] = (
+        ("expired_bank_credit", await bank_store.unbilled_expiries(conn, tenant_id, contract_id), -1),
+        ("bank_shortfall", await bank_store.unbilled_shortfalls(conn, tenant_id, contract_id), 1),
+    )
+    for kind, rows, sign in kinds:
+        for row in rows:
+            amount = sign * rules.amount_pence(row["rate_pence_per_hour"], row["minutes"])
+            line = rules.Line(
+                kind, row["visit_id"], 0, None, row["minutes"], row["rate_pence_per_hour"], amount, False, 0
+            )
+            lines.append(line)
+            records.append(
+                {
+                    "line_id": new_id(),
+                    "kind": kind,
+                    "adjusts_line_id": None,
+                    "visit_id": row["visit_id"],
+                    "place": None,
+                    "person_reference": row["person_reference"],
+                    "carer_id": None,
+                    "date": row["effective_at"].astimezone(zone).date(),
+                    "band": None,
+                    "planned_min": None,
+                    "check_in": None,
+                    "check_out": None,
+                    "payable_min": row["minutes"],
+                    "rate_pence_per_hour": row["rate_pence_per_hour"],
+                    "amount_pence": amount,
+                    "funding": "bank",
+                    "exceptions": [],
+                }
+            )
+            items.append(row["id"])
+    return items
 
 
 async def _adjustments(

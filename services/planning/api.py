@@ -23,6 +23,7 @@ from schemas.planning import (
     VisitPatch,
     VisitStatus,
 )
+from services.banking import ledger as bank_ledger
 from services.billing import store as billing_store
 from services.catalog import store as catalog_store
 from services.common.auth import Principal, allow, provider_scope
@@ -174,7 +175,19 @@ class VisitController(Controller):
             exceptions=[],
             created_at=utc_now(),
         )
-        return await store.insert_visit(conn, tenant, visit)
+        async with conn.transaction():
+            created = await store.insert_visit(conn, tenant, visit)
+            if visit.funding == "bank":
+                await bank_ledger.place_visit_hold(
+                    conn,
+                    tenant,
+                    visit_id=visit.id,
+                    provider_id=visit.provider_id,
+                    person_id=visit.person_id,
+                    minutes=visit.planned_min * visit.carers_required,
+                    now=visit.created_at,
+                )
+            return created
 
     @get("/", operation_id="listVisits", guards=[allow("commissioner", "provider", "carer")])
     async def list_visits(

@@ -171,6 +171,16 @@ async def plan_outcome_ids(conn: asyncpg.Connection, tenant_id: UUID, person_id:
     return {row["id"] for row in rows}
 
 
+async def providers_of_person(conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID) -> list[UUID]:
+    """The providers a person is with (has a care plan on one of their contracts)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT provider_id FROM care_plans WHERE tenant_id = $1 AND person_id = $2 ORDER BY provider_id",
+        tenant_id,
+        person_id,
+    )
+    return [row["provider_id"] for row in rows]
+
+
 async def person_is_with_provider(
     conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, provider_id: UUID
 ) -> bool:

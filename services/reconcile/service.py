@@ -18,6 +18,7 @@ import msgspec
 
 from schemas.catalog import PayRules
 from schemas.planning import AttendanceOut, VisitActual
+from services.banking import ledger as bank_ledger
 from services.reconcile import rules, store
 
 _ACTUAL = msgspec.json.Encoder()
@@ -174,6 +175,8 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
         for visit_id, state in computed.items()
     ]
     await store.save_states(conn, tenant_id, states)
+    # The bank follows the reconciliation in the same transaction: accruals, corrections, deliveries.
+    await bank_ledger.sync_visits(conn, tenant_id, list(computed), now)
     # The separate pass: one carer in two visits at once (DOMAIN.md keeps it out of the pure rules).
     before = await store.overlap_partners(conn, tenant_id, list(computed))
     await store.replace_attendances(

@@ -1,0 +1,101 @@
+"""Reading the bank as of an instant: a person's balance, holds and lots; a ledger's summary.
+
+A balance as of T sums the postings effective by T among all recorded so far (DOMAIN.md); a
+hold counts while it was placed by T and had not ended by T.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+
+from schemas.banking import BankSummary, ExpiringSoon, Lot, PersonBank, ProviderBank
+from services.banking import rules, store
+from services.billing.rules import amount_pence
+
+EXPIRING_WITHIN_DAYS = 28
+
+
+def _lot(row: asyncpg.Record) -> Lot:
+    return Lot(
+        lot_id=row["id"],
+        provider_id=row["provider_id"],
+        contract_id=row["contract_id"],
+        remaining_min=row["remaining"],
+        held_min=row["held"],
+        rate_pence_per_hour=row["rate_pence_per_hour"],
+        value_pence=amount_pence(row["rate_pence_per_hour"], row["remaining"]),
+        effective_at=row["effective_at"],
+        expires_at=row["expires_at"],
+        visit_id=row["visit_id"],
+    )
+
+
+async def person_bank(
+    conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, provider_id: UUID | None, as_of: datetime
+) -> PersonBank:
+    """Totals over the person's providers (or the one named), with each provider's part and the lots."""
+    account = rules.person_account(person_id)
+    lots = [_lot(row) for row in await store.account_lots(conn, tenant_id, provider_id, [account], as_of)]
+    balances = {
+        row["provider_id"]: row["balance"]
+        for row in await store.account_balances(conn, tenant_id, provider_id, [account], as_of)
+    }
+    held = {
+        row["provider_id"]: row["held"]
+        for row in await store.held_by_account(conn, tenant_id, provider_id, [account], as_of)
+    }
+    value: dict[UUID, int] = defaultdict(int)
+    for lot in lots:
+        value[lot.provider_id] += lot.value_pence
+    providers = sorted(set(balances) | set(held) | set(value) | ({provider_id} if provider_id else set()))
+    by_provider = [
+        ProviderBank(
+            provider_id=p,
+            balance_min=balances.get(p, 0),
+            held_min=held.get(p, 0),
+            available_min=balances.get(p, 0) - held.get(p, 0),
+            value_pence=value[p],
+        )
+        for p in providers
+    ]
+    return PersonBank(
+        person_id=person_id,
+        as_of=as_of,
+        balance_min=sum(p.balance_min for p in by_provider),
+        held_min=sum(p.held_min for p in by_provider),
+        available_min=sum(p.available_min for p in by_provider),
+        value_pence=sum(p.value_pence for p in by_provider),
+        lots=lots,
+        by_provider=by_provider,
+    )
+
+
+async def summary(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, as_of: datetime) -> BankSummary:
+    """Minutes posted by kind, every account's balance (people together), the value of what people
+    and pools hold, and lots running out within 28 days."""
+    totals = await store.totals_by_kind(conn, tenant_id, provider_id, None, as_of)
+    shortfalls = await store.shortfalls(conn, tenant_id, provider_id, None, as_of)
+    totals["shortfall"] = sum(minutes for minutes, _ in shortfalls)
+    balances = {
+        row["account"]: row["balance"] for row in await store.ledger_accounts(conn, tenant_id, provider_id, as_of)
+    }
+    lots = [_lot(row) for row in await store.holding_lots(conn, tenant_id, provider_id, as_of)]
+    horizon = as_of + timedelta(days=EXPIRING_WITHIN_DAYS)
+    soon = [lot for lot in lots if as_of < lot.expires_at <= horizon]
+    return BankSummary(
+        as_of=as_of,
+        provider_id=provider_id,
+        totals_by_kind=totals,
+        balances={account: balances.get(account, 0) for account in ("people", "pool", "owed", "delivered", "expired")},
+        value_pence=sum(lot.value_pence for lot in lots),
+        expiring_soon=ExpiringSoon(
+            within_days=EXPIRING_WITHIN_DAYS,
+            minutes=sum(lot.remaining_min for lot in soon),
+            value_pence=sum(lot.value_pence for lot in soon),
+            lots=soon,
+        ),
+    )

@@ -1,0 +1,480 @@
+"""Moving banked minutes: holds for bank-funded visits, keeping the bank equal to what
+reconciliation says, transfers, allocations and expiry.
+
+Every function runs in the caller's transaction. Accounts that can run short (people's, the
+pool) are locked before they are read, providers in id order and accounts in name order, so
+concurrent movements queue instead of overdrawing or deadlocking; callers that also lock visits
+lock them first.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from services.banking import rules, store
+from services.banking.rules import DELIVERED, EXPIRED, OWED, POOL
+from services.billing.rules import band_of
+from services.common.domain import RuleError
+from services.common.ids import new_id
+from services.identity.rules import holiday_calendar
+
+
+def _holds_lots(account: str) -> bool:
+    return account == POOL or rules.person_of(account) is not None
+
+
+async def _move(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    provider_id: UUID,
+    kind: rules.PostingKind,
+    from_account: str,
+    to_account: str,
+    pieces: Sequence[tuple[UUID, int]],
+    effective_at: datetime,
+    **tags: Any,
+) -> list[dict[str, Any]]:
+    """Post each (lot, minutes) piece from one account to another; an account that holds lots
+    receives a new lot per piece with the source lot's contract, rate and expiry."""
+    sources = await store.get_lots(conn, tenant_id, [lot_id for lot_id, _ in pieces]) if _holds_lots(to_account) else {}
+    new_lots, postings = [], []
+    for lot_id, minutes in pieces:
+        to_lot = None
+        if _holds_lots(to_account):
+            source = sources[lot_id]
+            to_lot = new_id()
+            new_lots.append(
+                {
+                    "id": to_lot,
+                    "provider_id": provider_id,
+                    "contract_id": source["contract_id"],
+                    "account": to_account,
+                    "rate_pence_per_hour": source["rate_pence_per_hour"],
+                    "effective_at": effective_at,
+                    "expires_at": source["expires_at"],
+                    "visit_id": source["visit_id"],
+                    "origin_lot_id": lot_id,
+                }
+            )
+        postings.append(
+            _posting(provider_id, kind, from_account, to_account, minutes, effective_at, lot_id, to_lot, tags)
+        )
+    await store.insert_lots(conn, tenant_id, new_lots)
+    await store.insert_postings(conn, tenant_id, postings)
+    return postings
+
+
+def _posting(
+    provider_id: UUID,
+    kind: rules.PostingKind,
+    from_account: str,
+    to_account: str,
+    minutes: int,
+    effective_at: datetime,
+    from_lot: UUID | None,
+    to_lot: UUID | None,
+    tags: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "provider_id": provider_id,
+        "kind": kind,
+        "from_account": from_account,
+        "to_account": to_account,
+        "minutes": minutes,
+        "from_lot_id": from_lot,
+        "to_lot_id": to_lot,
+        "effective_at": effective_at,
+        **tags,
+    }
+
+
+def _insufficient(available: int, wanted: int, field: str) -> RuleError:
+    return RuleError("insufficient_bank", f"{available} minutes are available, {wanted} are needed", field)
+
+
+# --- bank-funded visits ---------------------------------------------------------------------
+
+
+async def place_visit_hold(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    visit_id: UUID,
+    provider_id: UUID,
+    person_id: UUID,
+    minutes: int,
+    now: datetime,
+) -> None:
+    """Earmark a bank-funded visit's planned minutes x carers (422 `insufficient_bank` if short)."""
+    account = rules.person_account(person_id)
+    await store.lock_accounts(conn, tenant_id, provider_id, [account])
+    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, account, now), minutes)
+    if (covered := sum(m for _, m in pieces)) < minutes:
+        raise _insufficient(covered, minutes, "funding")
+    hold = {
+        "id": new_id(),
+        "provider_id": provider_id,
+        "account": account,
+        "minutes": minutes,
+        "visit_id": visit_id,
+        "held_at": now,
+    }
+    await store.insert_hold(conn, tenant_id, hold, pieces)
+
+
+# --- keeping the bank equal to reconciliation ------------------------------------------------
+
+
+class _Rates:
+    """The rate of a visit's band, with each tenant calendar built once."""
+
+    def __init__(self) -> None:
+        self._calendars: dict[str, Any] = {}
+
+    def of(self, row: asyncpg.Record) -> int:
+        region = row["holiday_region"]
+        calendar = self._calendars.get(region) or self._calendars.setdefault(region, holiday_calendar(region))
+        return int(row["rates"][band_of(row["band_start"], ZoneInfo(row["zone"]), calendar)])
+
+
+async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime) -> int:
+    """Post whatever makes the bank show what these visits' current reconciliation says (accruals,
+    their corrections, bank-funded deliveries and releases); returns how many visits needed postings.
+    Call with the visits locked and their state saved."""
+    facts = await store.visit_bank_facts(conn, tenant_id, visit_ids) if visit_ids else []
+    if not facts:
+        return 0
+    ledger = {row["visit_id"]: row for row in await store.visit_ledger(conn, tenant_id, [f["id"] for f in facts])}
+    work: dict[UUID, list[tuple[asyncpg.Record, rules.Target, dict[str, int]]]] = defaultdict(list)
+    for row in facts:
+        target = rules.target_of(
+            rules.VisitFacts(
+                funding=row["funding"],
+                model=row["model"],
+                status=row["status"],
+                banked_min=row["banked_min"],
+                planned_min=row["planned_min"],
+                place_payables=tuple(row["place_payables"] or ()),
+                short_person_cancellation=_short_person_cancellation(row),
+            )
+        )
+        sums = dict(ledger[row["id"]]) if row["id"] in ledger else defaultdict(int)
+        has_hold = row["funding"] == "bank" and await store.open_hold(conn, tenant_id, visit_id=row["id"]) is not None
+        accrual_now = sums["accrued"] - sums["taken_back"] - sums["accrual_short"]
+        delivery_now = sums["delivered"] - sums["returned"] + sums["delivery_short"]
+        settled = target.hold_open or (not has_hold and delivery_now == target.deliver_min)
+        if accrual_now != target.accrue_min or not settled:
+            work[row["provider_id"]].append((row, target, {"accrual": accrual_now, "delivery": delivery_now}))
+    rates = _Rates()
+    for provider_id in sorted(work):
+        rows = work[provider_id]
+        accounts = [rules.person_account(row["person_id"]) for row, _, _ in rows]
+        if any(now_["accrual"] != target.accrue_min for _, target, now_ in rows):
+            accounts.append(POOL)
+        await store.lock_accounts(conn, tenant_id, provider_id, accounts)
+        for row, target, now_ in rows:
+            diff = target.accrue_min - now_["accrual"]
+            if diff > 0:
+                await _accrue(conn, tenant_id, row, diff, rates, now)
+            elif diff < 0:
+                await _take_back(conn, tenant_id, row, -diff, rates, now)
+            if row["funding"] == "bank" and not target.hold_open:
+                await _deliver(conn, tenant_id, row, target.deliver_min, now_["delivery"], rates, now)
+    return sum(len(rows) for rows in work.values())
+
+
+def _short_person_cancellation(row: asyncpg.Record) -> bool:
+    cancellation = row["cancellation"] or {}
+    return (
+        row["status"] == "cancelled" and cancellation.get("by") == "person" and bool(cancellation.get("short_notice"))
+    )
+
+
+def _visit_end(row: asyncpg.Record) -> datetime:
+    """The latest counted check-out (the instant DOMAIN.md dates bank movements of a visit by)."""
+    last: datetime | None = row["last_check_out"]
+    return last or row["planned_start"] + timedelta(minutes=row["planned_min"])
+
+
+async def _accrual_lots(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> dict[str, asyncpg.Record]:
+    return {lot["account"]: lot for lot in await store.visit_lots(conn, tenant_id, [visit_id])}
+
+
+async def _accrue(
+    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, minutes: int, rates: _Rates, now: datetime
+) -> None:
+    """owed -> person into the visit's lot; what passes the cap goes owed -> pool into its pool lot."""
+    provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
+    lots = await _accrual_lots(conn, tenant_id, row["id"])
+    first = next(iter(lots.values()), None)
+    effective_at = first["effective_at"] if first else _visit_end(row)
+    expires_at = effective_at + timedelta(weeks=row["banking"]["expiry_weeks"])
+    balance = await store.balance(conn, tenant_id, provider_id, person)
+    to_person, to_pool = rules.cap_split(balance, minutes, row["banking"]["cap_min"])
+    new_lots, postings = [], []
+    shares: tuple[tuple[str, rules.PostingKind, int], ...] = (
+        (person, "accrue", to_person),
+        (POOL, "cap_overflow", to_pool),
+    )
+    for account, kind, share in shares:
+        if share <= 0:
+            continue
+        lot = lots.get(account)
+        lot_id = lot["id"] if lot else new_id()
+        if lot is None:
+            new_lots.append(
+                {
+                    "id": lot_id,
+                    "provider_id": provider_id,
+                    "contract_id": row["contract_id"],
+                    "account": account,
+                    "rate_pence_per_hour": rates.of(row),
+                    "effective_at": effective_at,
+                    "expires_at": expires_at,
+                    "visit_id": row["id"],
+                }
+            )
+        tags = {"visit_id": row["id"]}
+        postings.append(_posting(provider_id, kind, OWED, account, share, effective_at, None, lot_id, tags))
+    await store.insert_lots(conn, tenant_id, new_lots)
+    await store.insert_postings(conn, tenant_id, postings)
+    if expires_at <= now:
+        await store.requeue_expiry(conn, tenant_id, [p["to_lot_id"] for p in postings], due_by=now)
+
+
+async def _take_back(
+    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, minutes: int, rates: _Rates, now: datetime
+) -> None:
+    """A reduced accrual: taken back from the visit's own lots first, then the person's other unheld
+    lots (oldest expiry first); what cannot be taken back is a shortfall at the lot's rate."""
+    provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
+    own = await _accrual_lots(conn, tenant_id, row["id"])
+    own_ids = [own[account]["id"] for account in (person, POOL) if account in own]
+    available = await store.lots_available(conn, tenant_id, own_ids)
+    pieces, left = rules.first_minutes([(lot_id, available.get(lot_id, 0)) for lot_id in own_ids], minutes)
+    if left > 0:
+        others = [lot for lot in await store.available_lots(conn, tenant_id, provider_id, person, now)]
+        more = rules.take_oldest_first([lot for lot in others if lot.lot_id not in own_ids], left)
+        pieces += more
+        left -= sum(m for _, m in more)
+    first = next(iter(own.values()), None)
+    effective_at = first["effective_at"] if first else _visit_end(row)
+    lots = await store.get_lots(conn, tenant_id, [lot_id for lot_id, _ in pieces])
+    postings = [
+        _posting(
+            provider_id,
+            "take_back",
+            lots[lot_id]["account"],
+            OWED,
+            m,
+            effective_at,
+            lot_id,
+            None,
+            {"visit_id": row["id"]},
+        )
+        for lot_id, m in pieces
+    ]
+    await store.insert_postings(conn, tenant_id, postings)
+    if left > 0:
+        rate = first["rate_pence_per_hour"] if first else rates.of(row)
+        await _shortfall(conn, tenant_id, row, "accrual", left, rate, first["id"] if first else None, effective_at)
+
+
+async def _shortfall(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    row: asyncpg.Record,
+    kind: str,
+    minutes: int,
+    rate: int,
+    lot_id: UUID | None,
+    effective_at: datetime,
+) -> None:
+    await store.insert_shortfall(
+        conn,
+        tenant_id,
+        {
+            "id": new_id(),
+            "provider_id": row["provider_id"],
+            "contract_id": row["contract_id"],
+            "visit_id": row["id"],
+            "person_id": row["person_id"],
+            "kind": kind,
+            "minutes": minutes,
+            "rate_pence_per_hour": rate,
+            "lot_id": lot_id,
+            "effective_at": effective_at,
+        },
+    )
+
+
+async def _deliver(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    row: asyncpg.Record,
+    target: int,
+    delivered: int,
+    rates: _Rates,
+    now: datetime,
+) -> None:
+    """A final bank-funded visit: post its delivery from the hold and release the rest; a later
+    change posts the difference (more from the person's lots, or returns into the lots it came from)."""
+    provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
+    effective_at = _visit_end(row)
+    tags = {"visit_id": row["id"]}
+    held = await store.open_hold(conn, tenant_id, visit_id=row["id"])
+    if held is not None:
+        hold, pieces = held
+        taken, _ = rules.first_minutes(pieces, max(0, target - delivered))
+        await _move(conn, tenant_id, provider_id, "redeploy", person, DELIVERED, taken, effective_at, **tags)
+        await store.end_hold(conn, tenant_id, hold["id"], "posted" if taken else "released", now, None)
+        await store.requeue_expiry(conn, tenant_id, [lot_id for lot_id, _ in pieces], due_by=now)
+        delivered += sum(m for _, m in taken)
+    if target > delivered:
+        pieces = rules.take_oldest_first(
+            await store.available_lots(conn, tenant_id, provider_id, person, now), target - delivered
+        )
+        await _move(conn, tenant_id, provider_id, "redeploy", person, DELIVERED, pieces, effective_at, **tags)
+        if left := target - delivered - sum(m for _, m in pieces):
+            await _shortfall(conn, tenant_id, row, "delivery", left, rates.of(row), None, effective_at)
+    elif target < delivered:
+        returned, _ = rules.first_minutes(await store.delivered_by_lot(conn, tenant_id, row["id"]), delivered - target)
+        postings = [
+            _posting(provider_id, "redeploy_return", DELIVERED, person, m, effective_at, None, lot_id, tags)
+            for lot_id, m in returned
+        ]
+        await store.insert_postings(conn, tenant_id, postings)
+        await store.requeue_expiry(conn, tenant_id, [lot_id for lot_id, _ in returned], due_by=now)
+
+
+# --- transfers and allocations ----------------------------------------------------------------
+
+
+async def request_transfer(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    provider_id: UUID,
+    from_person_id: UUID,
+    to_person_id: UUID,
+    minutes: int,
+    review_ref: str,
+    by: str,
+    now: datetime,
+) -> UUID:
+    """Hold the minutes on the giver's account until a commissioner decides (422 if short)."""
+    account = rules.person_account(from_person_id)
+    await store.lock_accounts(conn, tenant_id, provider_id, [account, rules.person_account(to_person_id)])
+    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, account, now), minutes)
+    if (covered := sum(m for _, m in pieces)) < minutes:
+        raise _insufficient(covered, minutes, "minutes")
+    transfer_id = new_id()
+    await store.insert_transfer(
+        conn,
+        tenant_id,
+        {
+            "id": transfer_id,
+            "provider_id": provider_id,
+            "from_person_id": from_person_id,
+            "to_person_id": to_person_id,
+            "minutes": minutes,
+            "review_ref": review_ref,
+            "requested_by": by,
+            "requested_at": now,
+        },
+    )
+    hold = {
+        "id": new_id(),
+        "provider_id": provider_id,
+        "account": account,
+        "minutes": minutes,
+        "transfer_id": transfer_id,
+        "held_at": now,
+    }
+    await store.insert_hold(conn, tenant_id, hold, pieces)
+    return transfer_id
+
+
+async def decide_transfer(
+    conn: asyncpg.Connection, tenant_id: UUID, transfer: asyncpg.Record, *, approve: bool, by: str, now: datetime
+) -> None:
+    """Approve (post the held lots to the receiver, keeping rate and expiry) or reject (release).
+    The caller has checked who decides; a second decision is 409."""
+    giver, receiver = rules.person_account(transfer["from_person_id"]), rules.person_account(transfer["to_person_id"])
+    provider_id = transfer["provider_id"]
+    await store.lock_accounts(conn, tenant_id, provider_id, [giver, receiver])
+    held = await store.open_hold(conn, tenant_id, transfer_id=transfer["id"])
+    if held is None:
+        raise RuleError("already_decided", "this transfer was already decided", status=409)
+    hold, pieces = held
+    if approve:
+        tags = {"transfer_id": transfer["id"], "recorded_by": by, "note": transfer["review_ref"]}
+        await _move(conn, tenant_id, provider_id, "transfer", giver, receiver, pieces, now, **tags)
+    await store.end_hold(conn, tenant_id, hold["id"], "posted" if approve else "released", now, by)
+    await store.requeue_expiry(conn, tenant_id, [lot_id for lot_id, _ in pieces], due_by=now)
+
+
+async def allocate(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    provider_id: UUID,
+    person_id: UUID,
+    minutes: int,
+    note: str,
+    by: str,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """pool -> person: the pool's lots move with their rate and expiry, oldest expiry first."""
+    person = rules.person_account(person_id)
+    await store.lock_accounts(conn, tenant_id, provider_id, [person, POOL])
+    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, POOL, now), minutes)
+    if (covered := sum(m for _, m in pieces)) < minutes:
+        raise _insufficient(covered, minutes, "minutes")
+    return await _move(conn, tenant_id, provider_id, "allocate", POOL, person, pieces, now, note=note, recorded_by=by)
+
+
+# --- expiry ------------------------------------------------------------------------------------
+
+
+async def expire_due(conn: asyncpg.Connection, now: datetime, limit: int = 500) -> int:
+    """Post the unheld remainder of lots whose expiry has come to `expired` (a held part expires when
+    its hold ends); returns how many lots were looked at. Call in a transaction."""
+    claimed = await store.take_due_expiries(conn, now, limit)
+    by_ledger: dict[tuple[UUID, UUID], list[asyncpg.Record]] = defaultdict(list)
+    for tenant_id, group in _by_tenant(claimed).items():
+        for lot in (await store.get_lots(conn, tenant_id, group)).values():
+            by_ledger[(tenant_id, lot["provider_id"])].append(lot)
+    for (tenant_id, provider_id), lots in sorted(by_ledger.items()):
+        await store.lock_accounts(conn, tenant_id, provider_id, [lot["account"] for lot in lots])
+        available = await store.lots_available(conn, tenant_id, [lot["id"] for lot in lots])
+        since = await store.last_movement(conn, tenant_id, [lot["id"] for lot in lots])
+        for lot in lots:
+            if available[lot["id"]] > 0:
+                effective_at = rules.expiry_instant(lot["expires_at"], since.get(lot["id"]))
+                await _move(
+                    conn,
+                    tenant_id,
+                    provider_id,
+                    "expire",
+                    lot["account"],
+                    EXPIRED,
+                    [(lot["id"], available[lot["id"]])],
+                    effective_at,
+                )
+    return len(claimed)
+
+
+def _by_tenant(claimed: Sequence[asyncpg.Record]) -> dict[UUID, list[UUID]]:
+    grouped: dict[UUID, list[UUID]] = defaultdict(list)
+    for row in claimed:
+        grouped[row["tenant_id"]].append(row["lot_id"])
+    return grouped

@@ -1,0 +1,605 @@
+"""Bank SQL: account locks, lots and what is available of them, postings, holds, transfers,
+shortfalls, the expiry queue, balances as of an instant, and what invoices carry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.banking.rules import LotAvailable
+
+# A lot's remainder: what entered it less what left it (postings effective by $as_of).
+_REMAINING = """(SELECT coalesce(sum(minutes), 0) FROM bank_postings i
+                  WHERE i.tenant_id = l.tenant_id AND i.to_lot_id = l.id AND i.effective_at <= {as_of})
+              - (SELECT coalesce(sum(minutes), 0) FROM bank_postings o
+                  WHERE o.tenant_id = l.tenant_id AND o.from_lot_id = l.id AND o.effective_at <= {as_of})"""
+# What open holds earmark of a lot (holds placed by $as_of and not ended by then).
+_HELD = """(SELECT coalesce(sum(hl.minutes), 0) FROM bank_hold_lots hl
+              JOIN bank_holds h ON h.tenant_id = hl.tenant_id AND h.id = hl.hold_id
+             WHERE hl.tenant_id = l.tenant_id AND hl.lot_id = l.id AND h.held_at <= {as_of}
+               AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id
+                                  AND e.ended_at <= {as_of}))"""
+_FOREVER = "'infinity'::timestamptz"
+
+
+async def lock_accounts(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, accounts: Sequence[str]) -> None:
+    """Lock accounts that may run short, in name order; callers lock providers in id order."""
+    ordered = sorted(set(accounts))
+    await conn.execute(
+        """INSERT INTO bank_accounts (tenant_id, provider_id, account) SELECT $1, $2, unnest($3::text[])
+           ON CONFLICT DO NOTHING""",
+        tenant_id,
+        provider_id,
+        ordered,
+    )
+    await conn.execute(
+        """SELECT 1 FROM bank_accounts WHERE tenant_id = $1 AND provider_id = $2 AND account = ANY($3::text[])
+           ORDER BY account FOR UPDATE""",
+        tenant_id,
+        provider_id,
+        ordered,
+    )
+
+
+async def available_lots(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, account: str, now: datetime
+) -> list[LotAvailable]:
+    """The account's unexpired lots with minutes that no hold earmarks."""
+    rows = await conn.fetch(
+        f"""SELECT id, expires_at, effective_at, available FROM (
+                SELECT l.id, l.expires_at, l.effective_at,
+                       {_REMAINING.format(as_of=_FOREVER)} - {_HELD.format(as_of=_FOREVER)} AS available
+                FROM bank_lots l WHERE l.tenant_id = $1 AND l.provider_id = $2 AND l.account = $3
+                  AND l.expires_at > $4) lots
+            WHERE available > 0""",
+        tenant_id,
+        provider_id,
+        account,
+        now,
+    )
+    return [LotAvailable(row["id"], row["expires_at"], row["effective_at"], row["available"]) for row in rows]
+
+
+async def lots_available(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]) -> dict[UUID, int]:
+    """Unheld remainder of particular lots (expired or not)."""
+    rows = await conn.fetch(
+        f"""SELECT l.id, {_REMAINING.format(as_of=_FOREVER)} - {_HELD.format(as_of=_FOREVER)} AS available
+            FROM bank_lots l WHERE l.tenant_id = $1 AND l.id = ANY($2::uuid[])""",
+        tenant_id,
+        list(lot_ids),
+    )
+    return {row["id"]: row["available"] for row in rows}
+
+
+async def balance(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, account: str) -> int:
+    """Credits minus debits of an account, everything recorded so far."""
+    return int(
+        await conn.fetchval(
+            """SELECT (SELECT coalesce(sum(minutes), 0) FROM bank_postings
+                        WHERE tenant_id = $1 AND provider_id = $2 AND to_account = $3)
+                    - (SELECT coalesce(sum(minutes), 0) FROM bank_postings
+                        WHERE tenant_id = $1 AND provider_id = $2 AND from_account = $3)""",
+            tenant_id,
+            provider_id,
+            account,
+        )
+    )
+
+
+async def get_lots(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
+    rows = await conn.fetch(
+        """SELECT id, provider_id, contract_id, account, rate_pence_per_hour, effective_at, expires_at, visit_id
+           FROM bank_lots WHERE tenant_id = $1 AND id = ANY($2::uuid[])""",
+        tenant_id,
+        list(lot_ids),
+    )
+    return {row["id"]: row for row in rows}
+
+
+async def insert_lots(conn: asyncpg.Connection, tenant_id: UUID, lots: Sequence[dict[str, Any]]) -> None:
+    """New lots, each also queued for its expiry."""
+    if not lots:
+        return
+    await conn.executemany(
+        """INSERT INTO bank_lots (tenant_id, id, provider_id, contract_id, account, rate_pence_per_hour,
+                                  effective_at, expires_at, visit_id, origin_lot_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        [
+            (
+                tenant_id,
+                lot["id"],
+                lot["provider_id"],
+                lot["contract_id"],
+                lot["account"],
+                lot["rate_pence_per_hour"],
+                lot["effective_at"],
+                lot["expires_at"],
+                lot["visit_id"],
+                lot.get("origin_lot_id"),
+            )
+            for lot in lots
+        ],
+    )
+    await conn.execute(
+        """INSERT INTO bank_expiry_queue (tenant_id, lot_id, expires_at)
+           SELECT $1, unnest($2::uuid[]), unnest($3::timestamptz[])""",
+        tenant_id,
+        [lot["id"] for lot in lots],
+        [lot["expires_at"] for lot in lots],
+    )
+
+
+_POSTING_COLUMNS = (
+    "id, provider_id, kind, from_account, to_account, minutes, from_lot_id, to_lot_id, visit_id, transfer_id, "
+    "note, recorded_by, effective_at"
+)
+
+
+async def insert_postings(conn: asyncpg.Connection, tenant_id: UUID, postings: Sequence[dict[str, Any]]) -> None:
+    if not postings:
+        return
+    columns = _POSTING_COLUMNS.split(", ")
+    await conn.execute(
+        f"""INSERT INTO bank_postings (tenant_id, {_POSTING_COLUMNS})
+            SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
+                                     $8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[], $12::text[], $13::text[],
+                                     $14::timestamptz[])""",
+        tenant_id,
+        *([posting.get(column) for posting in postings] for column in columns),
+    )
+
+
+async def visit_lots(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    """The lots an accrual made (the person's, and the pool's for a cap overflow), not lots moved on."""
+    return await conn.fetch(
+        """SELECT id, visit_id, account, rate_pence_per_hour, effective_at, expires_at FROM bank_lots
+           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND origin_lot_id IS NULL""",
+        tenant_id,
+        list(visit_ids),
+    )
+
+
+async def visit_ledger(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    """Per visit: minutes accrued (to the person and the pool), taken back, delivered from the bank,
+    returned, and recorded short (accrual and delivery)."""
+    return await conn.fetch(
+        """WITH p AS (
+               SELECT visit_id,
+                      coalesce(sum(minutes) FILTER (WHERE kind IN ('accrue', 'cap_overflow')), 0) AS accrued,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'take_back'), 0) AS taken_back,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'redeploy'), 0) AS delivered,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'redeploy_return'), 0) AS returned
+               FROM bank_postings WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) GROUP BY visit_id),
+           s AS (
+               SELECT visit_id,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'accrual'), 0) AS accrual_short,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'delivery'), 0) AS delivery_short
+               FROM bank_shortfalls WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) GROUP BY visit_id)
+           SELECT coalesce(p.visit_id, s.visit_id) AS visit_id,
+                  coalesce(accrued, 0) AS accrued, coalesce(taken_back, 0) AS taken_back,
+                  coalesce(delivered, 0) AS delivered, coalesce(returned, 0) AS returned,
+                  coalesce(accrual_short, 0) AS accrual_short, coalesce(delivery_short, 0) AS delivery_short
+           FROM p FULL JOIN s ON s.visit_id = p.visit_id""",
+        tenant_id,
+        list(visit_ids),
+    )
+
+
+async def delivered_by_lot(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> list[tuple[UUID, int]]:
+    """What a bank-funded visit took from each lot, net of returns, latest delivery first."""
+    rows = await conn.fetch(
+        """SELECT lot_id, sum(out) AS net FROM (
+               SELECT from_lot_id AS lot_id, minutes AS out, effective_at FROM bank_postings
+               WHERE tenant_id = $1 AND visit_id = $2 AND kind = 'redeploy'
+               UNION ALL
+               SELECT to_lot_id, -minutes, effective_at FROM bank_postings
+               WHERE tenant_id = $1 AND visit_id = $2 AND kind = 'redeploy_return') d
+           GROUP BY lot_id HAVING sum(out) > 0 ORDER BY max(effective_at) DESC, lot_id""",
+        tenant_id,
+        visit_id,
+    )
+    return [(row["lot_id"], int(row["net"])) for row in rows]
+
+
+async def visit_bank_facts(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
+) -> list[asyncpg.Record]:
+    """The visits among these that the bank may care about (bank-funded, or on an outcome-based
+    contract), with what the bank needs of them."""
+    return await conn.fetch(
+        """SELECT v.id, v.person_id, v.provider_id, v.contract_id, v.funding, v.status, v.banked_min,
+                  v.planned_min, v.carers_required, v.band_start, v.planned_start, v.cancellation,
+                  v.actual -> 'place_payables' AS place_payables,
+                  (SELECT max((a ->> 'check_out')::timestamptz) FROM jsonb_array_elements(v.actual -> 'attendances') a
+                    WHERE (a ->> 'counted')::boolean) AS last_check_out,
+                  c.model, c.rates, c.banking, t.zone, t.holiday_region
+           FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
+           JOIN tenants t ON t.tenant_id = v.tenant_id
+           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[]) AND (v.funding = 'bank' OR c.model = 'outcome_based')
+           ORDER BY v.provider_id, v.id""",
+        tenant_id,
+        list(visit_ids),
+    )
+
+
+async def insert_shortfall(conn: asyncpg.Connection, tenant_id: UUID, fields: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO bank_shortfalls (tenant_id, id, provider_id, contract_id, visit_id, person_id, kind, minutes,
+                                        rate_pence_per_hour, lot_id, effective_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        tenant_id,
+        fields["id"],
+        fields["provider_id"],
+        fields["contract_id"],
+        fields["visit_id"],
+        fields["person_id"],
+        fields["kind"],
+        fields["minutes"],
+        fields["rate_pence_per_hour"],
+        fields["lot_id"],
+        fields["effective_at"],
+    )
+
+
+async def insert_hold(
+    conn: asyncpg.Connection, tenant_id: UUID, hold: dict[str, Any], pieces: Sequence[tuple[UUID, int]]
+) -> None:
+    await conn.execute(
+        """INSERT INTO bank_holds (tenant_id, id, provider_id, account, minutes, visit_id, transfer_id, held_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        tenant_id,
+        hold["id"],
+        hold["provider_id"],
+        hold["account"],
+        hold["minutes"],
+        hold.get("visit_id"),
+        hold.get("transfer_id"),
+        hold["held_at"],
+    )
+    await conn.execute(
+        """INSERT INTO bank_hold_lots (tenant_id, hold_id, lot_id, minutes)
+           SELECT $1, $2, unnest($3::uuid[]), unnest($4::int[])""",
+        tenant_id,
+        hold["id"],
+        [lot_id for lot_id, _ in pieces],
+        [minutes for _, minutes in pieces],
+    )
+
+
+async def open_hold(
+    conn: asyncpg.Connection, tenant_id: UUID, *, visit_id: UUID | None = None, transfer_id: UUID | None = None
+) -> tuple[asyncpg.Record, list[tuple[UUID, int]]] | None:
+    """A visit's or transfer's hold if it has not ended, with its earmarked pieces (oldest expiry first)."""
+    hold = await conn.fetchrow(
+        """SELECT h.id, h.provider_id, h.account, h.minutes, h.held_at FROM bank_holds h
+           WHERE h.tenant_id = $1 AND (h.visit_id = $2 OR h.transfer_id = $3)
+             AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id)""",
+        tenant_id,
+        visit_id,
+        transfer_id,
+    )
+    if hold is None:
+        return None
+    pieces = await conn.fetch(
+        """SELECT hl.lot_id, hl.minutes FROM bank_hold_lots hl
+           JOIN bank_lots l ON l.tenant_id = hl.tenant_id AND l.id = hl.lot_id
+           WHERE hl.tenant_id = $1 AND hl.hold_id = $2 ORDER BY l.expires_at, l.effective_at, l.id""",
+        tenant_id,
+        hold["id"],
+    )
+    return hold, [(row["lot_id"], row["minutes"]) for row in pieces]
+
+
+async def end_hold(
+    conn: asyncpg.Connection, tenant_id: UUID, hold_id: UUID, outcome: str, at: datetime, by: str | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO bank_hold_ends (tenant_id, hold_id, outcome, ended_at, decided_by) VALUES ($1, $2, $3, $4, $5)",
+        tenant_id,
+        hold_id,
+        outcome,
+        at,
+        by,
+    )
+
+
+async def insert_transfer(conn: asyncpg.Connection, tenant_id: UUID, fields: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO bank_transfers (tenant_id, id, provider_id, from_person_id, to_person_id, minutes, review_ref,
+                                       requested_by, requested_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        tenant_id,
+        fields["id"],
+        fields["provider_id"],
+        fields["from_person_id"],
+        fields["to_person_id"],
+        fields["minutes"],
+        fields["review_ref"],
+        fields["requested_by"],
+        fields["requested_at"],
+    )
+
+
+async def get_transfer(conn: asyncpg.Connection, tenant_id: UUID, transfer_id: UUID) -> asyncpg.Record | None:
+    """A transfer with its decision (the end of its hold), if any."""
+    return await conn.fetchrow(
+        """SELECT t.*, e.outcome, e.ended_at AS decided_at, e.decided_by FROM bank_transfers t
+           JOIN bank_holds h ON h.tenant_id = t.tenant_id AND h.transfer_id = t.id
+           LEFT JOIN bank_hold_ends e ON e.tenant_id = h.tenant_id AND e.hold_id = h.id
+           WHERE t.tenant_id = $1 AND t.id = $2""",
+        tenant_id,
+        transfer_id,
+    )
+
+
+async def take_due_expiries(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Claim lots whose expiry has come (skipping those another worker holds); call in a transaction."""
+    return await conn.fetch(
+        """DELETE FROM bank_expiry_queue q USING (
+               SELECT tenant_id, lot_id FROM bank_expiry_queue WHERE expires_at <= $1
+               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) picked
+           WHERE q.tenant_id = picked.tenant_id AND q.lot_id = picked.lot_id
+           RETURNING q.tenant_id, q.lot_id""",
+        now,
+        limit,
+    )
+
+
+async def requeue_expiry(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID], due_by: datetime) -> None:
+    """Queue again those of these lots already past expiry: minutes came back to them, or a hold on
+    them ended, and what is unheld now must expire too."""
+    if lot_ids:
+        await conn.execute(
+            """INSERT INTO bank_expiry_queue (tenant_id, lot_id, expires_at)
+               SELECT tenant_id, id, expires_at FROM bank_lots
+               WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND expires_at <= $3
+               ON CONFLICT DO NOTHING""",
+            tenant_id,
+            list(lot_ids),
+            due_by,
+        )
+
+
+async def last_movement(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]) -> dict[UUID, datetime]:
+    """When minutes last entered each lot or a hold on it last ended: an expiry is never dated earlier."""
+    rows = await conn.fetch(
+        """SELECT lot_id, max(at) AS at FROM (
+               SELECT to_lot_id AS lot_id, effective_at AS at FROM bank_postings
+               WHERE tenant_id = $1 AND to_lot_id = ANY($2::uuid[])
+               UNION ALL
+               SELECT hl.lot_id, e.ended_at FROM bank_hold_lots hl
+               JOIN bank_hold_ends e ON e.tenant_id = hl.tenant_id AND e.hold_id = hl.hold_id
+               WHERE hl.tenant_id = $1 AND hl.lot_id = ANY($2::uuid[])) m
+           GROUP BY lot_id""",
+        tenant_id,
+        list(lot_ids),
+    )
+    return {row["lot_id"]: row["at"] for row in rows}
+
+
+# --- reading the bank --------------------------------------------------------------------------
+
+
+async def account_lots(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, accounts: Sequence[str], as_of: datetime
+) -> list[asyncpg.Record]:
+    """Lots of these accounts (at one provider, or all) with minutes remaining as of an instant."""
+    return await conn.fetch(
+        f"""SELECT * FROM (
+                SELECT l.id, l.provider_id, l.contract_id, l.account, l.rate_pence_per_hour, l.effective_at,
+                       l.expires_at, l.visit_id,
+                       {_REMAINING.format(as_of="$4")} AS remaining, {_HELD.format(as_of="$4")} AS held
+                FROM bank_lots l WHERE l.tenant_id = $1 AND ($2::uuid IS NULL OR l.provider_id = $2)
+                  AND l.account = ANY($3::text[]) AND l.effective_at <= $4) lots
+            WHERE remaining > 0 ORDER BY expires_at, effective_at, id""",
+        tenant_id,
+        provider_id,
+        list(accounts),
+        as_of,
+    )
+
+
+async def account_balances(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, accounts: Sequence[str], as_of: datetime
+) -> list[asyncpg.Record]:
+    """Per (provider, account): credits - debits of postings effective by the instant."""
+    return await conn.fetch(
+        """SELECT provider_id, account, sum(amount)::int AS balance FROM (
+               SELECT provider_id, to_account AS account, minutes AS amount FROM bank_postings
+               WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND to_account = ANY($3::text[])
+                 AND effective_at <= $4
+               UNION ALL
+               SELECT provider_id, from_account, -minutes FROM bank_postings
+               WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND from_account = ANY($3::text[])
+                 AND effective_at <= $4) m
+           GROUP BY provider_id, account""",
+        tenant_id,
+        provider_id,
+        list(accounts),
+        as_of,
+    )
+
+
+async def person_providers(conn: asyncpg.Connection, tenant_id: UUID, account: str) -> list[UUID]:
+    """Providers at which a person has (or had) a bank."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT provider_id FROM bank_lots WHERE tenant_id = $1 AND account = $2 ORDER BY provider_id",
+        tenant_id,
+        account,
+    )
+    return [row["provider_id"] for row in rows]
+
+
+async def held_by_account(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, accounts: Sequence[str], as_of: datetime
+) -> list[asyncpg.Record]:
+    """Per (provider, account): minutes under holds open at the instant."""
+    return await conn.fetch(
+        """SELECT h.provider_id, h.account, sum(h.minutes)::int AS held FROM bank_holds h
+           WHERE h.tenant_id = $1 AND ($2::uuid IS NULL OR h.provider_id = $2) AND h.account = ANY($3::text[])
+             AND h.held_at <= $4
+             AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id
+                               AND e.ended_at <= $4)
+           GROUP BY h.provider_id, h.account""",
+        tenant_id,
+        provider_id,
+        list(accounts),
+        as_of,
+    )
+
+
+async def list_postings(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    provider_id: UUID | None,
+    account: str | None,
+    kind: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    after: UUID | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""SELECT {_POSTING_COLUMNS}, recorded_at FROM bank_postings
+            WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2)
+              AND ($3::text IS NULL OR from_account = $3 OR to_account = $3)
+              AND ($4::text IS NULL OR kind = $4)
+              AND ($5::timestamptz IS NULL OR effective_at >= $5) AND ($6::timestamptz IS NULL OR effective_at < $6)
+              AND ($7::uuid IS NULL OR id > $7)
+            ORDER BY id LIMIT $8""",
+        tenant_id,
+        provider_id,
+        account,
+        kind,
+        start,
+        end,
+        after,
+        limit,
+    )
+
+
+async def postings_by_id(conn: asyncpg.Connection, tenant_id: UUID, ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""SELECT {_POSTING_COLUMNS}, recorded_at FROM bank_postings
+            WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id""",
+        tenant_id,
+        list(ids),
+    )
+
+
+async def totals_by_kind(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, start: datetime | None, as_of: datetime
+) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT kind, sum(minutes)::int AS minutes FROM bank_postings
+           WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2)
+             AND ($3::timestamptz IS NULL OR effective_at >= $3) AND effective_at <= $4
+           GROUP BY kind""",
+        tenant_id,
+        provider_id,
+        start,
+        as_of,
+    )
+    return {row["kind"]: row["minutes"] for row in rows}
+
+
+async def shortfalls(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, start: datetime | None, as_of: datetime
+) -> list[tuple[int, int]]:
+    """(minutes, rate) of each shortfall effective in the range."""
+    rows = await conn.fetch(
+        """SELECT minutes, rate_pence_per_hour FROM bank_shortfalls
+           WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2)
+             AND ($3::timestamptz IS NULL OR effective_at >= $3) AND effective_at <= $4""",
+        tenant_id,
+        provider_id,
+        start,
+        as_of,
+    )
+    return [(row["minutes"], row["rate_pence_per_hour"]) for row in rows]
+
+
+async def ledger_accounts(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, as_of: datetime
+) -> list[asyncpg.Record]:
+    """Every account's balance as of the instant (people's grouped as `people`)."""
+    return await conn.fetch(
+        """SELECT CASE WHEN account LIKE 'person:%' THEN 'people' ELSE account END AS account,
+                  sum(amount)::int AS balance FROM (
+               SELECT to_account AS account, minutes AS amount FROM bank_postings
+               WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND effective_at <= $3
+               UNION ALL
+               SELECT from_account, -minutes FROM bank_postings
+               WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND effective_at <= $3) m
+           GROUP BY 1""",
+        tenant_id,
+        provider_id,
+        as_of,
+    )
+
+
+async def holding_lots(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, as_of: datetime
+) -> list[asyncpg.Record]:
+    """Every person's and pool lot with minutes remaining as of the instant."""
+    return await conn.fetch(
+        f"""SELECT * FROM (
+                SELECT l.id, l.provider_id, l.contract_id, l.account, l.rate_pence_per_hour, l.effective_at,
+                       l.expires_at, l.visit_id,
+                       {_REMAINING.format(as_of="$3")} AS remaining, {_HELD.format(as_of="$3")} AS held
+                FROM bank_lots l WHERE l.tenant_id = $1 AND ($2::uuid IS NULL OR l.provider_id = $2)
+                  AND l.effective_at <= $3) lots
+            WHERE remaining > 0 ORDER BY expires_at, effective_at, id""",
+        tenant_id,
+        provider_id,
+        as_of,
+    )
+
+
+# --- what invoices carry ------------------------------------------------------------------------
+
+
+async def unbilled_expiries(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID) -> list[asyncpg.Record]:
+    """Expiry postings of this contract's lots that no invoice has credited, if the contract credits them."""
+    return await conn.fetch(
+        """SELECT p.id, p.minutes, p.effective_at, p.visit_id AS posting_visit, l.visit_id, l.rate_pence_per_hour,
+                  l.account, pe.reference AS person_reference
+           FROM bank_postings p JOIN bank_lots l ON l.tenant_id = p.tenant_id AND l.id = p.from_lot_id
+           JOIN contracts c ON c.tenant_id = l.tenant_id AND c.id = l.contract_id
+           LEFT JOIN people pe ON pe.tenant_id = l.tenant_id AND l.account = 'person:' || pe.id::text
+           WHERE p.tenant_id = $1 AND l.contract_id = $2 AND p.kind = 'expire'
+             AND c.banking ->> 'expiry_action' = 'credit_note'
+             AND NOT EXISTS (SELECT 1 FROM bank_billed b WHERE b.tenant_id = p.tenant_id AND b.item_id = p.id)
+           ORDER BY p.effective_at, p.id""",
+        tenant_id,
+        contract_id,
+    )
+
+
+async def unbilled_shortfalls(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT s.id, s.minutes, s.effective_at, s.visit_id, s.rate_pence_per_hour, pe.reference AS person_reference
+           FROM bank_shortfalls s JOIN people pe ON pe.tenant_id = s.tenant_id AND pe.id = s.person_id
+           WHERE s.tenant_id = $1 AND s.contract_id = $2
+             AND NOT EXISTS (SELECT 1 FROM bank_billed b WHERE b.tenant_id = s.tenant_id AND b.item_id = s.id)
+           ORDER BY s.effective_at, s.id""",
+        tenant_id,
+        contract_id,
+    )
+
+
+async def mark_bank_billed(
+    conn: asyncpg.Connection, tenant_id: UUID, invoice_id: UUID, item_ids: Sequence[UUID]
+) -> None:
+    if item_ids:
+        await conn.execute(
+            "INSERT INTO bank_billed (tenant_id, item_id, invoice_id) SELECT $1, unnest($2::uuid[]), $3",
+            tenant_id,
+            list(item_ids),
+            invoice_id,
+        )
