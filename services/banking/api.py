@@ -118,8 +118,8 @@ class BankController(Controller):
         provider_id: ProviderParam = None,
         person_id: Annotated[UUID | None, QueryParameter()] = None,
         kind: Annotated[PostingKind | None, QueryParameter()] = None,
-        start: Annotated[datetime | None, QueryParameter(query="from", description="effective from")] = None,
-        end: Annotated[datetime | None, QueryParameter(query="to", description="effective before")] = None,
+        start: Annotated[datetime | None, QueryParameter(name="from", description="effective from")] = None,
+        end: Annotated[datetime | None, QueryParameter(name="to", description="effective before")] = None,
         limit: LimitParam = 50,
         cursor: CursorParam = None,
     ) -> Page[Posting]:

@@ -177,10 +177,15 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     ).to_response(request)
 
 
+# Rules API.md names as problem codes of their own: the top-level `code` says which, not just
+# `validation_failed`, so a client can branch on it without reading `errors`.
+NAMED_RULES = frozenset({"clock_ahead", "too_old", "insufficient_bank", "period_not_settled", "already_decided"})
+
+
 def rule_error_handler(request: Request[Any, Any, Any], exc: RuleError) -> Response[Any]:
     """A broken domain rule, as problem+json naming the field."""
     errors = [FieldProblem(exc.field, exc.code, exc.message)] if exc.field else None
-    code = exc.code if exc.status != 422 or not exc.field else "validation_failed"
+    code = exc.code if exc.status != 422 or not exc.field or exc.code in NAMED_RULES else "validation_failed"
     return problem(exc.status, code, exc.message, errors).to_response(request)
 
 

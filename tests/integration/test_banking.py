@@ -1,0 +1,462 @@
+"""The bank over HTTP, checked against movements computed by hand: accrual and its cap, corrections
+(take-back and shortfall), redeployment holds, transfers, allocations, expiry and its credit line,
+as-of queries, reach, and the append-only ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from services.banking.jobs import expire_due_lots
+from tests.support import RATES, Client, TenantWorld, build_world, create, credential_headers, reconciled
+
+LONDON = ZoneInfo("Europe/London")
+DAY_RATE = RATES["day"]
+
+
+def settled_monday() -> date:
+    today = datetime.now(tz=LONDON).date()
+    return today - timedelta(days=today.weekday()) - timedelta(days=21)
+
+
+def local(day: date, hhmm: str, plus_min: float = 0) -> datetime:
+    hours, minutes = map(int, hhmm.split(":"))
+    return datetime(day.year, day.month, day.day, hours, minutes, tzinfo=LONDON) + timedelta(minutes=plus_min)
+
+
+def pence(minutes: int, rate: int = DAY_RATE) -> int:
+    """round_half_even(rate x minutes / 60), worked the long way."""
+    whole, rest = divmod(rate * minutes, 60)
+    return whole + (1 if rest * 2 > 60 or (rest * 2 == 60 and whole % 2) else 0)
+
+
+@dataclass
+class Bank:
+    """One tenant, provider 0 on an outcome-based weekly contract, two people with daily 45-minute calls
+    (A at 08:00, B at 10:00) over the settled week."""
+
+    client: Client
+    tw: TenantWorld
+    contract_id: str
+    people: list[str]
+    monday: date
+
+    @property
+    def commissioner(self) -> dict[str, str]:
+        return self.tw.commissioner
+
+    @property
+    def provider(self) -> dict[str, str]:
+        return self.tw.provider_headers[0]
+
+    async def visit_on(self, person: int, day: date) -> str:
+        response = await self.client.get(
+            "/v1/visits",
+            params={"person_id": self.people[person], "from": day.isoformat(), "to": day.isoformat()},
+            headers=self.commissioner,
+        )
+        items = [v for v in response.json()["items"] if v["funding"] == "package"]
+        assert len(items) == 1, response.text
+        return str(items[0]["id"])
+
+    async def attend(self, visit_id: str, start: datetime, minutes: float, outcome: str | None = "met") -> None:
+        out: dict[str, Any] = {
+            "event_id": str(uuid4()),
+            "visit_id": visit_id,
+            "kind": "check_out",
+            "occurred_at": (start + timedelta(minutes=minutes)).isoformat(),
+            "method": "manual",
+            "device_id": "p",
+        }
+        if outcome:
+            out["outcomes"] = [{"outcome_id": "wash", "status": outcome}]
+        events = [
+            {
+                "event_id": str(uuid4()),
+                "visit_id": visit_id,
+                "kind": "check_in",
+                "occurred_at": start.isoformat(),
+                "method": "manual",
+                "device_id": "p",
+            },
+            out,
+        ]
+        response = await self.client.post(
+            "/v1/visit-events/batch", json={"events": events}, headers=self.tw.carer_headers[0]
+        )
+        assert [r["status"] for r in response.json()["results"]] == ["accepted", "accepted"], response.text
+
+    async def bank(self, person: int, **params: str) -> dict[str, Any]:
+        response = await self.client.get(
+            f"/v1/people/{self.people[person]}/bank", params=params, headers=self.commissioner
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def bank_visit(self, person: int, start: datetime, minutes: int) -> Any:
+        return await self.client.post(
+            "/v1/visits",
+            json={
+                "person_id": self.people[person],
+                "contract_id": self.contract_id,
+                "planned_start": start.isoformat(),
+                "planned_min": minutes,
+                "funding": "bank",
+            },
+            headers=self.commissioner,
+        )
+
+
+async def make_bank(client: Client, db: asyncpg.Connection, **banking: Any) -> Bank:
+    world = await build_world(client, db)
+    tw = world.a
+    contract = await create(
+        client,
+        tw.commissioner,
+        "/v1/contracts",
+        {
+            "provider_id": tw.providers[0],
+            "model": "outcome_based",
+            "period": "week",
+            "rates": RATES,
+            "banking": banking,
+            "valid_from": "2026-01-05",
+        },
+    )
+    other = await create(
+        client,
+        tw.commissioner,
+        "/v1/people",
+        {"reference": "P-B", "display_name": "B. Person", "location": {"lat": 53.7632, "lon": -2.7031}},
+    )
+    monday = settled_monday()
+    for person, start in ((tw.person_id, "08:00"), (other["id"], "10:00")):
+        await create(
+            client,
+            tw.commissioner,
+            "/v1/care-plans",
+            {
+                "person_id": person,
+                "contract_id": contract["id"],
+                "weekly_min": 7 * 45,
+                "outcomes": [{"id": "wash", "domain": "personal_care", "text": "washed", "key": True}],
+                "schedule": [
+                    {"weekday": d, "start": start, "minutes": 45, "outcome_ids": ["wash"]} for d in range(1, 8)
+                ],
+                "valid_from": monday.isoformat(),
+                "valid_to": (monday + timedelta(days=6)).isoformat(),
+            },
+        )
+    return Bank(client, tw, contract["id"], [tw.person_id, other["id"]], monday)
+
+
+async def postings(bank: Bank, **params: str) -> list[dict[str, Any]]:
+    response = await bank.client.get("/v1/bank/postings", params={"limit": 500, **params}, headers=bank.commissioner)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def test_an_outcome_met_early_banks_the_unused_minutes_in_a_lot(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday = bank.monday
+    visit_id = await bank.visit_on(0, monday)
+    await bank.attend(visit_id, local(monday, "08:00"), 20)  # 45 planned, 20 delivered, outcome met
+    await reconciled(pool)
+
+    state = await bank.bank(0)
+    assert (state["balance_min"], state["held_min"], state["available_min"]) == (25, 0, 25)
+    assert state["value_pence"] == pence(25) == 1012  # 1012.5 rounds to even
+    [lot] = state["lots"]
+    checked_out = local(monday, "08:20")
+    assert lot["remaining_min"] == 25
+    assert lot["rate_pence_per_hour"] == DAY_RATE
+    assert datetime.fromisoformat(lot["effective_at"]) == checked_out
+    assert datetime.fromisoformat(lot["expires_at"]) == checked_out + timedelta(weeks=12)
+    [posting] = await postings(bank, person_id=bank.people[0])
+    assert (posting["kind"], posting["from_account"], posting["minutes"]) == ("accrue", "owed", 25)
+    assert posting["to_account"] == f"person:{bank.people[0]}"
+    assert posting["visit_id"] == visit_id
+
+    # As of a moment before the check-out, nothing was banked yet.
+    before = await bank.bank(0, as_of=(checked_out - timedelta(seconds=1)).isoformat())
+    assert (before["balance_min"], before["lots"]) == (0, [])
+    # The provider still paid the planned 45 minutes.
+    visit = (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()
+    assert (visit["actual"]["payable_min"], visit["actual"]["banked_min"]) == (45, 25)
+
+
+async def test_outcomes_not_met_or_short_banking_bank_nothing(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday = bank.monday
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20, outcome="refused")
+    tuesday = monday + timedelta(days=1)
+    await bank.attend(await bank.visit_on(0, tuesday), local(tuesday, "08:00"), 41)  # 4 < min_bankable_min 5
+    await reconciled(pool)
+    assert (await bank.bank(0))["balance_min"] == 0
+    assert await postings(bank) == []
+
+
+async def test_the_cap_sends_the_excess_to_the_pool_and_allocation_moves_pool_lots(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12, cap_min=30)
+    monday, tuesday = bank.monday, bank.monday + timedelta(days=1)
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked
+    await bank.attend(await bank.visit_on(0, tuesday), local(tuesday, "08:00"), 20)  # 25 more: 5 to A, 20 to pool
+    await reconciled(pool)
+    assert (await bank.bank(0))["balance_min"] == 30
+    summary = (await client.get("/v1/bank/summary", headers=bank.commissioner)).json()
+    assert summary["balances"] == {"people": 30, "pool": 20, "owed": -50, "delivered": 0, "expired": 0}
+    assert summary["totals_by_kind"]["cap_overflow"] == 20
+
+    body = {"provider_id": bank.tw.providers[0], "person_id": bank.people[1], "minutes": 15, "note": "review 7"}
+    assert (await client.post("/v1/bank/allocations", json=body, headers=bank.provider)).status_code == 403
+    allocated = await client.post("/v1/bank/allocations", json=body, headers=bank.commissioner)
+    assert allocated.status_code == 201, allocated.text
+    b_state = await bank.bank(1)
+    assert b_state["balance_min"] == 15
+    [lot] = b_state["lots"]
+    pool_lot_expiry = local(tuesday, "08:20") + timedelta(weeks=12)
+    assert datetime.fromisoformat(lot["expires_at"]) == pool_lot_expiry  # the lot keeps its expiry and rate
+    assert lot["rate_pence_per_hour"] == DAY_RATE
+    too_much = await client.post("/v1/bank/allocations", json={**body, "minutes": 6}, headers=bank.commissioner)
+    assert too_much.status_code == 422
+    assert too_much.json()["code"] == "insufficient_bank"
+
+
+async def test_a_bank_funded_visit_holds_then_delivers_and_releases_the_rest(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday, friday = bank.monday, bank.monday + timedelta(days=4)
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked
+    await reconciled(pool)
+
+    refused = await bank.bank_visit(0, local(friday, "14:00"), 30)
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "insufficient_bank"
+    made = await bank.bank_visit(0, local(friday, "14:00"), 20)
+    assert made.status_code == 201, made.text
+    state = await bank.bank(0)
+    assert (state["balance_min"], state["held_min"], state["available_min"]) == (25, 20, 5)
+
+    await bank.attend(made.json()["id"], local(friday, "14:00"), 10, outcome=None)  # 10 of 20: payable 10
+    await reconciled(pool)
+    state = await bank.bank(0)
+    assert (state["balance_min"], state["held_min"], state["available_min"]) == (15, 0, 15)
+    [delivery] = await postings(bank, kind="redeploy")
+    assert (delivery["from_account"], delivery["to_account"], delivery["minutes"]) == (
+        f"person:{bank.people[0]}",
+        "delivered",
+        10,
+    )
+    assert datetime.fromisoformat(delivery["effective_at"]) == local(friday, "14:10")
+
+    invoice = await client.post(
+        "/v1/invoice-runs",
+        json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
+        headers=bank.commissioner,
+    )
+    assert invoice.status_code == 201, invoice.text
+    [bank_line] = [line for line in invoice.json()["lines"] if line["funding"] == "bank"]
+    assert (bank_line["payable_min"], bank_line["amount_pence"]) == (10, 0)  # paid from the bank
+
+
+async def test_a_missed_or_cancelled_bank_funded_visit_releases_its_whole_hold(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday = bank.monday
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)
+    await reconciled(pool)
+    missed = await bank.bank_visit(0, local(monday + timedelta(days=2), "14:00"), 10)  # nobody comes: missed
+    later = datetime.now(tz=LONDON) + timedelta(days=3)
+    cancelled = await bank.bank_visit(0, later, 10)
+    assert (missed.status_code, cancelled.status_code) == (201, 201)
+    assert (await bank.bank(0))["held_min"] == 20
+    response = await client.post(
+        f"/v1/visits/{cancelled.json()['id']}/cancel",
+        json={"by": "person", "notified_at": datetime.now(tz=LONDON).isoformat(), "reason": "in hospital"},
+        headers=bank.commissioner,
+    )
+    assert response.status_code == 200, response.text
+    await client.post(
+        "/v1/invoice-runs",
+        json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
+        headers=bank.commissioner,
+    )  # settles the missed one first
+    await reconciled(pool)
+    state = await bank.bank(0)
+    assert (state["balance_min"], state["held_min"], state["available_min"]) == (25, 0, 25)
+    assert await postings(bank, kind="redeploy") == []
+
+
+async def test_a_transfer_waits_for_a_second_commissioner_and_keeps_lot_expiry(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday = bank.monday
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)
+    await reconciled(pool)
+    body = {"from_person_id": bank.people[0], "to_person_id": bank.people[1], "minutes": 15, "review_ref": "R-1"}
+    requested = await client.post("/v1/bank/transfers", json=body, headers=bank.commissioner)
+    assert requested.status_code == 201, requested.text
+    transfer = requested.json()
+    assert transfer["status"] == "pending"
+    assert transfer["provider_id"] == bank.tw.providers[0]
+    assert ((await bank.bank(0))["available_min"], (await bank.bank(1))["balance_min"]) == (10, 0)
+
+    own = await client.post(f"/v1/bank/transfers/{transfer['id']}/approve", headers=bank.commissioner)
+    assert own.status_code == 403  # the requester may not decide
+    other = await credential_headers(
+        client, bank.tw.commissioner, {"role": "commissioner", "tenant_id": bank.tw.tenant_id}
+    )
+    approved = await client.post(f"/v1/bank/transfers/{transfer['id']}/approve", headers=other)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "approved"
+    again = await client.post(f"/v1/bank/transfers/{transfer['id']}/reject", headers=other)
+    assert again.status_code == 409
+
+    a, b = await bank.bank(0), await bank.bank(1)
+    assert (a["balance_min"], a["held_min"], b["balance_min"]) == (10, 0, 15)
+    assert b["lots"][0]["expires_at"] == a["lots"][0]["expires_at"]
+    assert b["lots"][0]["rate_pence_per_hour"] == DAY_RATE
+
+    # A provider may request too; a rejection releases the hold.
+    second = await client.post("/v1/bank/transfers", json={**body, "minutes": 10}, headers=bank.provider)
+    assert second.status_code == 201, second.text
+    assert (await bank.bank(0))["available_min"] == 0
+    too_much = await client.post("/v1/bank/transfers", json={**body, "minutes": 1}, headers=bank.provider)
+    assert too_much.status_code == 422
+    assert too_much.json()["code"] == "insufficient_bank"
+    rejected = await client.post(f"/v1/bank/transfers/{second.json()['id']}/reject", headers=bank.commissioner)
+    assert rejected.status_code == 200
+    assert rejected.json()["status"] == "rejected"
+    assert (await bank.bank(0))["available_min"] == 10
+
+
+async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_shortfall(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday, friday = bank.monday, bank.monday + timedelta(days=4)
+    visit_id = await bank.visit_on(0, monday)
+    await bank.attend(visit_id, local(monday, "08:00"), 20)  # 25 banked
+    await reconciled(pool)
+    spent = await bank.bank_visit(0, local(friday, "14:00"), 20)
+    await bank.attend(spent.json()["id"], local(friday, "14:00"), 20, outcome=None)  # 20 delivered from the bank
+    await reconciled(pool)
+    assert (await bank.bank(0))["balance_min"] == 5
+
+    # The carer in fact left at 08:40: 5 banked, not 25. 5 of the 20 can be taken back; 15 were spent.
+    proposed = await client.post(
+        f"/v1/visits/{visit_id}/amendments",
+        json={
+            "carer_id": bank.tw.carers[0],
+            "check_out_at": local(monday, "08:40").isoformat(),
+            "reason_code": "forgot_check_out",
+        },
+        headers=bank.provider,
+    )
+    assert proposed.status_code == 201, proposed.text
+    if proposed.json()["status"] == "pending":
+        decided = await client.post(f"/v1/amendments/{proposed.json()['id']}/approve", headers=bank.commissioner)
+        assert decided.status_code == 200, decided.text
+    await reconciled(pool)
+    assert (await bank.bank(0))["balance_min"] == 0
+    [take_back] = await postings(bank, kind="take_back")
+    assert take_back["minutes"] == 5
+    assert take_back["to_account"] == "owed"
+
+    invoice = await client.post(
+        "/v1/invoice-runs",
+        json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
+        headers=bank.commissioner,
+    )
+    [shortfall] = [line for line in invoice.json()["lines"] if line["kind"] == "bank_shortfall"]
+    assert (shortfall["payable_min"], shortfall["amount_pence"]) == (15, pence(15))  # 607.5 -> 608
+    assert shortfall["visit_id"] == visit_id
+
+
+@pytest.mark.parametrize(("action", "credited"), [("credit_note", True), ("forfeit", False)])
+async def test_expired_lots_are_posted_to_expired_and_credited_on_the_next_invoice(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool, action: str, credited: bool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=1, expiry_action=action)
+    monday = bank.monday
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked, expires after a week
+    await reconciled(pool)
+    assert await expire_due_lots(pool) == 1
+    state = await bank.bank(0)
+    assert (state["balance_min"], state["lots"]) == (0, [])
+    [expired] = await postings(bank, kind="expire")
+    assert expired["minutes"] == 25
+    assert datetime.fromisoformat(expired["effective_at"]) == local(monday, "08:20") + timedelta(weeks=1)
+    # As of a moment before expiry the minutes were still there.
+    just_before = (local(monday, "08:20") + timedelta(weeks=1, seconds=-1)).isoformat()
+    assert (await bank.bank(0, as_of=just_before))["balance_min"] == 25
+
+    invoice = (
+        await client.post(
+            "/v1/invoice-runs",
+            json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
+            headers=bank.commissioner,
+        )
+    ).json()
+    credits = [line for line in invoice["lines"] if line["kind"] == "expired_bank_credit"]
+    if credited:
+        [credit] = credits
+        assert (credit["payable_min"], credit["amount_pence"]) == (25, -pence(25))
+        assert invoice["total_pence"] == sum(line["amount_pence"] for line in invoice["lines"])
+    else:
+        assert credits == []
+    summary = (await client.get("/v1/bank/summary", headers=bank.commissioner)).json()
+    assert summary["balances"]["expired"] == 25
+    assert summary["totals_by_kind"]["expire"] == 25
+
+
+async def test_a_provider_sees_only_its_own_people_and_ledger(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    await bank.attend(await bank.visit_on(0, bank.monday), local(bank.monday, "08:00"), 20)
+    await reconciled(pool)
+    person = bank.people[0]
+    mine = await client.get(f"/v1/people/{person}/bank", headers=bank.provider)
+    assert mine.status_code == 200
+    assert mine.json()["balance_min"] == 25
+    other_provider = bank.tw.provider_headers[1]
+    assert (await client.get(f"/v1/people/{person}/bank", headers=other_provider)).status_code == 404
+    assert (await client.get("/v1/bank/postings", headers=other_provider)).json()["items"] == []
+    summary = (await client.get("/v1/bank/summary", headers=other_provider)).json()
+    assert summary["balances"]["people"] == 0
+    assert (await client.get(f"/v1/people/{person}/bank", headers=bank.tw.carer_headers[0])).status_code == 403
+    bad = await client.get(f"/v1/people/{person}/bank", params={"as_of": "2026-01-01T00:00:00"}, headers=bank.provider)
+    assert bad.status_code == 422
+
+
+async def test_postings_and_lots_cannot_be_changed_or_deleted(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    await bank.attend(await bank.visit_on(0, bank.monday), local(bank.monday, "08:00"), 20)
+    await reconciled(pool)
+    for statement in (
+        "UPDATE bank_postings SET minutes = 1",
+        "DELETE FROM bank_postings",
+        "UPDATE bank_lots SET rate_pence_per_hour = 1",
+    ):
+        with pytest.raises(asyncpg.RestrictViolationError):
+            await db.execute(statement)
