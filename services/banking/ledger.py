@@ -155,17 +155,7 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     ledger = {row["visit_id"]: row for row in await store.visit_ledger(conn, tenant_id, [f["id"] for f in facts])}
     work: dict[UUID, list[tuple[asyncpg.Record, rules.Target, dict[str, int]]]] = defaultdict(list)
     for row in facts:
-        target = rules.target_of(
-            rules.VisitFacts(
-                funding=row["funding"],
-                model=row["model"],
-                status=row["status"],
-                banked_min=row["banked_min"],
-                planned_min=row["planned_min"],
-                place_payables=tuple(row["place_payables"] or ()),
-                short_person_cancellation=_short_person_cancellation(row),
-            )
-        )
+        target = rules.target_of(rules.facts_of(row))
         sums = dict(ledger[row["id"]]) if row["id"] in ledger else defaultdict(int)
         has_hold = row["funding"] == "bank" and await store.open_hold(conn, tenant_id, visit_id=row["id"]) is not None
         accrual_now = sums["accrued"] - sums["taken_back"] - sums["accrual_short"]
@@ -189,13 +179,6 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
             if row["funding"] == "bank" and not target.hold_open:
                 await _deliver(conn, tenant_id, row, target.deliver_min, now_["delivery"], rates, now)
     return sum(len(rows) for rows in work.values())
-
-
-def _short_person_cancellation(row: asyncpg.Record) -> bool:
-    cancellation = row["cancellation"] or {}
-    return (
-        row["status"] == "cancelled" and cancellation.get("by") == "person" and bool(cancellation.get("short_notice"))
-    )
 
 
 def _visit_end(row: asyncpg.Record) -> datetime:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from services.billing.rules import amount_pence
@@ -85,6 +85,28 @@ class Target:
     accrue_min: int
     deliver_min: int
     hold_open: bool
+
+
+class Row(Protocol):
+    """A database row, as rules see it: fields by name."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+def facts_of(row: Row) -> VisitFacts:
+    """VisitFacts from a visit row (status, funding, banked minutes, place payables, cancellation)."""
+    cancellation = row["cancellation"] or {}
+    return VisitFacts(
+        funding=row["funding"],
+        model=row["model"],
+        status=row["status"],
+        banked_min=row["banked_min"],
+        planned_min=row["planned_min"],
+        place_payables=tuple(row["place_payables"] or ()),
+        short_person_cancellation=row["status"] == "cancelled"
+        and cancellation.get("by") == "person"
+        and bool(cancellation.get("short_notice")),
+    )
 
 
 def target_of(visit: VisitFacts) -> Target:

@@ -603,3 +603,75 @@ async def mark_bank_billed(
             list(item_ids),
             invoice_id,
         )
+
+
+# --- invariants (`carebank check`) ---------------------------------------------------------------
+
+
+async def unbalanced_ledgers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Ledgers whose accounts do not sum to 0."""
+    return await conn.fetch(
+        """SELECT tenant_id, provider_id, sum(amount) AS total FROM (
+               SELECT tenant_id, provider_id, minutes AS amount FROM bank_postings
+               UNION ALL SELECT tenant_id, provider_id, -minutes FROM bank_postings) m
+           GROUP BY tenant_id, provider_id HAVING sum(amount) <> 0"""
+    )
+
+
+async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """People's and pool accounts below 0 counting holds, or whose balance is not the sum of their lots,
+    and lots with a negative remainder or more held than remains."""
+    return await conn.fetch(
+        f"""WITH lots AS (
+                SELECT l.tenant_id, l.provider_id, l.account, l.id,
+                       {_REMAINING.format(as_of=_FOREVER)} AS remaining, {_HELD.format(as_of=_FOREVER)} AS held
+                FROM bank_lots l),
+            balances AS (
+                SELECT tenant_id, provider_id, account, sum(amount) AS balance FROM (
+                    SELECT tenant_id, provider_id, to_account AS account, minutes AS amount FROM bank_postings
+                    UNION ALL SELECT tenant_id, provider_id, from_account, -minutes FROM bank_postings) m
+                WHERE account = 'pool' OR account LIKE 'person:%'
+                GROUP BY tenant_id, provider_id, account),
+            by_account AS (
+                SELECT tenant_id, provider_id, account, sum(remaining) AS in_lots, sum(held) AS held,
+                       bool_or(remaining < 0 OR held > remaining) AS bad_lot
+                FROM lots GROUP BY tenant_id, provider_id, account)
+            SELECT coalesce(b.tenant_id, a.tenant_id) AS tenant_id,
+                   coalesce(b.provider_id, a.provider_id) AS provider_id,
+                   coalesce(b.account, a.account) AS account, coalesce(b.balance, 0) AS balance,
+                   coalesce(a.in_lots, 0) AS in_lots, coalesce(a.held, 0) AS held, coalesce(a.bad_lot, false) AS bad_lot
+            FROM balances b FULL JOIN by_account a
+              ON a.tenant_id = b.tenant_id AND a.provider_id = b.provider_id AND a.account = b.account
+            WHERE coalesce(b.balance, 0) <> coalesce(a.in_lots, 0)
+               OR coalesce(b.balance, 0) - coalesce(a.held, 0) < 0 OR coalesce(a.bad_lot, false)"""
+    )
+
+
+async def hold_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Holds whose earmarked lots do not add up to the hold, or that earmark another account's lots."""
+    return await conn.fetch(
+        """SELECT h.tenant_id, h.id, h.minutes, coalesce(sum(hl.minutes), 0) AS earmarked
+           FROM bank_holds h LEFT JOIN bank_hold_lots hl ON hl.tenant_id = h.tenant_id AND hl.hold_id = h.id
+           LEFT JOIN bank_lots l ON l.tenant_id = hl.tenant_id AND l.id = hl.lot_id
+           GROUP BY h.tenant_id, h.id, h.minutes
+           HAVING h.minutes <> coalesce(sum(hl.minutes), 0) OR bool_or(l.account <> h.account)"""
+    )
+
+
+async def banking_visit_ids(conn: asyncpg.Connection) -> list[tuple[UUID, UUID]]:
+    """Every visit the bank may care about, or has postings for."""
+    rows = await conn.fetch(
+        """SELECT v.tenant_id, v.id FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
+           WHERE v.funding = 'bank' OR c.model = 'outcome_based'
+           UNION SELECT tenant_id, visit_id FROM bank_postings WHERE visit_id IS NOT NULL"""
+    )
+    return [(row["tenant_id"], row["id"]) for row in rows]
+
+
+async def append_only_tables(conn: asyncpg.Connection) -> set[str]:
+    """Bank tables that carry the append-only trigger."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+           JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = 'bank_append_only' AND NOT t.tgisinternal"""
+    )
+    return {row["relname"] for row in rows}
