@@ -1,4 +1,4 @@
-"""The `carebank` command: serve, worker, migrate, credentials, token."""
+"""The `carebank` command: serve, worker, migrate, demo, credentials, token."""
 
 from __future__ import annotations
 
@@ -110,6 +110,64 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if differing else 0
 
 
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.db import connect
+    from services.banking.check import breaches
+
+    async def run(url: str) -> list[str]:
+        conn = await connect(url)
+        try:
+            return await breaches(conn)
+        finally:
+            await conn.close()
+
+    with servers_for(settings, need_redis=False) as resolved:
+        found = asyncio.run(run(_db(resolved)))
+    for breach in found:
+        _say(f"breach: {breach}")
+    print(json.dumps({"breaches": len(found)}))
+    return 1 if found else 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    import msgspec
+    from rich.console import Console
+
+    from services.demo import html, summary
+    from services.demo.api import DemoError
+    from services.demo.runner import Options, run_demo
+
+    if not settings.database_url or not settings.redis_url:
+        # Embedded servers of its own, so a running `carebank serve` keeps its data and its server.
+        settings = msgspec.structs.replace(settings, data_dir=str(Path(settings.data_dir) / "demo"))
+    options = Options(
+        people=args.people,
+        carers=args.carers if args.carers is not None else max(4, round(args.people * 80 / 300)),
+        weeks=args.weeks,
+        seed=args.seed,
+        start=date.fromisoformat(args.start) if args.start else None,
+        report=Path(args.report),
+        json_out=Path(args.json) if args.json else None,
+    )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=110)  # a log or a pipe: wide enough for the summary tables
+    try:
+        with servers_for(settings) as resolved:
+            result = run_demo(resolved, options, console)
+    except DemoError as exc:
+        _say(f"carebank demo: {exc}")
+        return 1
+    summary.print_summary(console, result)
+    options.report.write_text(html.render(result), encoding="utf-8")
+    console.print(f"report written to {options.report.resolve()}")
+    if options.json_out:
+        options.json_out.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
@@ -162,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--from", dest="date_from", help="first local date of planned start")
     reconcile.add_argument("--to", dest="date_to", help="last local date of planned start")
     reconcile.set_defaults(func=_reconcile)
+
+    check = sub.add_parser("check", help="verify every bank invariant over the whole database; exit 1 naming breaches")
+    check.set_defaults(func=_check)
+
+    demo = sub.add_parser("demo", help="play a county's past weeks through the API and report on them")
+    demo.add_argument("--people", type=int, default=300, help="service users (default 300)")
+    demo.add_argument("--carers", type=int, default=None, help="carers (default 80 per 300 people)")
+    demo.add_argument("--weeks", type=int, default=4, choices=range(1, 7), metavar="1-6", help="weeks (default 4)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed: the same seed and start give the same figures")
+    demo.add_argument("--start", help="first Monday (default: the full weeks ending last Sunday)")
+    demo.add_argument("--report", default="demo-report.html", help="where to write the HTML report")
+    demo.add_argument("--json", help="also write the figures as JSON here")
+    demo.set_defaults(func=_demo)
 
     token = sub.add_parser("token", help="exchange a credential for a bearer token")
     token.add_argument("--url", default="http://127.0.0.1:8000")
