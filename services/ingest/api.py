@@ -19,6 +19,7 @@ from services.common.errors import decode_problem, field_problems_of, problem
 from services.ingest.accept import Outcome, Poster, Submission, accept
 from services.ingest.committer import GroupCommitter
 from services.ingest.rules import EventProblem
+from services.monitoring.timers import note_events
 
 _DECODER = msgspec.json.Decoder(VisitEventIn)
 _BATCH_DECODER = msgspec.json.Decoder(EventBatchIn)
@@ -47,10 +48,15 @@ class IngestController(Controller):
         answer = await committer.submit(caller.tenant, Submission(_poster(caller), data))
         if isinstance(answer, EventProblem):
             raise problem(answer.status, answer.code, answer.problems[0].message, answer.problems)
-        return Response(answer, status_code=201 if answer.status == "accepted" else 200)
+        noted = (
+            note_events(request.app.state, caller.tenant, caller.carer_id, [answer.visit_id])
+            if answer.status == "accepted"
+            else None
+        )
+        return Response(answer, status_code=201 if answer.status == "accepted" else 200, background=noted)
 
     @post("/batch", operation_id="postVisitEventBatch", status_code=200)
-    async def post_batch(self, request: Request[Any, Any, Any], caller: Caller) -> BatchAnswer:
+    async def post_batch(self, request: Request[Any, Any, Any], caller: Caller) -> Response[BatchAnswer]:
         """Up to 500 events `{"events": [...]}`, stored in one transaction; each gets its own answer, in order."""
         try:
             # Decoded here, not by Litestar, so each event stays raw and is checked on its own.
@@ -61,8 +67,11 @@ class IngestController(Controller):
         submissions = [Submission(_poster(caller), event) for event in decoded if isinstance(event, VisitEventIn)]
         async with acquire(request.app.state.pool) as conn, conn.transaction():
             outcomes = await accept(conn, caller.tenant, submissions, datetime.now(tz=UTC))
+        accepted = [o.visit_id for o in outcomes if isinstance(o, EventAnswer) and o.status == "accepted"]
+        noted = note_events(request.app.state, caller.tenant, caller.carer_id, accepted)
         answers = iter([_as_answer(sub, outcome) for sub, outcome in zip(submissions, outcomes, strict=True)])
-        return BatchAnswer(results=[next(answers) if isinstance(item, VisitEventIn) else item for item in decoded])
+        results = [next(answers) if isinstance(item, VisitEventIn) else item for item in decoded]
+        return Response(BatchAnswer(results=results), background=noted)
 
 
 def _decode(raw: msgspec.Raw) -> VisitEventIn | EventAnswer:

@@ -1,28 +1,32 @@
-"""Monitoring HTTP: alerts and their acknowledgement."""
+"""Monitoring HTTP: alerts, their acknowledgement and live stream, and the live board."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import structlog
 from litestar import Controller, Request, get, post
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from redis.exceptions import RedisError
 
 from schemas.common import Page
-from schemas.monitoring import Alert, AlertKind, AlertStatus, LiveBoard, OnSite
+from schemas.monitoring import Alert, AlertKind, AlertStatus, LiveBoard
 from services.common.auth import allow, provider_scope
 from services.common.deps import Caller, Conn
 from services.common.errors import found_or_404, not_found
 from services.common.pagination import CursorParam, LimitParam, decode_cursor, page_of
 from services.monitoring import store
+from services.monitoring.board import LiveBoards, current, on_site_of
+from services.monitoring.jobs import ON_SITE_WINDOW
 from services.monitoring.live import provider_channel, tenant_channel
 
-ON_SITE_WINDOW = timedelta(hours=12)  # an older check-in without a check-out is an exception, not a presence
+log = structlog.get_logger("carebank.live")
 
 
 class AlertController(Controller):
@@ -94,9 +98,25 @@ class LiveController(Controller):
 
     @get("/", operation_id="liveBoard")
     async def live(
-        self, conn: Conn, caller: Caller, provider_id: Annotated[UUID | None, QueryParameter()] = None
+        self,
+        request: Request[Any, Any, Any],
+        conn: Conn,
+        caller: Caller,
+        provider_id: Annotated[UUID | None, QueryParameter()] = None,
     ) -> LiveBoard:
-        """Carers on site now, by check-in (a provider sees its own)."""
+        """Carers on site now, by check-in (a provider sees its own), from Redis; rebuilt from PostgreSQL
+        when Redis lost it, read from PostgreSQL while Redis is away."""
         now = datetime.now(tz=UTC)
-        rows = await store.on_site(conn, caller.tenant, provider_scope(caller, provider_id), now - ON_SITE_WINDOW)
-        return LiveBoard(as_of=now, on_site=[OnSite(**dict(row)) for row in rows])
+        scope = provider_scope(caller, provider_id)
+        boards = LiveBoards(request.app.state.redis, request.app.state.settings.redis_namespace)
+        try:
+            entries = await boards.read(caller.tenant)
+            if entries is None:
+                rows = await store.on_site(conn, caller.tenant, None, now - ON_SITE_WINDOW)
+                entries = [on_site_of(row) for row in rows]
+                await boards.replace({caller.tenant: entries})
+        except (RedisError, OSError) as exc:
+            log.warning("redis_unavailable_fail_open", op="live_board", error=type(exc).__name__)
+            rows = await store.on_site(conn, caller.tenant, scope, now - ON_SITE_WINDOW)
+            entries = [on_site_of(row) for row in rows]
+        return LiveBoard(as_of=now, on_site=current(entries, scope, now - ON_SITE_WINDOW))

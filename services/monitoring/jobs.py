@@ -1,25 +1,45 @@
-"""Monitoring worker job: raise the alerts whose thresholds have passed and resolve those that ended.
+"""Monitoring worker job: raise alerts at their thresholds, resolve those that ended, keep the live board.
 
-Polls PostgreSQL every few seconds; two workers at once raise each alert once (a unique key).
+While Redis answers, the worker waits on timers there (`timers.py`): thresholds of the visits
+planned in the next 24 hours, and notes from ingest that events arrived. It wakes every half
+second, leases what fell due, asks PostgreSQL for those visits' facts only, and raises,
+resolves and updates the board from them. It learns of new, moved and cancelled visits by
+reading the visits changed since its last look (`updated_at`, indexed), and sweeps PostgreSQL
+in full once a minute as a safety net. When Redis is unreachable it sweeps PostgreSQL every
+few seconds instead; when Redis comes back it rebuilds timers and boards from PostgreSQL.
+PostgreSQL decides every alert and its unique key means two workers raise each alert once.
 """
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from infra.db import acquire
-from schemas.monitoring import Alert
+from schemas.monitoring import Alert, OnSite
 from services.common.ids import new_id
 from services.monitoring import rules, store
+from services.monitoring.board import LiveBoards, on_site_of
 from services.monitoring.live import AlertPublisher
+from services.monitoring.timers import Timers, threshold_member
 
 log = structlog.get_logger("carebank.monitoring")
 LOOKBACK = timedelta(hours=30)  # a day of visits, plus no_check_out's hour after the end
+HORIZON = timedelta(hours=24)  # timers are set for visits planned up to this far ahead
+ON_SITE_WINDOW = timedelta(hours=12)  # an older check-in without a check-out is an exception, not a presence
+# Changes are read back from the oldest open transaction's start, but never further than this:
+# a change committed by a transaction open longer is left to the sweep.
+CHANGE_LOOKBACK_MAX = timedelta(minutes=2)
+KINDS: tuple[rules.Kind, ...] = ("late", "missed", "no_check_out")
 
 
 def _facts(row: asyncpg.Record) -> rules.VisitFacts:
@@ -40,7 +60,8 @@ Changed = list[tuple[UUID, Alert]]
 
 
 async def evaluate_alerts(pool: asyncpg.Pool, now: datetime | None = None) -> tuple[Changed, Changed]:
-    """(raised, resolved) alerts this round, each with its tenant."""
+    """A full sweep of PostgreSQL: (raised, resolved) alerts, each with its tenant. The fallback
+    while Redis is away, and the safety net behind the timers while it is up."""
     now = now or datetime.now(tz=UTC)
     async with acquire(pool) as conn, conn.transaction():
         rows: list[dict[str, Any]] = []
@@ -50,11 +71,7 @@ async def evaluate_alerts(pool: asyncpg.Pool, now: datetime | None = None) -> tu
         for event in await store.unalerted_outside_geofence(conn, now - LOOKBACK):
             rows.append(_alert_row(event, "outside_geofence", str(event["event_id"]), event["received_at"], now))
         raised = await store.raise_alerts(conn, rows)
-        resolved: Changed = []
-        facts = [(row, _facts(row)) for row in await store.facts_of_open_alerts(conn)]
-        for kind in ("late", "missed", "no_check_out"):
-            ended = [(row["tenant_id"], row["id"]) for row, f in facts if not rules.condition_holds(kind, f)]
-            resolved += await store.resolve(conn, ended, kind, now)
+        resolved = await _resolve(conn, await store.facts_of_open_alerts(conn), now)
     return raised, resolved
 
 
@@ -73,11 +90,154 @@ def _alert_row(source: asyncpg.Record, kind: str, subject: str, due_at: datetime
     }
 
 
-async def alerts_job(pool: asyncpg.Pool, publisher: AlertPublisher | None = None) -> int:
-    """The worker's job: raise and resolve, then push the changes live; returns how many changed."""
-    raised, resolved = await evaluate_alerts(pool)
-    for _, alert in raised:
-        log.info("alert_raised", kind=alert.kind, alert_id=str(alert.id), visit_id=str(alert.visit_id))
-    if publisher is not None:
-        await publisher.publish(raised + resolved)
-    return len(raised) + len(resolved)
+class Monitor:
+    """The worker's monitoring job: `tick` is run every half second (or with a given clock, in tests)."""
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        namespace: str,
+        publisher: AlertPublisher | None = None,
+        *,
+        sweep_every_s: float = 60.0,
+        fallback_every_s: float = 5.0,
+    ) -> None:
+        self.timers = Timers(redis, namespace) if redis is not None else None
+        self.boards = LiveBoards(redis, namespace) if redis is not None else None
+        self._publisher = publisher
+        self._sweep_every_s = sweep_every_s
+        self._fallback_every_s = fallback_every_s
+        self.ready = False  # timers and boards rebuilt since Redis was last (re)found
+        self._since: datetime | None = None  # read visits changed from here (database clock)
+        self._horizon_end: datetime | None = None
+        self._last_sweep = -float("inf")
+
+    async def tick(self, pool: asyncpg.Pool, now: datetime | None = None) -> int:
+        """One round; returns how many alerts were raised or resolved."""
+        now = now or datetime.now(tz=UTC)
+        if self.timers is None or self.boards is None:
+            return await self._sweep_if_due(pool, now, self._fallback_every_s)
+        try:
+            if not self.ready:
+                await self.timers.ping()
+                changed = await self.rebuild(pool, now)
+                self.ready = True
+                log.info("monitoring_timers_rebuilt")
+                return changed
+            touched = await self._refresh(pool, now)
+            changed = await self._fire(pool, now, touched)
+        except (RedisError, OSError) as exc:
+            if self.ready:
+                log.warning("monitoring_polling_postgres", reason="redis_unavailable", error=type(exc).__name__)
+                self._last_sweep = -float("inf")  # catch up at once
+            self.ready = False
+            return await self._sweep_if_due(pool, now, self._fallback_every_s)
+        return changed + await self._sweep_if_due(pool, now, self._sweep_every_s)
+
+    async def rebuild(self, pool: asyncpg.Pool, now: datetime) -> int:
+        """Sweep PostgreSQL for what is due, then set every timer of the next 24 hours and every
+        live board from it."""
+        assert self.timers is not None
+        assert self.boards is not None
+        changed = await self._sweep_if_due(pool, now, 0)
+        async with acquire(pool) as conn:
+            _, oldest = await store.clock(conn)
+            rows = await store.visits_starting(conn, now - LOOKBACK, now + HORIZON)
+            present = await store.on_site_everywhere(conn, now - ON_SITE_WINDOW)
+        timers, _ = _timers_of(rows, after=now)
+        await self.timers.schedule(timers)
+        boards: dict[UUID, list[OnSite]] = defaultdict(list)
+        for tenant in await self.timers.tenants():
+            boards[tenant] = []
+        for row in present:
+            boards[row["tenant_id"]].append(on_site_of(row))
+        await self.boards.replace(boards)
+        self._since, self._horizon_end = oldest, now + HORIZON
+        return changed
+
+    async def _refresh(self, pool: asyncpg.Pool, now: datetime) -> set[tuple[UUID, UUID]]:
+        """Timers for visits created, moved or cancelled since the last look, and for visits that
+        entered the horizon; returns changed visits that have alerts (a cancellation resolves)."""
+        assert self.timers is not None
+        async with acquire(pool) as conn:
+            db_now, oldest = await store.clock(conn)
+            since = self._since or oldest
+            changed = await store.visits_changed_since(conn, since, now - LOOKBACK, now + HORIZON)
+            start = self._horizon_end or now
+            entering = await store.visits_starting(conn, start, now + HORIZON) if now + HORIZON > start else []
+        timers, gone = _timers_of([*changed, *entering], after=None)
+        await self.timers.schedule(timers, gone)
+        self._since = max(oldest, db_now - CHANGE_LOOKBACK_MAX)
+        self._horizon_end = max(start, now + HORIZON)
+        return {(row["tenant_id"], row["id"]) for row in changed if row["alerted"]}
+
+    async def _fire(self, pool: asyncpg.Pool, now: datetime, touched: set[tuple[UUID, UUID]]) -> int:
+        """Handle the due timers: raise at thresholds, resolve and look for geofence failures where
+        events arrived, update the boards of the carers who posted them."""
+        assert self.timers is not None
+        assert self.boards is not None
+        dues = await self.timers.lease_due(now)
+        at_threshold = [(d.tenant_id, v) for d in dues for v in d.thresholds]
+        touched = touched | {(d.tenant_id, v) for d in dues for _, v in d.touched}
+        if not at_threshold and not touched:
+            await self.timers.done(dues)
+            return 0
+        async with acquire(pool) as conn, conn.transaction():
+            rows: list[dict[str, Any]] = []
+            for visit in await store.facts_of_visits(conn, at_threshold):
+                for kind, due_at in rules.alerts_due(_facts(visit), now):
+                    rows.append(_alert_row(visit, kind, "", due_at, now))
+            for event in await store.unalerted_outside_geofence_of(conn, sorted(touched)):
+                rows.append(_alert_row(event, "outside_geofence", str(event["event_id"]), event["received_at"], now))
+            raised = await store.raise_alerts(conn, rows)
+            resolved = await _resolve(conn, await store.facts_of_visits(conn, sorted(touched)), now)
+            boards = [(d.tenant_id, sorted(d.touched)) for d in dues if d.touched]
+            present = [await store.on_site_at(conn, t, pairs, now - ON_SITE_WINDOW) for t, pairs in boards]
+        for (tenant_id, pairs), rows_now in zip(boards, present, strict=True):
+            await self.boards.merge(tenant_id, pairs, [on_site_of(r) for r in rows_now])
+        await self._publish(raised, resolved)
+        await self.timers.done(dues)
+        return len(raised) + len(resolved)
+
+    async def _sweep_if_due(self, pool: asyncpg.Pool, now: datetime, every_s: float) -> int:
+        if time.monotonic() - self._last_sweep < every_s:
+            return 0
+        self._last_sweep = time.monotonic()
+        raised, resolved = await evaluate_alerts(pool, now)
+        await self._publish(raised, resolved)
+        return len(raised) + len(resolved)
+
+    async def _publish(self, raised: Changed, resolved: Changed) -> None:
+        for _, alert in raised:
+            log.info("alert_raised", kind=alert.kind, alert_id=str(alert.id), visit_id=str(alert.visit_id))
+        if self._publisher is not None and (raised or resolved):
+            await self._publisher.publish(raised + resolved)
+
+
+async def _resolve(conn: asyncpg.Connection, facts: Iterable[asyncpg.Record], now: datetime) -> Changed:
+    resolved: Changed = []
+    rows = [(row, _facts(row)) for row in facts]
+    for kind in KINDS:
+        ended = [(row["tenant_id"], row["id"]) for row, f in rows if not rules.condition_holds(kind, f)]
+        resolved += await store.resolve(conn, ended, kind, now)
+    return resolved
+
+
+def _timers_of(
+    rows: Iterable[asyncpg.Record], *, after: datetime | None
+) -> tuple[dict[UUID, dict[str, float]], dict[UUID, list[str]]]:
+    """Timer members per tenant for these visits (kinds already alerted left out; thresholds not
+    after `after` left out when given), and the members of visits that can no longer alert."""
+    timers: dict[UUID, dict[str, float]] = defaultdict(dict)
+    gone: dict[UUID, list[str]] = defaultdict(list)
+    for row in rows:
+        kinds = rules.thresholds_of(
+            row["planned_start"], row["planned_min"], row["late_after_min"], row["missed_after_min"]
+        )
+        for kind, at in kinds.items():
+            member = threshold_member(kind, row["id"])
+            if not row["alertable"] or kind in row["alerted"]:
+                gone[row["tenant_id"]].append(member)
+            elif after is None or at > after:
+                timers[row["tenant_id"]][member] = at.timestamp()
+    return timers, gone

@@ -28,10 +28,17 @@ class VisitFacts:
 
 def thresholds(facts: VisitFacts) -> dict[Kind, datetime]:
     """The instant each visit-level alert becomes due."""
-    end = facts.planned_start + timedelta(minutes=facts.planned_min)
+    return thresholds_of(facts.planned_start, facts.planned_min, facts.late_after_min, facts.missed_after_min)
+
+
+def thresholds_of(
+    planned_start: datetime, planned_min: int, late_after_min: int, missed_after_min: int
+) -> dict[Kind, datetime]:
+    """The same instants from the plan alone (what a timer is set for, before any event is known)."""
+    end = planned_start + timedelta(minutes=planned_min)
     return {
-        "late": facts.planned_start + timedelta(minutes=facts.late_after_min),
-        "missed": facts.planned_start + timedelta(minutes=facts.missed_after_min),
+        "late": planned_start + timedelta(minutes=late_after_min),
+        "missed": planned_start + timedelta(minutes=missed_after_min),
         "no_check_out": end + NO_CHECK_OUT_AFTER,
     }
 

@@ -190,3 +190,123 @@ async def on_site(
         provider_id,
         since,
     )
+
+
+async def facts_of_visits(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]]) -> list[asyncpg.Record]:
+    """The current facts of these (tenant, visit) pairs, whatever their status."""
+    if not pairs:
+        return []
+    return await conn.fetch(
+        _FACTS
+        + """ JOIN unnest($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
+                       ON k.tenant_id = v.tenant_id AND k.id = v.id""",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+
+
+_SCHEDULE = """SELECT v.tenant_id, v.id, v.planned_start, v.planned_min,
+           v.status IN ('planned', 'in_progress', 'missed') AS alertable,
+           (c.pay_rules ->> 'late_after_min')::int AS late_after_min,
+           (c.pay_rules ->> 'missed_after_min')::int AS missed_after_min,
+           ARRAY(SELECT al.kind FROM alerts al WHERE al.tenant_id = v.tenant_id AND al.visit_id = v.id
+                   AND al.kind <> 'outside_geofence') AS alerted
+    FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id"""
+
+
+async def clock(conn: asyncpg.Connection) -> tuple[datetime, datetime]:
+    """The database's now, and the start of its oldest open transaction on this database (or now).
+
+    A row written by a transaction still open carries an `updated_at` no older than that start,
+    so "changed since" that instant cannot miss a change that commits later.
+    """
+    row = await conn.fetchrow(
+        """SELECT now() AS now, least(now(), min(xact_start)) AS oldest FROM pg_stat_activity
+           WHERE datname = current_database() AND xact_start IS NOT NULL"""
+    )
+    assert row is not None
+    return row["now"], row["oldest"]
+
+
+async def visits_changed_since(
+    conn: asyncpg.Connection, since: datetime, start_from: datetime, start_to: datetime
+) -> list[asyncpg.Record]:
+    """Visits created or changed (moved, cancelled, re-timed) since `since`, planned in the window."""
+    return await conn.fetch(
+        _SCHEDULE + """ WHERE v.updated_at >= $1 AND v.planned_start BETWEEN $2 AND $3""",
+        since,
+        start_from,
+        start_to,
+    )
+
+
+async def visits_starting(conn: asyncpg.Connection, after: datetime, until: datetime) -> list[asyncpg.Record]:
+    """Visits that can still raise an alert, planned in (after, until]."""
+    return await conn.fetch(
+        _SCHEDULE
+        + """ WHERE v.planned_start > $1 AND v.planned_start <= $2
+                          AND v.status IN ('planned', 'in_progress', 'missed')""",
+        after,
+        until,
+    )
+
+
+async def unalerted_outside_geofence_of(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]]
+) -> list[asyncpg.Record]:
+    """Unverified GPS events of these (tenant, visit) pairs that have no alert yet."""
+    if not pairs:
+        return []
+    return await conn.fetch(
+        """SELECT e.tenant_id, e.event_id, e.visit_id, e.person_id, e.provider_id, e.received_at, v.created_at,
+                  e.occurred_at
+           FROM unnest($1::uuid[], $2::uuid[]) AS k(tenant_id, visit_id)
+           JOIN visit_events e ON e.tenant_id = k.tenant_id AND e.visit_id = k.visit_id
+           JOIN visits v ON v.tenant_id = e.tenant_id AND v.id = e.visit_id
+           WHERE e.method = 'gps' AND NOT e.verified
+             AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.tenant_id = e.tenant_id AND a.visit_id = e.visit_id
+                               AND a.kind = 'outside_geofence' AND a.subject = e.event_id::text)""",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+
+
+_ON_SITE = """SELECT DISTINCT ON ({distinct}) e.tenant_id, e.carer_id, c.name AS carer_name, e.provider_id, e.visit_id,
+                  e.person_id, p.reference AS person_reference, e.occurred_at AS checked_in_at, e.verified
+           FROM visit_events e
+           JOIN carers c ON c.tenant_id = e.tenant_id AND c.id = e.carer_id
+           JOIN people p ON p.tenant_id = e.tenant_id AND p.id = e.person_id
+           {join}
+           WHERE e.kind = 'check_in' AND e.occurred_at >= $1 {where}
+             AND NOT EXISTS (SELECT 1 FROM visit_events o
+                             WHERE o.tenant_id = e.tenant_id AND o.visit_id = e.visit_id AND o.carer_id = e.carer_id
+                               AND o.kind = 'check_out' AND o.occurred_at > e.occurred_at)
+           ORDER BY {distinct}, e.occurred_at DESC"""
+
+
+async def on_site_everywhere(conn: asyncpg.Connection, since: datetime) -> list[asyncpg.Record]:
+    """Every tenant's carers on site (as `on_site`), for rebuilding the live boards at once."""
+    return await conn.fetch(
+        _ON_SITE.format(distinct="e.tenant_id, e.carer_id", join="", where=""),
+        since,
+    )
+
+
+async def on_site_at(
+    conn: asyncpg.Connection, tenant_id: UUID, pairs: Sequence[tuple[UUID, UUID]], since: datetime
+) -> list[asyncpg.Record]:
+    """Of these (carer, visit) pairs of one tenant, those where the carer is on site at that visit now."""
+    if not pairs:
+        return []
+    return await conn.fetch(
+        _ON_SITE.format(
+            distinct="e.carer_id, e.visit_id",
+            join="""JOIN unnest($3::uuid[], $4::uuid[]) AS k(carer_id, visit_id)
+                      ON e.tenant_id = $2 AND e.visit_id = k.visit_id AND e.carer_id = k.carer_id""",
+            where="AND e.tenant_id = $2",
+        ),
+        since,
+        tenant_id,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )

@@ -45,14 +45,14 @@ async def world(client: Client, db: asyncpg.Connection) -> World:
     return built
 
 
-async def new_visit(client: Client, world: World, start: datetime, carers: int = 1) -> str:
+async def new_visit(client: Client, world: World, start: datetime, carers: int = 1, provider: int = 0) -> str:
     made = await create(
         client,
         world.a.commissioner,
         "/v1/visits",
         {
             "person_id": world.a.person_id,
-            "contract_id": world.a.contracts[0],
+            "contract_id": world.a.contracts[provider],
             "planned_start": start.isoformat(),
             "planned_min": 30,
             "carers_required": carers,
@@ -215,18 +215,30 @@ async def test_an_alert_arrives_on_the_live_stream(
     assert (alert["kind"], alert["visit_id"], alert["status"]) == ("late", visit_id, "open")
 
 
-async def test_the_live_board_shows_who_is_on_site(client: Client, world: World) -> None:
-    start = datetime.now(tz=UTC) - timedelta(minutes=10)
-    visit_id = await new_visit(client, world, start)
-    carer = world.a.carer_headers[0]
-    await client.post("/v1/visit-events", json=event("check_in", start, visit_id=visit_id), headers=carer)
-    board = (await client.get("/v1/live", headers=world.a.provider_headers[0])).json()
-    assert [(row["carer_id"], row["visit_id"]) for row in board["on_site"]] == [(world.a.carers[0], visit_id)]
-    assert board["on_site"][0]["person_reference"] == "P-A"
-    assert (await client.get("/v1/live", headers=world.a.provider_headers[1])).json()["on_site"] == []
-    assert (await client.get("/v1/live", headers=world.b.commissioner)).json()["on_site"] == []
-    assert (await client.get("/v1/live", headers=carer)).status_code == 403
-    await client.post(
-        "/v1/visit-events", json=event("check_out", datetime.now(tz=UTC), visit_id=visit_id), headers=carer
-    )
-    assert (await client.get("/v1/live", headers=world.a.commissioner)).json()["on_site"] == []
+async def test_the_live_board_shows_who_is_on_site(
+    client: Client, world: World, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    redis = create_redis(settings.redis_url or "")
+    monitor = jobs.Monitor(redis, settings.redis_namespace)
+    try:
+        await monitor.tick(pool)
+        start = datetime.now(tz=UTC) - timedelta(minutes=10)
+        visit_id = await new_visit(client, world, start)
+        carer = world.a.carer_headers[0]
+        await client.post("/v1/visit-events", json=event("check_in", start, visit_id=visit_id), headers=carer)
+        await asyncio.sleep(0.1)  # ingest notes the event in Redis just after answering
+        await monitor.tick(pool)
+        board = (await client.get("/v1/live", headers=world.a.provider_headers[0])).json()
+        assert [(row["carer_id"], row["visit_id"]) for row in board["on_site"]] == [(world.a.carers[0], visit_id)]
+        assert board["on_site"][0]["person_reference"] == "P-A"
+        assert (await client.get("/v1/live", headers=world.a.provider_headers[1])).json()["on_site"] == []
+        assert (await client.get("/v1/live", headers=world.b.commissioner)).json()["on_site"] == []
+        assert (await client.get("/v1/live", headers=carer)).status_code == 403
+        await client.post(
+            "/v1/visit-events", json=event("check_out", datetime.now(tz=UTC), visit_id=visit_id), headers=carer
+        )
+        await asyncio.sleep(0.1)
+        await monitor.tick(pool)
+        assert (await client.get("/v1/live", headers=world.a.commissioner)).json()["on_site"] == []
+    finally:
+        await redis.aclose()
