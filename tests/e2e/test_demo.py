@@ -33,7 +33,7 @@ async def test_a_small_demo_agrees_with_the_reports_and_the_invoices(
     )
     out, report = tmp_path / "demo.json", tmp_path / "demo-report.html"
     command = [sys.executable, "-m", "services.cli", "demo", "--people", "20", "--weeks", "1", "--seed", "7"]
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+    done = subprocess.run(
         [*command, "--json", str(out), "--report", str(report)],
         env=env,
         cwd=tmp_path,
@@ -43,7 +43,8 @@ async def test_a_small_demo_agrees_with_the_reports_and_the_invoices(
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Saving" in done.stdout and "Punctuality" in done.stdout
+    assert "Saving" in done.stdout
+    assert "Punctuality" in done.stdout
     result = json.loads(out.read_text())
     tally = result["tally"]
 
@@ -70,14 +71,16 @@ async def test_a_small_demo_agrees_with_the_reports_and_the_invoices(
     events = await db.fetchval("SELECT count(*) FROM visit_events WHERE tenant_id = $1", tenant)
     assert events == tally["events_sent"] - tally["duplicates"]
     assert tally["duplicates"] > 0
-    amendments = await db.fetchval("SELECT count(*) FROM amendments WHERE tenant_id = $1 AND status = 'approved'", tenant)
+    amendments = await db.fetchval(
+        "SELECT count(*) FROM amendments WHERE tenant_id = $1 AND status = 'approved'", tenant
+    )
     assert amendments == tally["amendments"] + tally["late_amendments"]
     # the range is fully invoiced: paid cost is the sum of the matching invoice lines
     paid = await db.fetchval(
-        f"""SELECT coalesce(sum(l.amount_pence), 0) FROM invoice_lines l JOIN visits v
+        """SELECT coalesce(sum(l.amount_pence), 0) FROM invoice_lines l JOIN visits v
                ON v.tenant_id = l.tenant_id AND v.id = l.visit_id
             WHERE l.tenant_id = $1 AND l.kind IN ('visit', 'adjustment')
-              AND v.planned_start >= $2 AND v.planned_start < $3""",  # noqa: S608
+              AND v.planned_start >= $2 AND v.planned_start < $3""",
         tenant,
         starts,
         ends,
@@ -85,8 +88,12 @@ async def test_a_small_demo_agrees_with_the_reports_and_the_invoices(
     assert totals["cost_paid_pence"] == paid > 0
     assert totals["not_invoiced_pence"] == 0
     assert totals["cost_planned_pence"] - totals["saving_pence"] <= totals["cost_paid_pence"]
-    assert 0 < totals["punctuality"] < 1 and 0 < totals["verified_in_home_share"] < 1
+    assert 0 < totals["punctuality"] < 1
+    assert 0 < totals["verified_in_home_share"] < 1
 
     page = report.read_text()
-    assert page.startswith("<!doctype html>") and "<svg" in page
-    assert "<script" not in page and "src=" not in page and "<link" not in page
+    assert page.startswith("<!doctype html>")
+    assert "<svg" in page
+    assert "<script" not in page
+    assert "src=" not in page
+    assert "<link" not in page
