@@ -4,16 +4,19 @@ as-of queries, reach, and the append-only ledger."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
+from services.banking.check import breaches
 from services.banking.jobs import expire_due_lots
+from services.cli import main as cli_main
 from tests.support import RATES, Client, TenantWorld, build_world, create, credential_headers, reconciled
 
 LONDON = ZoneInfo("Europe/London")
@@ -460,3 +463,98 @@ async def test_postings_and_lots_cannot_be_changed_or_deleted(
     ):
         with pytest.raises(asyncpg.RestrictViolationError):
             await db.execute(statement)
+
+
+async def test_check_finds_no_breach_in_a_busy_bank_and_names_one_made_by_hand(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday, friday = bank.monday, bank.monday + timedelta(days=4)
+    visit_id = await bank.visit_on(0, monday)
+    await bank.attend(visit_id, local(monday, "08:00"), 20)
+    await reconciled(pool)
+    spent = await bank.bank_visit(0, local(friday, "14:00"), 10)
+    await bank.attend(spent.json()["id"], local(friday, "14:00"), 10, outcome=None)
+    body = {"from_person_id": bank.people[0], "to_person_id": bank.people[1], "minutes": 5, "review_ref": "R-2"}
+    await client.post("/v1/bank/transfers", json=body, headers=bank.provider)
+    await reconciled(pool)
+    await expire_due_lots(pool)
+    assert await breaches(db) == []
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert await asyncio.to_thread(cli_main, ["check"]) == 0  # the CLI runs its own event loop
+
+    # A visit whose stored banked minutes no longer match the ledger is named.
+    await db.execute("UPDATE visits SET banked_min = banked_min + 5 WHERE id = $1", UUID(visit_id))
+    found = await breaches(db)
+    assert found == [f"visit {visit_id}: bank accrual 25, reconciliation banks 30"]
+    assert await asyncio.to_thread(cli_main, ["check"]) == 1
+
+
+async def test_concurrent_transfers_round_a_ring_and_holds_never_overdraw_or_deadlock(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12, cap_min=0)  # every banked minute goes to the pool
+    for n in range(2):
+        person = await create(
+            client,
+            bank.commissioner,
+            "/v1/people",
+            {"reference": f"P-R{n}", "display_name": "R. Person", "location": {"lat": 53.76, "lon": -2.70}},
+        )
+        await create(
+            client,
+            bank.commissioner,
+            "/v1/care-plans",
+            {
+                "person_id": person["id"],
+                "contract_id": bank.contract_id,
+                "weekly_min": 45,
+                "outcomes": [{"id": "wash", "domain": "personal_care", "text": "washed", "key": True}],
+                "schedule": [{"weekday": 1, "start": f"1{n + 4}:00", "minutes": 45, "outcome_ids": ["wash"]}],
+                "valid_from": bank.monday.isoformat(),
+                "valid_to": bank.monday.isoformat(),
+            },
+        )
+        bank.people.append(person["id"])
+    for day in range(7):
+        when = bank.monday + timedelta(days=day)
+        await bank.attend(await bank.visit_on(0, when), local(when, "08:00"), 20)  # 25 a day to the pool
+    await reconciled(pool)
+    for person in bank.people:
+        body = {"provider_id": bank.tw.providers[0], "person_id": person, "minutes": 40, "note": "seed"}
+        assert (await client.post("/v1/bank/allocations", json=body, headers=bank.commissioner)).status_code == 201
+    ring = len(bank.people)
+
+    async def transfer(i: int) -> Any:
+        body = {
+            "from_person_id": bank.people[i % ring],
+            "to_person_id": bank.people[(i + 1) % ring],
+            "minutes": 9 + i % 5,
+            "review_ref": f"ring-{i}",
+        }
+        return await client.post("/v1/bank/transfers", json=body, headers=bank.provider)
+
+    async def hold(i: int) -> Any:
+        return await bank.bank_visit(i % ring, datetime.now(tz=LONDON) + timedelta(days=2, hours=i), 10)
+
+    answers = await asyncio.gather(*(transfer(i) for i in range(20)), *(hold(i) for i in range(8)))
+    assert {a.status_code for a in answers} <= {201, 422}, [a.text for a in answers if a.status_code >= 500]
+    refused = [a.json()["code"] for a in answers if a.status_code == 422]
+    assert set(refused) <= {"insufficient_bank"}
+    pending = [a.json()["id"] for a in answers[:20] if a.status_code == 201]
+    other = await credential_headers(
+        client, bank.commissioner, {"role": "commissioner", "tenant_id": bank.tw.tenant_id}
+    )
+    decided = await asyncio.gather(
+        *(
+            client.post(f"/v1/bank/transfers/{t}/{'approve' if n % 3 else 'reject'}", headers=other)
+            for n, t in enumerate(pending)
+        )
+    )
+    assert {d.status_code for d in decided} == {200}
+    assert await breaches(db) == []
+    states = [await bank.bank(n) for n in range(ring)]
+    assert all(state["available_min"] >= 0 for state in states)
+    summary = (await client.get("/v1/bank/summary", headers=bank.commissioner)).json()
+    assert summary["balances"]["people"] + summary["balances"]["pool"] == 7 * 25  # nothing made or lost
