@@ -99,3 +99,25 @@ async def summary(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID |
             lots=soon,
         ),
     )
+
+
+async def movements(
+    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, start: datetime, end: datetime
+) -> dict[str, int]:
+    """Minutes moved in [start, end) by what moved them: net accrual (accruals and cap overflow less
+    take-backs), net redeployment (less returns), transfers, allocations, expiry, and shortfalls."""
+    until = end - timedelta(microseconds=1)
+    kinds = await store.totals_by_kind(conn, tenant_id, provider_id, start, until)
+    return {
+        "accrued": kinds.get("accrue", 0) + kinds.get("cap_overflow", 0) - kinds.get("take_back", 0),
+        "redeployed": kinds.get("redeploy", 0) - kinds.get("redeploy_return", 0),
+        "transferred": kinds.get("transfer", 0),
+        "allocated": kinds.get("allocate", 0),
+        "expired": kinds.get("expire", 0),
+        "shortfall": sum(minutes for minutes, _ in await store.shortfalls(conn, tenant_id, provider_id, start, until)),
+    }
+
+
+async def providers_with_bank(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None) -> list[UUID]:
+    """Providers whose ledger has any lot (the one asked for, if it has)."""
+    return [p for p in await store.bank_providers(conn, tenant_id) if provider_id in (None, p)]

@@ -424,6 +424,11 @@ async def account_balances(
     )
 
 
+async def bank_providers(conn: asyncpg.Connection, tenant_id: UUID) -> list[UUID]:
+    rows = await conn.fetch("SELECT DISTINCT provider_id FROM bank_lots WHERE tenant_id = $1 ORDER BY 1", tenant_id)
+    return [row["provider_id"] for row in rows]
+
+
 async def person_providers(conn: asyncpg.Connection, tenant_id: UUID, account: str) -> list[UUID]:
     """Providers at which a person has (or had) a bank."""
     rows = await conn.fetch(

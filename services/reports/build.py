@@ -3,7 +3,7 @@ rules (services.billing), read outcomes from the counted carers' check-outs, and
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -12,7 +12,8 @@ import asyncpg
 
 from schemas.catalog import Contract
 from schemas.identity import Tenant
-from schemas.reports import DeliveryReport, DeliveryRow, OutcomesReport, OutcomesRow
+from schemas.reports import BankFigures, DeliveryReport, DeliveryRow, OutcomesReport, OutcomesRow
+from services.banking import balances as bank_balances
 from services.billing import rules as billing_rules
 from services.billing.run import _to_bill as billing_visit
 from services.catalog import store as catalog_store
@@ -115,4 +116,34 @@ async def outcomes_report(
         for (provider, week), (count, doms) in groups.items()
     ]
     rows.sort(key=lambda r: (r.provider_code, r.week_start))
-    return OutcomesReport(date_from=first, date_to=last, provider_id=provider_id, rows=rows, totals=totals)
+    bank = await _bank_figures(conn, tenant, first, last, provider_id)
+    return OutcomesReport(date_from=first, date_to=last, provider_id=provider_id, rows=rows, totals=totals, bank=bank)
+
+
+async def _bank_figures(
+    conn: asyncpg.Connection, tenant: Tenant, first: date, last: date, provider_id: UUID | None
+) -> list[BankFigures]:
+    """Per provider: minutes moved in the range (by effective instant), the balance of people and pool
+    with its value at the range's end (or now, if sooner), and lots expiring in the 28 days after."""
+    span = rules.report_range(first, last, ZoneInfo(tenant.zone))
+    as_of = min(span.ends_at - timedelta(microseconds=1), datetime.now(UTC))
+    figures = []
+    for provider in await bank_balances.providers_with_bank(conn, tenant.id, provider_id):
+        moved = await bank_balances.movements(conn, tenant.id, provider, span.starts_at, span.ends_at)
+        summary = await bank_balances.summary(conn, tenant.id, provider, as_of)
+        figures.append(
+            BankFigures(
+                provider_id=provider,
+                accrued_min=moved["accrued"],
+                redeployed_min=moved["redeployed"],
+                transferred_min=moved["transferred"],
+                allocated_min=moved["allocated"],
+                expired_min=moved["expired"],
+                shortfall_min=moved["shortfall"],
+                balance_min=summary.balances["people"] + summary.balances["pool"],
+                value_pence=summary.value_pence,
+                expiring_28d_min=summary.expiring_soon.minutes,
+                expiring_28d_value_pence=summary.expiring_soon.value_pence,
+            )
+        )
+    return figures

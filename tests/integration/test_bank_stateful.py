@@ -177,7 +177,7 @@ class BankMachine(RuleBasedStateMachine):
         self.clock += 1
         end = self.now - timedelta(hours=1) + timedelta(minutes=self.clock)
         expiry = end + timedelta(weeks=EXPIRY_WEEKS)
-        visit_id = self.run(self._visit(person, "package", 60, banked, "completed", end))
+        visit_id: UUID = self.run(self._visit(person, "package", 60, banked, "completed", end))
         self.run(self._sync(visit_id))
         self._model_accrue(person, expiry, banked)
         self.visit_facts[visit_id] = (person, expiry, banked)
@@ -317,6 +317,7 @@ class BankMachine(RuleBasedStateMachine):
             row = await self.conn.fetchrow(
                 "SELECT * FROM bank_transfers WHERE tenant_id = $1 AND id = $2", self.tenant, transfer_id
             )
+            assert row is not None
             await ledger.decide_transfer(self.conn, self.tenant, row, approve=approve, by="decider", now=self.now)
 
     @rule(minutes=st.integers(1, 30))

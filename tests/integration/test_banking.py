@@ -521,8 +521,8 @@ async def test_concurrent_transfers_round_a_ring_and_holds_never_overdraw_or_dea
         when = bank.monday + timedelta(days=day)
         await bank.attend(await bank.visit_on(0, when), local(when, "08:00"), 20)  # 25 a day to the pool
     await reconciled(pool)
-    for person in bank.people:
-        body = {"provider_id": bank.tw.providers[0], "person_id": person, "minutes": 40, "note": "seed"}
+    for person_id in bank.people:
+        body = {"provider_id": bank.tw.providers[0], "person_id": person_id, "minutes": 40, "note": "seed"}
         assert (await client.post("/v1/bank/allocations", json=body, headers=bank.commissioner)).status_code == 201
     ring = len(bank.people)
 
@@ -558,3 +558,32 @@ async def test_concurrent_transfers_round_a_ring_and_holds_never_overdraw_or_dea
     assert all(state["available_min"] >= 0 for state in states)
     summary = (await client.get("/v1/bank/summary", headers=bank.commissioner)).json()
     assert summary["balances"]["people"] + summary["balances"]["pool"] == 7 * 25  # nothing made or lost
+
+
+async def test_the_outcomes_report_carries_the_bank_figures_of_the_range(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday, tuesday, friday = bank.monday, bank.monday + timedelta(days=1), bank.monday + timedelta(days=4)
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25
+    await bank.attend(await bank.visit_on(1, tuesday), local(tuesday, "10:00"), 15)  # 30
+    await reconciled(pool)
+    spent = await bank.bank_visit(0, local(friday, "14:00"), 10)
+    await bank.attend(spent.json()["id"], local(friday, "14:00"), 10, outcome=None)  # 10 delivered on Friday
+    await reconciled(pool)
+    body = {"from_person_id": bank.people[1], "to_person_id": bank.people[0], "minutes": 5, "review_ref": "R-3"}
+    await client.post("/v1/bank/transfers", json=body, headers=bank.provider)  # pending: held, not moved
+
+    week = {"from": monday.isoformat(), "to": (monday + timedelta(days=6)).isoformat()}
+    report = (await client.get("/v1/reports/outcomes", params=week, headers=bank.commissioner)).json()
+    [figures] = report["bank"]
+    assert figures["provider_id"] == bank.tw.providers[0]
+    assert (figures["accrued_min"], figures["redeployed_min"], figures["transferred_min"]) == (55, 10, 0)
+    assert (figures["expired_min"], figures["shortfall_min"], figures["balance_min"]) == (0, 0, 45)
+    # 15 minutes left of Monday's lot, 30 of Tuesday's, both at the day rate: valued per lot.
+    assert figures["value_pence"] == pence(15) + pence(30)
+    # The same figures the ledger gives as of the end of that week.
+    end = (local(monday + timedelta(days=7), "00:00") - timedelta(microseconds=1)).isoformat()
+    summary = (await client.get("/v1/bank/summary", params={"as_of": end}, headers=bank.commissioner)).json()
+    assert summary["balances"]["people"] == figures["balance_min"]
+    assert summary["value_pence"] == figures["value_pence"]
