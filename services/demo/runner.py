@@ -100,6 +100,8 @@ class Tally:
     transferred_min: int = 0
     expired_lots: int = 0
     missed_by_phones: int = 0
+    checked: int = 0
+    stale_fixed: int = 0
     bank: str = ""
 
 
@@ -225,6 +227,7 @@ class Demo:
                 await self.sync(played.syncs, "Phones syncing visit events")
                 await self.reconcile("Reconciling")
                 late = await self.amend(played.fixes)
+                await self.verify()
                 weeks = [self.start + timedelta(days=7 * w) for w in range(self.options.weeks)]
                 await self.invoice(weeks[:-1], late)
                 self.tally.bank = await self.bank_available()
@@ -443,6 +446,24 @@ class Demo:
             if not drained and not due:
                 await asyncio.sleep(0.05)  # the API's own drainer holds the rest
         self.progress.update(task, total=done or 1, completed=done or 1)
+
+    async def verify(self) -> None:
+        """`carebank reconcile`'s check: every visit recomputed from scratch and compared with what is
+        stored; any that differ (a change that reached the queue too late) are stored again."""
+        from uuid import UUID
+
+        from infra.db import acquire
+        from services.reconcile.jobs import verify_tenant
+        from services.reconcile.service import reconcile_visits
+
+        task = self.progress.add_task("Checking every visit from scratch", total=None)
+        checked, differing = await verify_tenant(self.pool, UUID(self.world.tenant_id))
+        if differing:
+            async with acquire(self.pool) as conn, conn.transaction():
+                await reconcile_visits(conn, UUID(self.world.tenant_id), differing, datetime.now(tz=UTC))
+        self.tally.checked = checked
+        self.tally.stale_fixed = len(differing)
+        self.progress.update(task, total=checked, completed=checked)
 
     async def amend(self, fixes: list[phones.Fix]) -> list[phones.Fix]:
         """Forgotten check-outs: the provider proposes the time, a commissioner approves. One in four is

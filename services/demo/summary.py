@@ -60,6 +60,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         ("Saving", f"{pounds(t['saving_pence'])} = {t['saving_pct'] or 0:.1f}% (literature: {LITERATURE})"),
         ("Punctuality (first check-in ≤ start + late_after_min)", pct(t["punctuality"])),
         ("Verified in the home", pct(t["verified_in_home_share"])),
+        ("Visits recomputed from scratch (stored state differing)", f"{tally['checked']:,} ({tally['stale_fixed']})"),
         ("Invoices issued (adjustment lines)", f"{tally['invoices']} ({tally['adjustment_lines']})"),
     ]
     bank = bank_totals(result)
