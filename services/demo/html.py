@@ -26,7 +26,7 @@ def _nice_max(value: float) -> float:
 def bar_chart(groups: list[tuple[str, list[tuple[str, float, float]]]], unit: str) -> str:
     """Grouped bars: per group (a provider), per week a planned bar and a delivered bar."""
     bars = sum(len(weeks) for _, weeks in groups)
-    width, height, left, bottom, top = max(640, 40 + bars * 34 + len(groups) * 30), 300, 60, 50, 20
+    width, height, left, bottom, top = max(640, 40 + bars * 34 + len(groups) * 30), 310, 60, 50, 30
     peak = _nice_max(max((max(p, d) for _, weeks in groups for _, p, d in weeks), default=1))
     scale = (height - bottom - top) / peak
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
@@ -56,14 +56,14 @@ def bar_chart(groups: list[tuple[str, list[tuple[str, float, float]]]], unit: st
             f'text-anchor="middle">{escape(name)}</text>'
         )
         x += 30
-    parts.append(f'<text x="12" y="{top + 4}" font-size="11">{escape(unit)}</text>')
+    parts.append(f'<text x="12" y="{top - 14}" font-size="11">{escape(unit)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def line_chart(series: dict[str, list[tuple[str, float]]], unit: str) -> str:
     """One line per series over shared x labels (days)."""
-    width, height, left, bottom, top, right = 720, 300, 60, 40, 20, 110
+    width, height, left, bottom, top, right = 720, 310, 60, 40, 30, 110
     labels = next(iter(series.values()), [])
     count = max(1, len(labels) - 1)
     peak = _nice_max(max((v for points in series.values() for _, v in points), default=1))
@@ -89,7 +89,7 @@ def line_chart(series: dict[str, list[tuple[str, float]]], unit: str) -> str:
         y = top + 14 + 18 * number
         parts.append(f'<rect x="{left + plot_w + 12}" y="{y - 9}" width="10" height="10" fill="{colour}"/>')
         parts.append(f'<text x="{left + plot_w + 26}" y="{y}" font-size="12">{escape(name)}</text>')
-    parts.append(f'<text x="12" y="{top + 4}" font-size="11">{escape(unit)}</text>')
+    parts.append(f'<text x="12" y="{top - 14}" font-size="11">{escape(unit)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

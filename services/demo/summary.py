@@ -69,9 +69,12 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             ("Banked (accrued)", hours(bank.get("accrue", 0))),
             (
                 "Redeployed (bank-funded visits)",
-                f"{hours(tally['redeployed_min'])} in {tally['redeploy_visits']} visits",
+                f"{hours(bank.get('redeploy', 0))} in {tally['redeploy_visits']} bank-funded visits",
             ),
-            ("Transferred between people", f"{hours(tally['transferred_min'])} in {tally['transfers']} transfers"),
+            (
+                "Transferred between people",
+                f"{hours(bank.get('transfer', 0))} in {tally['transfers']} approved transfers",
+            ),
             ("Expired", hours(bank.get("expire", 0))),
             ("Bank value now", pounds(bank["value_pence"])),
         ]
