@@ -83,7 +83,7 @@ async def summary(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID |
     balances = {
         row["account"]: row["balance"] for row in await store.ledger_accounts(conn, tenant_id, provider_id, as_of)
     }
-    lots = [_lot(row) for row in await store.holding_lots(conn, tenant_id, provider_id, as_of)]
+    lots = [_lot(row) for row in await store.account_lots(conn, tenant_id, provider_id, None, as_of)]
     horizon = as_of + timedelta(days=EXPIRING_WITHIN_DAYS)
     soon = [lot for lot in lots if as_of < lot.expires_at <= horizon]
     return BankSummary(

@@ -385,20 +385,25 @@ async def last_movement(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequ
 
 
 async def account_lots(
-    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, accounts: Sequence[str], as_of: datetime
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    provider_id: UUID | None,
+    accounts: Sequence[str] | None,
+    as_of: datetime,
 ) -> list[asyncpg.Record]:
-    """Lots of these accounts (at one provider, or all) with minutes remaining as of an instant."""
+    """Lots of these accounts (or of every person and pool), at one provider or all, with minutes
+    remaining as of an instant."""
     return await conn.fetch(
         f"""SELECT * FROM (
                 SELECT l.id, l.provider_id, l.contract_id, l.account, l.rate_pence_per_hour, l.effective_at,
                        l.expires_at, l.visit_id,
                        {_REMAINING.format(as_of="$4")} AS remaining, {_HELD.format(as_of="$4")} AS held
                 FROM bank_lots l WHERE l.tenant_id = $1 AND ($2::uuid IS NULL OR l.provider_id = $2)
-                  AND l.account = ANY($3::text[]) AND l.effective_at <= $4) lots
+                  AND ($3::text[] IS NULL OR l.account = ANY($3::text[])) AND l.effective_at <= $4) lots
             WHERE remaining > 0 ORDER BY expires_at, effective_at, id""",
         tenant_id,
         provider_id,
-        list(accounts),
+        list(accounts) if accounts is not None else None,
         as_of,
     )
 
@@ -542,24 +547,6 @@ async def ledger_accounts(
                SELECT from_account, -minutes FROM bank_postings
                WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND effective_at <= $3) m
            GROUP BY 1""",
-        tenant_id,
-        provider_id,
-        as_of,
-    )
-
-
-async def holding_lots(
-    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, as_of: datetime
-) -> list[asyncpg.Record]:
-    """Every person's and pool lot with minutes remaining as of the instant."""
-    return await conn.fetch(
-        f"""SELECT * FROM (
-                SELECT l.id, l.provider_id, l.contract_id, l.account, l.rate_pence_per_hour, l.effective_at,
-                       l.expires_at, l.visit_id,
-                       {_REMAINING.format(as_of="$3")} AS remaining, {_HELD.format(as_of="$3")} AS held
-                FROM bank_lots l WHERE l.tenant_id = $1 AND ($2::uuid IS NULL OR l.provider_id = $2)
-                  AND l.effective_at <= $3) lots
-            WHERE remaining > 0 ORDER BY expires_at, effective_at, id""",
         tenant_id,
         provider_id,
         as_of,
