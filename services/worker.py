@@ -40,18 +40,18 @@ class Job:
     run: Callable[[asyncpg.Pool], Awaitable[int]]
 
 
-def jobs_for(settings: Settings, monitor: monitoring_jobs.Monitor | None = None) -> list[Job]:
-    """The worker's jobs, with the settings they need (alerts poll PostgreSQL unless given a monitor
-    with Redis)."""
-    monitor = monitor or monitoring_jobs.Monitor(None, settings.redis_namespace)
-    return [
+def jobs_for(
+    settings: Settings, publisher: AlertPublisher | None = None, monitor: monitoring_jobs.Monitor | None = None
+) -> list[Job]:
+    """The worker's jobs, with the settings they need; the alert timers' job only when given its
+    monitor (a running worker ticks it on a thread of its own, `MonitorThread`)."""
+    jobs = [
         Job("purge_idempotency_keys", 3600, idempotency.purge_expired),
         # Idempotent, so running hourly (rather than once at midnight) costs little and heals gaps.
         Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
         Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
         Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
-        # Every half second: due timers in Redis, or (Redis away) a PostgreSQL sweep every 5 s.
-        Job("alerts", 0.5, monitor.tick),
+        Job("alerts_sweep", 60, functools.partial(monitoring_jobs.sweep_job, publisher=publisher)),
         # Before invoice runs in the same pass, so a run credits what expired by then.
         Job("bank_expiry", 60, banking_jobs.expire_due_lots),
         Job(
@@ -60,6 +60,10 @@ def jobs_for(settings: Settings, monitor: monitoring_jobs.Monitor | None = None)
             functools.partial(billing_jobs.run_due_invoices, after_days=settings.invoice_after_days),
         ),
     ]
+    if monitor is not None:
+        # Every half second: due timers in Redis, or (Redis away) a PostgreSQL sweep every 5 s.
+        jobs.append(Job("alerts", 0.5, monitor.tick))
+    return jobs
 
 
 async def run_worker(settings: Settings, *, once: bool = False) -> None:
@@ -73,14 +77,18 @@ async def run_worker(settings: Settings, *, once: bool = False) -> None:
         loop.add_signal_handler(sig, stop.set)
     redis = create_redis(settings.redis_url) if settings.redis_url else None
     publisher = AlertPublisher(redis, settings.redis_namespace) if redis is not None else None
-    jobs = jobs_for(settings, monitoring_jobs.Monitor(redis, settings.redis_namespace, publisher))
+    monitoring = monitoring_jobs.MonitorThread(settings.database_url, settings.redis_url, settings.redis_namespace)
     try:
         if once:
-            for job in jobs:
+            monitor = monitoring_jobs.Monitor(redis, settings.redis_namespace, publisher)
+            for job in jobs_for(settings, publisher, monitor):
                 await _run_job(job, pool)
             return
-        await asyncio.gather(*(_loop(job, pool, stop) for job in jobs))
+        monitoring.start()
+        await asyncio.gather(*(_loop(job, pool, stop) for job in jobs_for(settings, publisher)))
     finally:
+        if not once:
+            monitoring.stop()
         await pool.close()
         if redis is not None:
             await redis.aclose()

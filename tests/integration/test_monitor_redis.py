@@ -37,8 +37,9 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 
 
 def monitor_of(redis: Redis, settings: Settings) -> Monitor:
-    # No periodic sweep in these tests (an hour apart), so what is raised was raised by a timer.
-    return Monitor(redis, settings.redis_namespace, sweep_every_s=3600, fallback_every_s=0)
+    # `tick` sweeps PostgreSQL only at start and while Redis is away (the minutely safety sweep
+    # is another job), so what it raises otherwise was raised by a timer.
+    return Monitor(redis, settings.redis_namespace, fallback_every_s=0)
 
 
 async def flush_namespace(redis: Redis, namespace: str) -> int:
@@ -261,7 +262,7 @@ async def test_a_redis_outage_falls_back_to_polling_and_recovers_without_raising
 ) -> None:
     through_relay = msgspec.structs.replace(settings, redis_url=relay.url)
     worker_redis = create_redis(relay.url)
-    monitor = Monitor(worker_redis, settings.redis_namespace, sweep_every_s=3600, fallback_every_s=0)
+    monitor = Monitor(worker_redis, settings.redis_namespace, fallback_every_s=0)
     async with AsyncTestClient(app=create_app(through_relay)) as client:
         try:
             now = datetime.now(tz=UTC)
@@ -307,7 +308,7 @@ async def test_after_redis_was_emptied_the_worker_rebuilds_its_timers(
     client: Client, world: World, pool: asyncpg.Pool, redis: Redis, settings: Settings, relay: RedisRelay
 ) -> None:
     worker_redis = create_redis(relay.url)
-    monitor = Monitor(worker_redis, settings.redis_namespace, sweep_every_s=3600, fallback_every_s=0)
+    monitor = Monitor(worker_redis, settings.redis_namespace, fallback_every_s=0)
     try:
         now = datetime.now(tz=UTC)
         visit_id = await new_visit(client, world, now + timedelta(minutes=5))

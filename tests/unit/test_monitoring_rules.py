@@ -46,3 +46,9 @@ def test_no_alert_for_a_threshold_long_before_the_visit_existed() -> None:
     assert [k for k, _ in rules.alerts_due(back_dated, START + timedelta(hours=13))] == ["missed"]  # late is too old
     much_later = facts(created_at=START + timedelta(days=2))
     assert rules.alerts_due(much_later, START + timedelta(days=2)) == []
+
+
+def test_timers_are_set_from_the_plan_alone_at_the_same_instants() -> None:
+    f = facts(planned_min=45, late_after_min=10, missed_after_min=30)
+    assert rules.thresholds_of(START, 45, 10, 30) == rules.thresholds(f)
+    assert rules.thresholds_of(START, 45, 10, 30)["no_check_out"] == START + timedelta(minutes=105)
