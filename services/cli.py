@@ -156,7 +156,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         console = Console(width=110)  # a log or a pipe: wide enough for the summary tables
     try:
         with servers_for(settings) as resolved:
-            result = run_demo(resolved, options, console)
+            result = run_demo(resolved, options, console, processes=args.api_processes)
     except DemoError as exc:
         _say(f"carebank demo: {exc}")
         return 1
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--start", help="first Monday (default: the full weeks ending last Sunday)")
     demo.add_argument("--report", default="demo-report.html", help="where to write the HTML report")
     demo.add_argument("--json", help="also write the figures as JSON here")
+    demo.add_argument("--api-processes", type=int, default=1, choices=range(1, 5), metavar="1-4", help="API processes")
     demo.set_defaults(func=_demo)
 
     token = sub.add_parser("token", help="exchange a credential for a bearer token")

@@ -114,7 +114,7 @@ def free_port() -> int:
 class Server:
     """`carebank serve` in a process of its own (so the API and the phones do not share one core)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, namespace: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -126,7 +126,7 @@ class Server:
             "CAREBANK_LOG_LEVEL": "WARNING",
             # The demo logs in a hundred phones from one address in a few seconds.
             "CAREBANK_AUTH_RATE_LIMIT_PER_MINUTE": "1000000",
-            "CAREBANK_REDIS_NAMESPACE": f"demo-{os.getpid()}-{self.port}",
+            "CAREBANK_REDIS_NAMESPACE": namespace,
             # Unless told otherwise, the demo's own credentials (synthetic data in a tenant of its own)
             # use the cheapest argon2 profile: a hundred phones log in within seconds on two cores.
             "CAREBANK_ARGON2_PROFILE": os.environ.get("CAREBANK_ARGON2_PROFILE", "CHEAPEST"),
@@ -190,11 +190,13 @@ def local(day: date, hhmm: str) -> datetime:
 class Demo:
     """One run: the county, the API it talks to, the progress display and what it counted."""
 
-    def __init__(self, settings: Settings, options: Options, console: Console, api_url: str) -> None:
+    def __init__(self, settings: Settings, options: Options, console: Console, api_urls: list[str]) -> None:
         self.settings = settings
         self.options = options
         self.console = console
-        self.api = Api(api_url)
+        # Behind a load balancer each phone would reach any API process; here each phone keeps one.
+        self.apis = [Api(url) for url in api_urls]
+        self.api = self.apis[0]
         self.today = datetime.now(tz=ZONE).date()
         self.start = options.start or default_start(options.weeks, self.today)
         check_start(self.start, options.weeks, self.today)
@@ -242,7 +244,8 @@ class Demo:
             result = await self.results()
         finally:
             await self.pool.close()
-            await self.api.close()
+            for api in self.apis:
+                await api.close()
         result["seconds"] = round(time.monotonic() - started, 1)
         return result
 
@@ -391,17 +394,18 @@ class Demo:
 
         async def send(sync: phones.Sync) -> None:
             headers = headers_of[sync.provider][sync.carer]
+            api = self.apis[(sync.provider + sync.carer) % len(self.apis)]
             for attempt in range(2 if sync.retried else 1):
                 if sync.one_by_one:
                     for event in sync.events:
-                        await self.api.post("/v1/visit-events", headers, event, expect=(200, 201))
+                        await api.post("/v1/visit-events", headers, event, expect=(200, 201))
                         self.tally.single_posts += 1
                         self.tally.duplicates += attempt
                         self.progress.advance(task)
                     continue
                 for offset in range(0, len(sync.events), 500):
                     chunk = sync.events[offset : offset + 500]
-                    answer = await self.api.post("/v1/visit-events/batch", headers, {"events": chunk})
+                    answer = await api.post("/v1/visit-events/batch", headers, {"events": chunk})
                     statuses = [r["status"] for r in answer["results"]]
                     bad = [r for r in answer["results"] if r["status"] not in ("accepted", "duplicate")]
                     if bad:
@@ -681,7 +685,7 @@ class Demo:
                 for pid, spec in zip(world.providers, self.county.providers, strict=True)
             ],
             "tally": self.tally.__dict__,
-            "requests": api.requests,
+            "requests": sum(a.requests for a in self.apis),
             "delivery": delivery,
             "outcomes": outcomes,
             "bank": bank,
@@ -717,13 +721,19 @@ def balance_of(summary: dict[str, Any]) -> int:
     return int(sum(v for k, v in balances.items() if k in ("people", "persons", "person", "pool")))
 
 
-def run_demo(settings: Settings, options: Options, console: Console) -> dict[str, Any]:
-    """Start the API on `settings`' servers, play the demo against it, stop the API; the results."""
+def run_demo(settings: Settings, options: Options, console: Console, processes: int = 1) -> dict[str, Any]:
+    """Start the API (one process, or more as behind a load balancer) on `settings`'
+    servers, play the demo against it, stop the API; the results."""
     log_path = Path(settings.data_dir) / "demo-server.log"
-    server = Server(settings, log_path)
+    namespace = f"demo-{os.getpid()}-{free_port()}"
+    servers = [Server(settings, log_path, namespace) for _ in range(processes)]
     try:
-        server.wait_ready()
-        demo = Demo(settings, options, console, server.url)
-        return asyncio.run(demo.run())
+        for server in servers:
+            server.wait_ready()
+        demo = Demo(settings, options, console, [server.url for server in servers])
+        result = asyncio.run(demo.run())
+        result["api_processes"] = processes
+        return result
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
