@@ -11,6 +11,7 @@ from litestar import Litestar, Router
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.exceptions import HTTPException
+from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -41,6 +42,8 @@ from services.common.errors import (
 )
 from services.common.idempotency import idempotency_middleware
 from services.common.middleware import request_id_middleware
+from services.console.api import console_router, template_config
+from services.console.csrf import AUTH_COOKIE, CookieCSRFMiddleware, csrf_config
 from services.health import HealthController
 from services.identity.api import AuthController, CredentialController, TenantController
 from services.identity.rules import SecretHasher
@@ -53,7 +56,7 @@ from services.reconcile.jobs import QueueDrainer
 from services.reports.api import ReportController
 
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics", "^/schema"]
-AUTH_COOKIE = "carebank_token"
+__all__ = ["AUTH_COOKIE", "create_app"]
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -116,10 +119,19 @@ def create_app(settings: Settings) -> Litestar:
             AlertController,
             LiveController,
             ReportController,
+            console_router(),
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
-        middleware=[prometheus.middleware, idempotency_middleware],
+        # CSRF before idempotency, so a forged request never gets as far as a stored answer.
+        middleware=[
+            prometheus.middleware,
+            DefineMiddleware(
+                CookieCSRFMiddleware, config=csrf_config(settings.jwt_secret, secure=settings.env == "production")
+            ),
+            idempotency_middleware,
+        ],
+        template_config=template_config(),
         on_app_init=[jwt_auth.on_app_init],
         plugins=[
             ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=False)),

@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages for commissioners and providers over the same API."""

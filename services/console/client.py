@@ -1,0 +1,88 @@
+"""The console's way into the areas: the same API handlers, called in-process with the caller's token.
+
+Every page reads and writes through the JSON API of this very app (an ASGI call, no socket), with
+the signed-in user's JWT as a bearer header. So a page can show a provider exactly what the API
+would show it, and a form can do exactly what the API allows, because the API's own guards, reach
+checks and rules answer (docs/decisions.md 80).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+from litestar import Request
+
+T = TypeVar("T")
+_BASE = "http://console.internal"
+
+
+class ApiError(Exception):
+    """The API refused: its status and problem detail, shown on the page."""
+
+    def __init__(self, status: int, detail: str, code: str = "") -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code
+
+
+def _problem(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    detail = str(body.get("detail") or response.reason_phrase or "the request failed")
+    errors = body.get("errors") or []
+    if errors:
+        detail = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in errors if isinstance(e, dict)) or detail
+    return ApiError(response.status_code, detail, str(body.get("code", "")))
+
+
+class Api:
+    """One page's calls into the app, as the caller whose token is given (or anonymously)."""
+
+    def __init__(self, request: Request[Any, Any, Any], token: str | None) -> None:
+        client = request.client
+        self._transport = httpx.ASGITransport(
+            app=request.app,  # type: ignore[arg-type]  # an ASGI app; Litestar types its scope more narrowly
+            # The API's per-address limits (the token endpoint) see the browser's address, not ours.
+            client=(client.host, client.port) if client else ("127.0.0.1", 0),
+        )
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request_id = request.headers.get("x-request-id")
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        self._headers = headers
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        accept: str = "application/json",
+    ) -> httpx.Response:
+        """The raw answer; a status of 400 or more raises ApiError."""
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None and v != ""}
+        async with httpx.AsyncClient(transport=self._transport, base_url=_BASE, headers=self._headers) as http:
+            response = await http.request(
+                method,
+                path,
+                params=query,
+                content=msgspec.json.encode(json) if json is not None else None,
+                headers={"Accept": accept, **({"Content-Type": "application/json"} if json is not None else {})},
+            )
+        if response.status_code >= 400:
+            raise _problem(response)
+        return response
+
+    async def get(self, path: str, into: type[T], **params: Any) -> T:
+        """GET path?params decoded into a wire struct."""
+        return msgspec.json.decode((await self.call("GET", path, params=params)).content, type=into)
+
+    async def post(self, path: str, into: type[T], body: Any = None) -> T:
+        """POST a JSON body; the answer decoded into a wire struct."""
+        return msgspec.json.decode((await self.call("POST", path, json=body or {})).content, type=into)
