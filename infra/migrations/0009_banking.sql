@@ -36,12 +36,15 @@ CREATE INDEX bank_lots_by_account ON bank_lots (tenant_id, provider_id, account,
 CREATE INDEX bank_lots_by_expiry ON bank_lots (expires_at);
 CREATE INDEX bank_lots_by_visit ON bank_lots (tenant_id, visit_id) WHERE visit_id IS NOT NULL;
 
--- Lots whose expiry has not been processed yet (a work queue, like reconcile_queue).
+-- Lots whose expiry has not been processed yet (a work queue, like reconcile_queue). A lot may
+-- be queued more than once (again when a hold on it ends after its expiry): no unique key on the
+-- lot, so queueing never waits on the expiry job that is taking the same lot off the queue.
 CREATE TABLE bank_expiry_queue (
     tenant_id  uuid NOT NULL,
+    id         uuid NOT NULL,
     lot_id     uuid NOT NULL,
     expires_at timestamptz NOT NULL,
-    PRIMARY KEY (tenant_id, lot_id),
+    PRIMARY KEY (tenant_id, id),
     FOREIGN KEY (tenant_id, lot_id) REFERENCES bank_lots (tenant_id, id)
 );
 CREATE INDEX bank_expiry_queue_due ON bank_expiry_queue (expires_at);

@@ -229,8 +229,8 @@ async def _accrue(
         postings.append(_posting(provider_id, kind, OWED, account, share, effective_at, None, lot_id, tags))
     await store.insert_lots(conn, tenant_id, new_lots)
     await store.insert_postings(conn, tenant_id, postings)
-    if expires_at <= now:
-        await store.requeue_expiry(conn, tenant_id, [p["to_lot_id"] for p in postings], due_by=now)
+    # New lots are queued for expiry as they are made; minutes added to an expired lot expire again.
+    await store.requeue_expiry(conn, tenant_id, [lot["id"] for lot in lots.values()], due_by=now)
 
 
 async def _take_back(
@@ -430,11 +430,14 @@ async def allocate(
 
 async def expire_due(conn: asyncpg.Connection, now: datetime, limit: int = 500) -> int:
     """Post the unheld remainder of lots whose expiry has come to `expired` (a held part expires when
-    its hold ends); returns how many lots were looked at. Call in a transaction."""
+    its hold ends); returns how many queue entries were taken. Call in a transaction."""
     claimed = await store.take_due_expiries(conn, now, limit)
+    by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
+    for tenant_id, lot_id in sorted(set(claimed)):
+        by_tenant[tenant_id].append(lot_id)
     by_ledger: dict[tuple[UUID, UUID], list[asyncpg.Record]] = defaultdict(list)
-    for tenant_id, group in _by_tenant(claimed).items():
-        for lot in (await store.get_lots(conn, tenant_id, group)).values():
+    for tenant_id, lot_ids in by_tenant.items():
+        for lot in (await store.get_lots(conn, tenant_id, lot_ids)).values():
             by_ledger[(tenant_id, lot["provider_id"])].append(lot)
     for (tenant_id, provider_id), lots in sorted(by_ledger.items()):
         await store.lock_accounts(conn, tenant_id, provider_id, [lot["account"] for lot in lots])
@@ -454,10 +457,3 @@ async def expire_due(conn: asyncpg.Connection, now: datetime, limit: int = 500) 
                     effective_at,
                 )
     return len(claimed)
-
-
-def _by_tenant(claimed: Sequence[asyncpg.Record]) -> dict[UUID, list[UUID]]:
-    grouped: dict[UUID, list[UUID]] = defaultdict(list)
-    for row in claimed:
-        grouped[row["tenant_id"]].append(row["lot_id"])
-    return grouped

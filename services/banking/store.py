@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from services.banking.rules import LotAvailable
+from services.common.ids import new_id
 
 # A lot's remainder: what entered it less what left it (postings effective by $as_of).
 _REMAINING = """(SELECT coalesce(sum(minutes), 0) FROM bank_postings i
@@ -125,9 +126,10 @@ async def insert_lots(conn: asyncpg.Connection, tenant_id: UUID, lots: Sequence[
         ],
     )
     await conn.execute(
-        """INSERT INTO bank_expiry_queue (tenant_id, lot_id, expires_at)
-           SELECT $1, unnest($2::uuid[]), unnest($3::timestamptz[])""",
+        """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+           SELECT $1, unnest($2::uuid[]), unnest($3::uuid[]), unnest($4::timestamptz[])""",
         tenant_id,
+        [new_id() for _ in lots],
         [lot["id"] for lot in lots],
         [lot["expires_at"] for lot in lots],
     )
@@ -336,30 +338,35 @@ async def get_transfer(conn: asyncpg.Connection, tenant_id: UUID, transfer_id: U
     )
 
 
-async def take_due_expiries(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
-    """Claim lots whose expiry has come (skipping those another worker holds); call in a transaction."""
-    return await conn.fetch(
+async def take_due_expiries(conn: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[UUID, UUID]]:
+    """Claim (tenant, lot) of queue entries whose expiry has come (skipping those another worker
+    holds; a lot queued twice comes twice); call in a transaction."""
+    rows = await conn.fetch(
         """DELETE FROM bank_expiry_queue q USING (
-               SELECT tenant_id, lot_id FROM bank_expiry_queue WHERE expires_at <= $1
+               SELECT tenant_id, id FROM bank_expiry_queue WHERE expires_at <= $1
                ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) picked
-           WHERE q.tenant_id = picked.tenant_id AND q.lot_id = picked.lot_id
+           WHERE q.tenant_id = picked.tenant_id AND q.id = picked.id
            RETURNING q.tenant_id, q.lot_id""",
         now,
         limit,
     )
+    return [(row["tenant_id"], row["lot_id"]) for row in rows]
 
 
 async def requeue_expiry(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID], due_by: datetime) -> None:
     """Queue again those of these lots already past expiry: minutes came back to them, or a hold on
     them ended, and what is unheld now must expire too."""
     if lot_ids:
+        unique = sorted(set(lot_ids))
         await conn.execute(
-            """INSERT INTO bank_expiry_queue (tenant_id, lot_id, expires_at)
-               SELECT tenant_id, id, expires_at FROM bank_lots
-               WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND expires_at <= $3
-               ON CONFLICT DO NOTHING""",
+            """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+               SELECT l.tenant_id, q.id, l.id, l.expires_at
+               FROM unnest($2::uuid[], $3::uuid[]) AS q (lot_id, id)
+               JOIN bank_lots l ON l.tenant_id = $1 AND l.id = q.lot_id
+               WHERE l.expires_at <= $4""",
             tenant_id,
-            list(lot_ids),
+            unique,
+            [new_id() for _ in unique],
             due_by,
         )
 
