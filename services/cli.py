@@ -130,6 +130,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
     from pathlib import Path
 
     import msgspec
@@ -140,13 +141,18 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.demo.runner import Options, run_demo
 
     if not settings.database_url or not settings.redis_url:
-        # Embedded servers of its own, so a running `carebank serve` keeps its data and its server.
-        settings = msgspec.structs.replace(settings, data_dir=str(Path(settings.data_dir) / "demo"))
+        # Embedded servers of its own, so a running `carebank serve` keeps its data and its server;
+        # each run starts from an empty database unless another demo is still running there.
+        demo_dir = Path(settings.data_dir) / "demo"
+        if demo_dir.exists() and not (demo_dir / "pg" / "postmaster.pid").exists():
+            shutil.rmtree(demo_dir)
+        settings = msgspec.structs.replace(settings, data_dir=str(demo_dir))
     options = Options(
         people=args.people,
         carers=args.carers if args.carers is not None else max(4, round(args.people * 80 / 300)),
         weeks=args.weeks,
         seed=args.seed,
+        sync_days=args.sync_days,
         start=date.fromisoformat(args.start) if args.start else None,
         report=Path(args.report),
         json_out=Path(args.json) if args.json else None,
@@ -229,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--carers", type=int, default=None, help="carers (default 80 per 300 people)")
     demo.add_argument("--weeks", type=int, default=4, choices=range(1, 7), metavar="1-6", help="weeks (default 4)")
     demo.add_argument("--seed", type=int, default=1, help="random seed: the same seed and start give the same figures")
+    demo.add_argument(
+        "--sync-days", type=int, default=3, choices=range(1, 8), metavar="1-7", help="days between phone uploads"
+    )
     demo.add_argument("--start", help="first Monday (default: the full weeks ending last Sunday)")
     demo.add_argument("--report", default="demo-report.html", help="where to write the HTML report")
     demo.add_argument("--json", help="also write the figures as JSON here")

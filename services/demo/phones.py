@@ -3,8 +3,10 @@ reports describe it, turned into the events phones send and the syncs that carry
 
 Most calls start on time, with a spread of lateness; some are short, a few run over; ~1.5% are
 missed; some carers forget to check out (fixed later by an amendment); GPS fixes are noisy and
-a few land outside the geofence; some phones are offline for a day and sync two days at once;
-some syncs are retried after a lost answer, so the server sees every event twice.
+a few land outside the geofence; phones are offline-first and upload their queue every few days
+(`sync_days`) when back on wifi, a phone without signal then at its next chance; a few post each
+event as it happens; some uploads are retried after a lost answer, so the server sees their
+events twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import random
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.demo.county import County
@@ -137,12 +139,18 @@ def _event(
     return body
 
 
-def play(county: County, visits: list[PlannedVisit], seed: int, assigned: dict[str, list[int]] | None = None) -> Played:
+def play(
+    county: County,
+    visits: list[PlannedVisit],
+    seed: int,
+    assigned: dict[str, list[int]] | None = None,
+    sync_days: int = 1,
+) -> Played:
     """Every visit's events, grouped into the phones' syncs. `assigned` names the carers of visits
     outside the weekly rota (bank-funded ones): visit id → carer indexes within the provider."""
     rng = random.Random(seed * 7919 + 17)  # noqa: S311 - a simulation, not secrets
     played = Played()
-    by_day: dict[tuple[int, int, date], list[dict[str, Any]]] = defaultdict(list)
+    by_day: dict[tuple[int, int, int], list[dict[str, Any]]] = defaultdict(list)
     for visit in sorted(visits, key=lambda v: (v.planned_start, county.people[v.person].reference, v.call)):
         weekday = visit.planned_start.isoweekday()
         if assigned and visit.id in assigned:
@@ -163,7 +171,7 @@ def play(county: County, visits: list[PlannedVisit], seed: int, assigned: dict[s
             check_in = start + timedelta(minutes=rng.uniform(-2, 3) if place else 0)
             check_out = check_in + timedelta(minutes=length + (rng.uniform(-2, 2) if place else 0))
             method = _method(rng)
-            day = (visit.provider, carer, visit.planned_start.date())
+            day = (visit.provider, carer, visit.planned_start.date().toordinal() // sync_days)
             by_day[day].append(_event(rng, county, visit, carer, "check_in", check_in, method))
             if rng.random() < FORGOT_CHECK_OUT:
                 played.fixes.append(Fix(visit.id, visit.provider, carer, check_out.replace(microsecond=0)))
@@ -173,7 +181,7 @@ def play(county: County, visits: list[PlannedVisit], seed: int, assigned: dict[s
     for (provider, carer, _day), events in sorted(by_day.items(), key=lambda item: (item[0][2], item[0][:2])):
         pending = carry.pop((provider, carer), []) + events
         if rng.random() < OFFLINE_DAY:
-            carry[(provider, carer)] = pending  # no signal today: the phone syncs tomorrow
+            carry[(provider, carer)] = pending  # no signal: the phone uploads at its next chance
             continue
         rng.shuffle(pending)  # a phone's queue is not in time order after a day offline
         played.syncs.append(

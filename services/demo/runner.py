@@ -45,6 +45,7 @@ class Options:
     carers: int = 80
     weeks: int = 4
     seed: int = 1
+    sync_days: int = 3
     start: date | None = None
     report: Path = Path("demo-report.html")
     json_out: Path | None = None
@@ -224,7 +225,7 @@ class Demo:
             with self.progress:
                 await self.build()
                 visits = await self.list_visits()
-                played = phones.play(self.county, visits, self.options.seed)
+                played = phones.play(self.county, visits, self.options.seed, sync_days=self.options.sync_days)
                 self.tally.missed_by_phones = played.missed
                 await self.sync(played.syncs, "Phones syncing visit events")
                 await self.reconcile("Reconciling")
