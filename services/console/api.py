@@ -334,7 +334,9 @@ class LivePages(Controller):
         board = await api.get("/v1/live", LiveBoard)
         alerts = await api.get("/v1/alerts", Page[Alert], status="open", limit=LIST_LIMIT)
         names = await _directory(api, user, carers=False)
-        return page(request, "live.html", "Live board", board=board, alerts=alerts.items, names=names)
+        # For alerts that arrive over the stream, so they carry the same names as the rows drawn here.
+        labels = {str(k): v for k, v in {**names.people, **names.providers}.items()}
+        return page(request, "live.html", "Live board", board=board, alerts=alerts.items, names=names, labels=labels)
 
     @post("/alerts/{alert_id:uuid}/ack")
     async def acknowledge(self, request: Req, alert_id: Annotated[UUID, PathParameter()]) -> Redirect:

@@ -53,7 +53,7 @@ def grouped_bars(
 ) -> Markup:
     """Vertical bars: one group per category, one bar per series, a legend and a y axis."""
     width, height = 640, 280
-    left, right, top, bottom = 56, 12, 16, 64
+    left, right, top, bottom = 84, 12, 16, 64
     plot_w, plot_h = width - left - right, height - top - bottom
     found = [v for s in series for v in s.values if v is not None]
     top_value = max_value if max_value is not None else _nice_max(max(found, default=0.0))

@@ -16,6 +16,16 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 });
 
+let labels = null;
+
+function label(id) {
+  if (labels === null) {
+    const found = document.getElementById("labels");
+    try { labels = found ? JSON.parse(found.textContent) : {}; } catch (_) { labels = {}; }
+  }
+  return labels[id] || short(id);
+}
+
 function short(id) {
   return String(id).slice(-8);
 }
@@ -30,8 +40,8 @@ function alertRow(alert) {
   const row = document.createElement("tr");
   row.dataset.alertId = alert.id;
   row.className = "fresh";
-  const cells = [kind, new Date(alert.raised_at).toLocaleString([], {day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit"}),
-                 short(alert.person_id), short(alert.provider_id), short(alert.visit_id)];
+  const raised = new Date(alert.raised_at).toLocaleString("en-GB", {day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit"});
+  const cells = [kind, raised, label(alert.person_id), label(alert.provider_id), short(alert.visit_id)];
   cells.forEach((text, index) => {
     const cell = document.createElement("td");
     cell.textContent = text;
