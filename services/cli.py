@@ -159,7 +159,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     )
     console = Console()
     if not console.is_terminal:
-        console = Console(width=110)  # a log or a pipe: wide enough for the summary tables
+        console = Console(width=100)  # a log or a pipe: wide enough for the summary tables
     try:
         with servers_for(settings) as resolved:
             result = run_demo(resolved, options, console, processes=args.api_processes)

@@ -45,8 +45,8 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             "Delivered / missed / cancelled",
             f"{t['visits_delivered']:,} / {t['visits_missed']:,} / {t['visits_cancelled']:,}",
         ),
-        ("Missed share", pct(t["visits_missed"] / t["visits_planned"] if t["visits_planned"] else None)),
-        ("Events sent (of which duplicates)", f"{tally['events_sent']:,} ({tally['duplicates']:,})"),
+        ("Missed", pct(t["visits_missed"] / t["visits_planned"] if t["visits_planned"] else None)),
+        ("Events sent (duplicates)", f"{tally['events_sent']:,} ({tally['duplicates']:,})"),
         (
             "Amendments (after invoicing)",
             f"{tally['amendments'] + tally['late_amendments']:,} ({tally['late_amendments']:,})",
@@ -56,19 +56,20 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
             f"{hours(t['planned_min'])} / {hours(t['delivered_min'])} / {hours(t['paid_min'])}",
         ),
         ("Cost as planned", pounds(t["cost_planned_pence"])),
-        ("Cost paid (on actual delivery)", pounds(t["cost_paid_pence"])),
-        ("Saving", f"{pounds(t['saving_pence'])} = {t['saving_pct'] or 0:.1f}% (literature: {LITERATURE})"),
-        ("Punctuality (first check-in ≤ start + late_after_min)", pct(t["punctuality"])),
+        ("Cost paid on actual delivery", pounds(t["cost_paid_pence"])),
+        ("Saving", f"{pounds(t['saving_pence'])} ({t['saving_pct'] or 0:.1f}%)"),
+        ("Saving reported in the literature", LITERATURE),
+        ("Punctual (first check-in on time)", pct(t["punctuality"])),
         ("Verified in the home", pct(t["verified_in_home_share"])),
-        ("Visits recomputed from scratch (stored state differing)", f"{tally['checked']:,} ({tally['stale_fixed']})"),
-        ("Invoices issued (adjustment lines)", f"{tally['invoices']} ({tally['adjustment_lines']})"),
+        ("Recomputed from scratch (differing)", f"{tally['checked']:,} ({tally['stale_fixed']})"),
+        ("Invoices (adjustment lines)", f"{tally['invoices']} ({tally['adjustment_lines']})"),
     ]
     bank = bank_totals(result)
     if bank:
         rows += [
             ("Banked (accrued)", hours(bank.get("accrue", 0))),
             (
-                "Redeployed (bank-funded visits)",
+                "Redeployed",
                 f"{hours(bank.get('redeploy', 0))} in {tally['redeploy_visits']} bank-funded visits",
             ),
             (
@@ -80,7 +81,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         ]
     else:
         rows.append(("Bank", "banking not available"))
-    rows.append(("Run time", f"{result.get('seconds', 0):.0f} s, {result['requests']:,} HTTP requests"))
+    rows.append(("Run time", f"{result.get('seconds', 0):.0f} s, {result['requests']:,} requests"))
     return rows
 
 
