@@ -63,6 +63,13 @@ NOTICES = {
     "requested": "Transfer requested: it waits for a commissioner.",
     "signed-out": "You are signed out.",
 }
+# Pages load only their own scripts, styles and stream, and are never framed (clickjacking).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 CONSOLE_ROLES: tuple[Role, ...] = ("commissioner", "provider")
 _ZONES = frozenset(available_timezones())
 
@@ -163,7 +170,7 @@ def page(request: Req, name: str, title: str, status: int = 200, **context: Any)
             **context,
         },
         status_code=status,
-        headers={"Cache-Control": "no-store"},
+        headers=PAGE_HEADERS,
     )
 
 

@@ -199,3 +199,12 @@ async def test_a_provider_sees_its_own_rows_and_not_the_reports(
         page = await client.get(path)
         assert page.status_code == 200, (path, page.text)
         assert tw.providers[1] not in page.text, path
+
+
+async def test_pages_are_never_framed_or_cached(client: Client, world: World, db: asyncpg.Connection) -> None:
+    await sign_in(client, *await secret_for(db, "provider", world.a.tenant_id, world.a.providers[0]))
+    for path in ("/console/sign-in", "/console/live", "/console/reports"):  # the last one a 403 page
+        response = await client.get(path)
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
+        assert response.headers["cache-control"] == "no-store", path
+        assert response.headers["content-type"].startswith("text/html"), path
