@@ -44,7 +44,7 @@ async def test_a_small_demo_agrees_with_the_reports_and_the_invoices(
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Saving" in done.stdout
-    assert "Punctuality" in done.stdout
+    assert "Punctual" in done.stdout
     result = json.loads(out.read_text())
     tally = result["tally"]
 
