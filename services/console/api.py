@@ -51,7 +51,8 @@ HERE = Path(__file__).parent
 TZ_COOKIE = "carebank_tz"
 DEFAULT_ZONE = "Europe/London"
 REASONS: tuple[str, ...] = ReasonCode.__args__  # type: ignore[attr-defined]
-LIST_LIMIT = 200
+LIST_LIMIT = 200  # rows of a list that needs acting on, oldest first
+RECENT = 20  # decided amendments shown, newest first
 NOTICES = {
     "acknowledged": "Alert acknowledged.",
     "proposed": "Amendment proposed.",
@@ -230,15 +231,14 @@ class Directory(msgspec.Struct):
 async def _directory(api: Api, user: Principal, *, carers: bool = False) -> Directory:
     found = Directory()
     if user.role == "commissioner":
-        people = await api.get("/v1/people", Page[Person], limit=500)
-        found.people = {p.id: f"{p.reference} ({p.display_name})" for p in people.items}
-        providers = await api.get("/v1/providers", Page[Provider], limit=500)
-        found.providers = {p.id: p.code for p in providers.items}
+        people = await api.every("/v1/people", Person)
+        found.people = {p.id: f"{p.reference} ({p.display_name})" for p in people}
+        providers = await api.every("/v1/providers", Provider)
+        found.providers = {p.id: p.code for p in providers}
     elif user.provider_id is not None:
         found.providers = {user.provider_id: "your agency"}
     if carers:
-        listed = await api.get("/v1/carers", Page[Carer], limit=500)
-        found.carers = {c.id: c.name for c in listed.items}
+        found.carers = {c.id: c.name for c in await api.every("/v1/carers", Carer)}
     return found
 
 
@@ -343,7 +343,16 @@ class LivePages(Controller):
         names = await _directory(api, user, carers=False)
         # For alerts that arrive over the stream, so they carry the same names as the rows drawn here.
         labels = {str(k): v for k, v in {**names.people, **names.providers}.items()}
-        return page(request, "live.html", "Live board", board=board, alerts=alerts.items, names=names, labels=labels)
+        return page(
+            request,
+            "live.html",
+            "Live board",
+            board=board,
+            alerts=alerts.items,
+            more=alerts.next_cursor is not None,
+            names=names,
+            labels=labels,
+        )
 
     @post("/alerts/{alert_id:uuid}/ack")
     async def acknowledge(self, request: Req, alert_id: Annotated[UUID, PathParameter()]) -> Redirect:
@@ -364,16 +373,17 @@ class ExceptionPages(Controller):
         user = _caller(request)
         open_ = await api.get("/v1/exceptions", Page[VisitExceptions], limit=LIST_LIMIT)
         pending = await api.get("/v1/amendments", Page[Amendment], status="pending", limit=LIST_LIMIT)
-        every = await api.get("/v1/amendments", Page[Amendment], limit=LIST_LIMIT)
-        decided = [a for a in every.items if a.status != "pending"]
+        decided = [a for a in await api.every("/v1/amendments", Amendment) if a.status != "pending"]
         names = await _directory(api, user, carers=True)
         return page(
             request,
             "exceptions.html",
             "Exceptions and amendments",
             open=open_.items,
+            more_open=open_.next_cursor is not None,
             pending=pending.items,
-            decided=decided[-20:],
+            more_pending=pending.next_cursor is not None,
+            decided=decided[::-1][:RECENT],
             names=names,
         )
 
@@ -425,9 +435,9 @@ class InvoicePages(Controller):
     async def invoices(self, request: Req) -> Template:
         """Invoices, newest last."""
         api = _api(request)
-        listed = await api.get("/v1/invoices", Page[InvoiceSummary], limit=LIST_LIMIT)
+        listed = await api.every("/v1/invoices", InvoiceSummary)
         names = await _directory(api, _caller(request))
-        return page(request, "invoices.html", "Invoices", invoices=listed.items, names=names)
+        return page(request, "invoices.html", "Invoices", invoices=listed[::-1], names=names)
 
     @get("/invoices/{invoice_id:uuid}")
     async def invoice(self, request: Req, invoice_id: Annotated[UUID, PathParameter()]) -> Template:
@@ -487,21 +497,16 @@ class BankPages(Controller):
         people = dict(names.people)
         if user.role == "provider":
             # Providers may not list people: their people with a bank are the ones in their ledger.
-            postings = await api.get("/v1/bank/postings", Page[Posting], limit=500)
-            people = {p.person_id: _short(p.person_id) for p in postings.items if p.person_id is not None}
+            postings = await api.every("/v1/bank/postings", Posting)
+            people = {p.person_id: _short(p.person_id) for p in postings if p.person_id is not None}
         person: PersonBank | None = None
         history: list[Posting] = []
         if person_id is not None:
             person = await api.get(f"/v1/people/{person_id}/bank", PersonBank, **when)
-            history = (
-                await api.get(
-                    "/v1/bank/postings",
-                    Page[Posting],
-                    person_id=person_id,
-                    to=instant.isoformat() if instant else None,
-                    limit=LIST_LIMIT,
-                )
-            ).items
+            history = await api.every(
+                "/v1/bank/postings", Posting, person_id=person_id, to=instant.isoformat() if instant else None
+            )
+            history = history[::-1][:LIST_LIMIT]
             people.setdefault(person_id, _short(person_id))
         return page(
             request,

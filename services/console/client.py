@@ -15,6 +15,8 @@ import msgspec
 import structlog
 from litestar import Request
 
+from schemas.common import Page
+
 T = TypeVar("T")
 _BASE = "http://console.internal"
 
@@ -89,3 +91,14 @@ class Api:
     async def post(self, path: str, into: type[T], body: Any = None) -> T:
         """POST a JSON body; the answer decoded into a wire struct."""
         return msgspec.json.decode((await self.call("POST", path, json=body or {})).content, type=into, strict=False)
+
+    async def every(self, path: str, into: type[T], cap: int = 5_000, **params: Any) -> list[T]:
+        """Every item of a paged list, oldest first, following `next_cursor` (at most `cap` items)."""
+        items: list[T] = []
+        cursor: str | None = None
+        while True:
+            page: Page[T] = await self.get(path, Page[into], limit=500, cursor=cursor, **params)  # type: ignore[valid-type]
+            items.extend(page.items)
+            if page.next_cursor is None or len(items) >= cap:
+                return items[:cap]
+            cursor = page.next_cursor
