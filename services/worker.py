@@ -51,7 +51,7 @@ def jobs_for(
         Job("extend_care_plans", 3600, planning_jobs.extend_care_plans),
         Job("reconcile_queue", 1, reconcile_jobs.drain_queue),
         Job("reconcile_due", 15, reconcile_jobs.reconcile_due),
-        Job("alerts_sweep", 60, functools.partial(monitoring_jobs.sweep_job, publisher=publisher)),
+        Job("alerts_sweep", 60, monitoring_jobs.SweepJob(publisher)),
         # Before invoice runs in the same pass, so a run credits what expired by then.
         Job("bank_expiry", 60, banking_jobs.expire_due_lots),
         Job(

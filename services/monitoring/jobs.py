@@ -44,6 +44,7 @@ ON_SITE_WINDOW = timedelta(hours=12)  # an older check-in without a check-out is
 # a change committed by a transaction open longer is left to the sweep.
 CHANGE_LOOKBACK_MAX = timedelta(minutes=2)
 KINDS: tuple[rules.Kind, ...] = ("late", "missed", "no_check_out")
+SLOW_TICK_S = 1.0  # a round slower than this eats into the 5 seconds an alert has: logged
 
 
 def _facts(row: asyncpg.Record) -> rules.VisitFacts:
@@ -63,13 +64,20 @@ def _facts(row: asyncpg.Record) -> rules.VisitFacts:
 Changed = list[tuple[UUID, Alert]]
 
 
-async def evaluate_alerts(pool: asyncpg.Pool, now: datetime | None = None) -> tuple[Changed, Changed]:
-    """A full sweep of PostgreSQL: (raised, resolved) alerts, each with its tenant. The fallback
-    while Redis is away, and the safety net behind the timers while it is up."""
+async def evaluate_alerts(
+    pool: asyncpg.Pool, now: datetime | None = None, since: datetime | None = None
+) -> tuple[Changed, Changed]:
+    """A sweep of PostgreSQL: (raised, resolved) alerts, each with its tenant. The fallback while
+    Redis is away, and the safety net behind the timers while it is up. With `since` (the previous
+    sweep, less a margin), visits whose thresholds had all passed by then and that have not
+    changed since are skipped: an earlier sweep saw them."""
     now = now or datetime.now(tz=UTC)
     async with acquire(pool) as conn, conn.transaction():
         rows: list[dict[str, Any]] = []
-        for visit in await store.visits_near_thresholds(conn, now, LOOKBACK):
+        near = await store.visits_near_thresholds(
+            conn, now, LOOKBACK, since=since, no_check_out_after=rules.NO_CHECK_OUT_AFTER
+        )
+        for visit in near:
             for kind, due_at in rules.alerts_due(_facts(visit), now):
                 rows.append(_alert_row(visit, kind, "", due_at, now))
         for event in await store.unalerted_outside_geofence(conn, now - LOOKBACK):
@@ -113,6 +121,7 @@ class Monitor:
         self._since: datetime | None = None  # read visits changed from here (database clock)
         self._horizon_end: datetime | None = None
         self._last_sweep = -float("inf")
+        self._sweeps = Sweeps()
 
     async def tick(self, pool: asyncpg.Pool, now: datetime | None = None) -> int:
         """One round; returns how many alerts were raised or resolved."""
@@ -140,6 +149,7 @@ class Monitor:
         live board from it."""
         assert self.timers is not None
         assert self.boards is not None
+        self._sweeps.forget()  # a full sweep: whatever happened while nobody was looking
         changed = await self._sweep_if_due(pool, now, 0)
         async with acquire(pool) as conn:
             _, oldest = await store.clock(conn)
@@ -204,7 +214,7 @@ class Monitor:
         if time.monotonic() - self._last_sweep < every_s:
             return 0
         self._last_sweep = time.monotonic()
-        raised, resolved = await evaluate_alerts(pool, now)
+        raised, resolved = await self._sweeps.sweep(pool, now)
         await self._publish(raised, resolved)
         return len(raised) + len(resolved)
 
@@ -215,14 +225,40 @@ class Monitor:
             await self._publisher.publish(raised + resolved)
 
 
-async def sweep_job(pool: asyncpg.Pool, publisher: AlertPublisher | None = None) -> int:
-    """The minutely full sweep behind the timers: whatever they missed (an approved amendment, a
-    changed contract) shows within a minute. Runs with the worker's other jobs, not on the
-    monitoring thread, so a slow sweep never holds up a timer."""
-    raised, resolved = await evaluate_alerts(pool)
-    if publisher is not None and (raised or resolved):
-        await publisher.publish(raised + resolved)
-    return len(raised) + len(resolved)
+class Sweeps:
+    """Successive sweeps: the first looks at every visit of the last 30 hours, the next ones only
+    at visits with a threshold after the previous sweep (less a margin for slow commits) or
+    changed since; open alerts are all looked at every time."""
+
+    MARGIN = timedelta(minutes=2)
+
+    def __init__(self) -> None:
+        self._last: datetime | None = None
+
+    def forget(self) -> None:
+        self._last = None
+
+    async def sweep(self, pool: asyncpg.Pool, now: datetime) -> tuple[Changed, Changed]:
+        since = self._last - self.MARGIN if self._last is not None and self._last <= now else None
+        changed = await evaluate_alerts(pool, now, since)
+        self._last = now
+        return changed
+
+
+class SweepJob:
+    """The minutely sweep behind the timers: whatever they missed (an approved amendment, a lost
+    note) shows within a minute. Runs with the worker's other jobs, not on the monitoring thread,
+    so a slow sweep never holds up a timer."""
+
+    def __init__(self, publisher: AlertPublisher | None = None) -> None:
+        self._publisher = publisher
+        self._sweeps = Sweeps()
+
+    async def __call__(self, pool: asyncpg.Pool) -> int:
+        raised, resolved = await self._sweeps.sweep(pool, datetime.now(tz=UTC))
+        if self._publisher is not None and (raised or resolved):
+            await self._publisher.publish(raised + resolved)
+        return len(raised) + len(resolved)
 
 
 class MonitorThread:
@@ -256,11 +292,15 @@ class MonitorThread:
         monitor = Monitor(redis, self._namespace, publisher)
         try:
             while not self._stop.is_set():
+                started = time.perf_counter()
                 try:
                     if count := await monitor.tick(pool):
                         log.info("job_done", job="alerts", count=count)
                 except (OSError, asyncpg.PostgresError) as exc:
                     log.warning("job_failed", job="alerts", error=str(exc))
+                took = time.perf_counter() - started
+                if took > SLOW_TICK_S:
+                    log.warning("monitoring_tick_slow", seconds=round(took, 2))
                 await asyncio.sleep(self._interval_s)
         finally:
             await pool.close()

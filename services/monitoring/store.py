@@ -27,12 +27,28 @@ _FACTS = """SELECT v.tenant_id, v.id, v.person_id, v.provider_id, v.planned_star
     FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id"""
 
 
-async def visits_near_thresholds(conn: asyncpg.Connection, now: datetime, lookback: timedelta) -> list[asyncpg.Record]:
-    """Every tenant's visits planned in [now - lookback, now] that are not finished or cancelled."""
+async def visits_near_thresholds(
+    conn: asyncpg.Connection,
+    now: datetime,
+    lookback: timedelta,
+    *,
+    since: datetime | None = None,
+    no_check_out_after: timedelta = timedelta(minutes=60),
+) -> list[asyncpg.Record]:
+    """Every tenant's visits planned in [now - lookback, now] that are not finished or cancelled;
+    with `since`, only those that may have a threshold after it (their latest threshold, as
+    `rules.thresholds_of` sets it, is later) or that were created or changed after it."""
     return await conn.fetch(
-        _FACTS + """ WHERE v.planned_start BETWEEN $1 AND $2 AND v.status IN ('planned', 'in_progress', 'missed')""",
+        _FACTS
+        + """ WHERE v.planned_start BETWEEN $1 AND $2 AND v.status IN ('planned', 'in_progress', 'missed')
+              AND ($3::timestamptz IS NULL OR v.created_at > $3 OR v.updated_at > $3
+                   OR v.planned_start + make_interval(mins => greatest(
+                          (c.pay_rules ->> 'late_after_min')::int, (c.pay_rules ->> 'missed_after_min')::int,
+                          v.planned_min + $4::int)) > $3)""",
         now - lookback,
         now,
+        since,
+        int(no_check_out_after.total_seconds() // 60),
     )
 
 

@@ -242,3 +242,18 @@ async def test_the_live_board_shows_who_is_on_site(
         assert (await client.get("/v1/live", headers=world.a.commissioner)).json()["on_site"] == []
     finally:
         await redis.aclose()
+
+
+async def test_later_sweeps_still_raise_what_fell_due_or_appeared_since(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    sweeps = jobs.Sweeps()
+    now = datetime.now(tz=UTC)
+    soon = await new_visit(client, world, now - timedelta(minutes=14))  # late a minute from now
+    raised, _ = await sweeps.sweep(pool, now)  # the first sweep looks at everything
+    assert [a for _, a in raised if str(a.visit_id) == soon] == []
+    back_dated = await new_visit(client, world, now - timedelta(hours=3))  # its thresholds passed hours ago
+    raised, _ = await sweeps.sweep(pool, now + timedelta(minutes=1))
+    assert sorted((str(a.visit_id), a.kind) for _, a in raised if str(a.visit_id) in (soon, back_dated)) == sorted(
+        [(soon, "late"), (back_dated, "late"), (back_dated, "missed")]
+    )
