@@ -198,7 +198,8 @@ async def test_a_provider_sees_its_own_rows_and_not_the_reports(
     for path in ("/console/exceptions", "/console/invoices", "/console/bank"):
         page = await client.get(path)
         assert page.status_code == 200, (path, page.text)
-        assert tw.providers[1] not in page.text, path
+        assert tw.providers[1][-8:] not in page.text, path
+        assert visits[1][-8:] not in page.text, path
 
 
 async def test_pages_are_never_framed_or_cached(client: Client, world: World, db: asyncpg.Connection) -> None:
@@ -208,3 +209,27 @@ async def test_pages_are_never_framed_or_cached(client: Client, world: World, db
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
         assert response.headers["cache-control"] == "no-store", path
         assert response.headers["content-type"].startswith("text/html"), path
+
+
+async def test_a_carer_gets_a_note_and_another_tenant_sees_nothing(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    start = datetime.now(tz=UTC) - timedelta(hours=2)
+    body = {"person_id": world.a.person_id, "contract_id": world.a.contracts[0], "planned_start": start.isoformat()}
+    visit = await create(client, world.a.commissioner, "/v1/visits", {**body, "planned_min": 30})
+    carer = await create(
+        client, world.a.provider_headers[0], "/v1/credentials", {"role": "carer", "carer_id": world.a.carers[0]}
+    )
+    await sign_in(client, carer["client_id"], carer["client_secret"])
+    home = await client.get("/console")
+    assert home.status_code == 200
+    assert "The console is for commissioners and providers" in home.text
+    assert (await client.get("/console/live")).status_code == 403
+    client.cookies.clear()
+    await sign_in(client, *await secret_for(db, "commissioner", world.b.tenant_id))
+    assert (await client.get(f"/console/visits/{visit['id']}/amend")).status_code == 404
+    for path in ("/console/live", "/console/exceptions", "/console/invoices", "/console/bank", "/console/reports"):
+        page = await client.get(path)
+        assert page.status_code == 200, (path, page.text)
+        for theirs in (world.a.person_id, world.a.providers[0], visit["id"]):
+            assert theirs[-8:] not in page.text, path  # pages show ids by their last 8 characters
