@@ -130,7 +130,6 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    import shutil
     from pathlib import Path
 
     import msgspec
@@ -140,13 +139,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.demo.api import DemoError
     from services.demo.runner import Options, run_demo
 
-    if not settings.database_url or not settings.redis_url:
-        # Embedded servers of its own, so a running `carebank serve` keeps its data and its server;
-        # each run starts from an empty database unless another demo is still running there.
-        demo_dir = Path(settings.data_dir) / "demo"
-        if demo_dir.exists() and not (demo_dir / "pg" / "postmaster.pid").exists():
-            shutil.rmtree(demo_dir)
-        settings = msgspec.structs.replace(settings, data_dir=str(demo_dir))
+    embedded = not settings.database_url or not settings.redis_url
+    if embedded:
+        # Embedded servers of its own, so a running `carebank serve` keeps its data and its server.
+        settings = msgspec.structs.replace(settings, data_dir=str(Path(settings.data_dir) / "demo"))
     options = Options(
         people=args.people,
         carers=args.carers if args.carers is not None else max(4, round(args.people * 80 / 300)),
@@ -160,18 +156,40 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=100)  # a log or a pipe: wide enough for the summary tables
+    servers = EmbeddedServers(settings)
     try:
-        with servers_for(settings) as resolved:
-            result = run_demo(resolved, options, console, processes=args.api_processes)
+        resolved = servers.start()
+        if embedded:
+            asyncio.run(_empty_database(_db(resolved)))  # each run on the embedded default starts empty
+        asyncio.run(migrate_url(_db(resolved)))
+        result = run_demo(resolved, options, console, processes=args.api_processes)
     except DemoError as exc:
         _say(f"carebank demo: {exc}")
         return 1
+    finally:
+        servers.close()
     summary.print_summary(console, result)
     options.report.write_text(html.render(result), encoding="utf-8")
     console.print(f"report written to {options.report.resolve()}")
     if options.json_out:
         options.json_out.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     return 0
+
+
+async def _empty_database(url: str) -> None:
+    """Drop and create the database `url` names (from the server's `postgres` database)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
