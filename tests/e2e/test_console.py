@@ -336,9 +336,16 @@ async def test_the_console_in_chromium(
     assert "P0" in await text_of(page, "#delivery")
     await shots(page, "reports")
 
-    await nav(page, "Live board")
     await page.set_viewport_size({"width": 375, "height": 800})
-    assert await page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
+    for name in ("Bank", "Invoices", "Exceptions", "Reports", "Live board"):
+        await nav(page, name)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        wide = await page.evaluate(
+            "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 376)"
+            ".map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))"
+            ".slice(0, 12)"
+        )
+        assert width <= 375, f"{name} scrolls sideways on a phone ({width}px): {wide}"  # tables scroll in their own box
     await shots(page, "live-phone")
     await context.close()
 
@@ -357,6 +364,7 @@ async def test_the_console_in_chromium(
     assert await page.locator("#person_id option").count() == 1  # "(the summary only)"
     await page.goto(f"/console/invoices/{invoice['id']}")
     assert "no such invoice" in await text_of(page)
+    await shots(page, "not-found-other-provider")
     await page.goto("/console/reports")
     assert "Not allowed" in await text_of(page, "h1")
     await context.close()
