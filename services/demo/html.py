@@ -119,6 +119,12 @@ def render(result: dict[str, Any]) -> str:
         f"<td>{(f['saving_pence'] * 100 / f['cost_planned_pence']) if f['cost_planned_pence'] else 0:.1f}%</td></tr>"
         for code, _, f in provider_totals(result)
     )
+    outcomes = "".join(
+        f"<tr><td>{escape(d['domain'].replace('_', ' '))}</td><td>{d['expected']:,}</td><td>{d['met']:,}</td>"
+        f"<td>{d['not_met']:,}</td><td>{d['refused']:,}</td><td>{d['not_recorded']:,}</td>"
+        f"<td>{(d['met_share'] or 0) * 100:.1f}%</td></tr>"
+        for d in result["outcomes"]["totals"]
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>carebank demo report</title>
 <style>
@@ -139,6 +145,11 @@ td {{ text-align: right; }} svg {{ display: block; margin: 1em 0; }}
 <p class="key"><span style="background:{PLANNED}"></span>planned
 <span style="background:{DELIVERED}"></span>delivered</p>
 {chart}
+<h2>Outcomes met, by ASCOT domain</h2>
+<p>Each outcome of each delivered visit, from what the carers recorded at check-out.</p>
+<table><tr><th>domain</th><th>expected</th><th>met</th><th>not met</th><th>refused</th><th>not recorded</th>
+<th>share met</th></tr>
+{outcomes}</table>
 <h2>Bank balance over time (outcome-based providers)</h2>
 {bank_chart}
 </body></html>
