@@ -187,6 +187,15 @@ async def nav(page: Page, name: str) -> None:
     await page.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
 
 
+async def unlabelled(page: Page) -> list[str]:
+    """Form controls with no label a screen reader would read."""
+    found: list[str] = await page.evaluate(
+        "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+        ".filter(e => e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.name || e.id)"
+    )
+    return found
+
+
 async def text_of(page: Page, selector: str = "main") -> str:
     return await page.locator(selector).inner_text()
 
@@ -210,6 +219,7 @@ async def test_the_console_in_chromium(
     await page.goto("/console/live")
     assert page.url.endswith("/console/sign-in")
     await shots(page, "sign-in")
+    assert await unlabelled(page) == []
     await page.get_by_label("Client id").fill(seeded.commissioner["client_id"])
     await page.get_by_label("Secret").fill("not the secret")
     await page.get_by_role("button", name="Sign in").click()
@@ -225,6 +235,7 @@ async def test_the_console_in_chromium(
     await nav(page, "Exceptions")
     await page.locator(f'a[href="/console/visits/{seeded.forgot_visit}/amend"]').click()
     await shots(page, "amend-form")
+    assert await unlabelled(page) == []
     await page.get_by_label("Reason").select_option("forgot_check_out")
     check_out = (seeded.forgot_check_in + timedelta(minutes=30)).astimezone(ZoneInfo(ZONE))
     await page.get_by_label("Check out at").fill(check_out.strftime("%Y-%m-%dT%H:%M"))
