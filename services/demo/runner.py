@@ -35,6 +35,8 @@ from services.demo.county import County, build_county
 ZONE = ZoneInfo("Europe/London")
 T = TypeVar("T")
 BANK_UNAVAILABLE = "banking not available"
+# The demo's tenant accepts events this old (the default is 45 days), so six past weeks fit.
+MAX_AGE_DAYS = 60
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,10 @@ def check_start(start: date, weeks: int, today: date) -> None:
     end = start + timedelta(days=7 * weeks)
     if end > today:
         raise DemoError(f"--start {start} with --weeks {weeks} ends after today: events must lie in the past")
-    if (today - start).days > 44:
-        raise DemoError(f"--start {start} is more than 44 days ago: phones' events that old are refused (too_old)")
+    if (today - start).days > MAX_AGE_DAYS - 1:
+        raise DemoError(
+            f"--start {start} is more than {MAX_AGE_DAYS - 1} days ago: the phones' events would be too old"
+        )
 
 
 @dataclass
@@ -260,7 +264,11 @@ class Demo:
 
         admin = await self.admin_headers()
         stamp = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        tenant = await api.post("/v1/tenants", admin, {"name": f"Demo County (seed {self.options.seed}, {stamp})"})
+        tenant = await api.post(
+            "/v1/tenants",
+            admin,
+            {"name": f"Demo County (seed {self.options.seed}, {stamp})", "max_event_age_days": MAX_AGE_DAYS},
+        )
         world.tenant_id = tenant["id"]
         world.commissioner = await api.credential(admin, {"role": "commissioner", "tenant_id": tenant["id"]})
         world.second_commissioner = await api.credential(admin, {"role": "commissioner", "tenant_id": tenant["id"]})
