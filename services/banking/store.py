@@ -592,6 +592,26 @@ async def unbilled_shortfalls(conn: asyncpg.Connection, tenant_id: UUID, contrac
     )
 
 
+async def has_bank_to_bill(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID, now: datetime) -> bool:
+    """Whether the contract has lots still to expire, or expiries or shortfalls no invoice carried yet."""
+    return bool(
+        await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM bank_lots WHERE tenant_id = $1 AND contract_id = $2 AND expires_at > $3)
+                   OR EXISTS (SELECT 1 FROM bank_postings p JOIN bank_lots l ON l.tenant_id = p.tenant_id
+                                                                       AND l.id = p.from_lot_id
+                              WHERE p.tenant_id = $1 AND l.contract_id = $2 AND p.kind = 'expire'
+                                AND NOT EXISTS (SELECT 1 FROM bank_billed b
+                                                WHERE b.tenant_id = p.tenant_id AND b.item_id = p.id))
+                   OR EXISTS (SELECT 1 FROM bank_shortfalls s WHERE s.tenant_id = $1 AND s.contract_id = $2
+                                AND NOT EXISTS (SELECT 1 FROM bank_billed b
+                                                WHERE b.tenant_id = s.tenant_id AND b.item_id = s.id))""",
+            tenant_id,
+            contract_id,
+            now,
+        )
+    )
+
+
 async def mark_bank_billed(
     conn: asyncpg.Connection, tenant_id: UUID, invoice_id: UUID, item_ids: Sequence[UUID]
 ) -> None:

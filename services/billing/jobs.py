@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
 
 from infra.db import acquire
+from services.banking import store as bank_store
 from services.billing import rules, run, store
 from services.catalog import store as catalog_store
 from services.identity import store as identity_store
@@ -43,7 +45,13 @@ async def run_due_invoices(pool: asyncpg.Pool, now: datetime | None = None, *, a
             assert contract is not None
             zone = ZoneInfo(tenant.zone)
             today = now.astimezone(zone).date()
-            last_day = min(today, contract.valid_to) if contract.valid_to else today
+            last_day = today
+            if (
+                contract.valid_to
+                and contract.valid_to < today
+                and not await _still_billing(conn, tenant.id, contract.id, now)
+            ):
+                last_day = contract.valid_to
             done = await store.invoiced_periods(conn, tenant.id, contract.id)
             for start in period_starts(contract.period, contract.valid_from, last_day):
                 bounds = rules.period_bounds(contract.period, start, zone)
@@ -54,3 +62,11 @@ async def run_due_invoices(pool: asyncpg.Pool, now: datetime | None = None, *, a
                     _, created = await run.run_invoice(conn, tenant, contract, row["provider_code"], start, now)
                 issued += int(created)
     return issued
+
+
+async def _still_billing(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID, now: datetime) -> bool:
+    """After a contract ends, its runs go on while visits wait to be billed (or billed again) or its
+    bank has lots to expire or expiries and shortfalls to carry (DOMAIN.md)."""
+    return await store.has_unbilled_visits(conn, tenant_id, contract_id) or await bank_store.has_bank_to_bill(
+        conn, tenant_id, contract_id, now
+    )

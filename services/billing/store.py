@@ -322,3 +322,17 @@ async def visit_invoiced(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UU
             "SELECT EXISTS (SELECT 1 FROM visit_billing WHERE tenant_id = $1 AND visit_id = $2)", tenant_id, visit_id
         )
     )
+
+
+async def has_unbilled_visits(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID) -> bool:
+    """Whether any visit of the contract is not invoiced yet or changed since it was."""
+    return bool(
+        await conn.fetchval(
+            """SELECT EXISTS (
+                   SELECT 1 FROM visits v WHERE v.tenant_id = $1 AND v.contract_id = $2
+                     AND NOT EXISTS (SELECT 1 FROM visit_billing b
+                                     WHERE b.tenant_id = v.tenant_id AND b.visit_id = v.id AND NOT b.rebill))""",
+            tenant_id,
+            contract_id,
+        )
+    )

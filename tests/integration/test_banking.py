@@ -16,6 +16,7 @@ import pytest
 
 from services.banking.check import breaches
 from services.banking.jobs import expire_due_lots
+from services.billing.jobs import run_due_invoices
 from services.cli import main as cli_main
 from tests.support import RATES, Client, TenantWorld, build_world, create, credential_headers, reconciled
 
@@ -117,9 +118,10 @@ class Bank:
         )
 
 
-async def make_bank(client: Client, db: asyncpg.Connection, **banking: Any) -> Bank:
+async def make_bank(client: Client, db: asyncpg.Connection, valid_to: date | None = None, **banking: Any) -> Bank:
     world = await build_world(client, db)
     tw = world.a
+    ends = {"valid_to": valid_to.isoformat()} if valid_to else {}
     contract = await create(
         client,
         tw.commissioner,
@@ -131,6 +133,7 @@ async def make_bank(client: Client, db: asyncpg.Connection, **banking: Any) -> B
             "rates": RATES,
             "banking": banking,
             "valid_from": "2026-01-05",
+            **ends,
         },
     )
     other = await create(
@@ -587,3 +590,30 @@ async def test_the_outcomes_report_carries_the_bank_figures_of_the_range(
     summary = (await client.get("/v1/bank/summary", params={"as_of": end}, headers=bank.commissioner)).json()
     assert summary["balances"]["people"] == figures["balance_min"]
     assert summary["value_pence"] == figures["value_pence"]
+
+
+async def test_after_a_contract_ends_the_worker_still_invoices_its_expiring_bank(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    last_sunday = settled_monday() + timedelta(days=6)
+    bank = await make_bank(client, db, valid_to=last_sunday, expiry_weeks=2)
+    monday = bank.monday
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25, expiring in 2 weeks
+    await reconciled(pool)
+    # Three days after the contract's last week: its last invoice, before anything expired.
+    first_run = local(last_sunday + timedelta(days=4), "00:00")
+    await run_due_invoices(pool, first_run)
+    # Later the lot expires, after the contract ended: the worker goes on to the next period's invoice.
+    await expire_due_lots(pool)
+    await run_due_invoices(pool)
+    params = {"limit": 50, "contract_id": bank.contract_id}
+    invoices = (await client.get("/v1/invoices", params=params, headers=bank.commissioner)).json()["items"]
+    credits = []
+    for summary in invoices:
+        invoice = (await client.get(f"/v1/invoices/{summary['id']}", headers=bank.commissioner)).json()
+        credits += [
+            (invoice["period_start"], line["amount_pence"])
+            for line in invoice["lines"]
+            if line["kind"] == "expired_bank_credit"
+        ]
+    assert credits == [((monday + timedelta(days=7)).isoformat(), -pence(25))]
