@@ -171,7 +171,8 @@ def play(
             check_in = start + timedelta(minutes=rng.uniform(-2, 3) if place else 0)
             check_out = check_in + timedelta(minutes=length + (rng.uniform(-2, 2) if place else 0))
             method = _method(rng)
-            day = (visit.provider, carer, visit.planned_start.date().toordinal() // sync_days)
+            # Upload rounds count from the demo's first day, so the same seed plays the same in any week.
+            day = (visit.provider, carer, (visit.planned_start.date() - county.start).days // sync_days)
             by_day[day].append(_event(rng, county, visit, carer, "check_in", check_in, method))
             if rng.random() < FORGOT_CHECK_OUT:
                 played.fixes.append(Fix(visit.id, visit.provider, carer, check_out.replace(microsecond=0)))
