@@ -44,6 +44,10 @@ ON_SITE_WINDOW = timedelta(hours=12)  # an older check-in without a check-out is
 # a change committed by a transaction open longer is left to the sweep.
 CHANGE_LOOKBACK_MAX = timedelta(minutes=2)
 KINDS: tuple[rules.Kind, ...] = ("late", "missed", "no_check_out")
+# A bulk change (a plan extension of 50,000 visits) is read this many visits a round, so timers
+# that fall due meanwhile are not held up by it.
+CHANGED_PER_ROUND = 5000
+_FIRST = UUID(int=0)
 SLOW_TICK_S = 1.0  # a round slower than this eats into the 5 seconds an alert has: logged
 
 
@@ -119,6 +123,9 @@ class Monitor:
         self._fallback_every_s = fallback_every_s
         self.ready = False  # timers and boards rebuilt since Redis was last (re)found
         self._since: datetime | None = None  # read visits changed from here (database clock)
+        # Where the current pass over changed visits has got to, and where the next one starts.
+        self._cursor: tuple[datetime, UUID, UUID] | None = None
+        self._next_since: datetime | None = None
         self._horizon_end: datetime | None = None
         self._last_sweep = -float("inf")
         self._sweeps = Sweeps()
@@ -163,22 +170,32 @@ class Monitor:
         for row in present:
             boards[row["tenant_id"]].append(on_site_of(row))
         await self.boards.replace(boards)
-        self._since, self._horizon_end = oldest, now + HORIZON
+        self._since, self._cursor, self._horizon_end = oldest, None, now + HORIZON
         return changed
 
     async def _refresh(self, pool: asyncpg.Pool, now: datetime) -> set[tuple[UUID, UUID]]:
-        """Timers for visits created, moved or cancelled since the last look, and for visits that
-        entered the horizon; returns changed visits that have alerts (a cancellation resolves)."""
+        """Timers for visits created, moved or cancelled since the last look (a page of them a
+        round), and for visits that entered the horizon; returns changed visits that have alerts
+        (a cancellation resolves). A pass over the changes starts where the oldest transaction
+        open at the previous pass's start began, so a change committed late is not missed."""
         assert self.timers is not None
         async with acquire(pool) as conn:
             db_now, oldest = await store.clock(conn)
-            since = self._since or oldest
-            changed = await store.visits_changed_since(conn, since, now - LOOKBACK, now + HORIZON)
+            if self._cursor is None:  # a new pass, from where the last one said to start
+                self._next_since = max(oldest, db_now - CHANGE_LOOKBACK_MAX)
+                self._cursor = (self._since or oldest, _FIRST, _FIRST)
+            changed = await store.visits_changed_since(
+                conn, self._cursor, now - LOOKBACK, now + HORIZON, CHANGED_PER_ROUND
+            )
             start = self._horizon_end or now
             entering = await store.visits_starting(conn, start, now + HORIZON) if now + HORIZON > start else []
         timers, gone = _timers_of([*changed, *entering], after=None)
         await self.timers.schedule(timers, gone)
-        self._since = max(oldest, db_now - CHANGE_LOOKBACK_MAX)
+        if len(changed) == CHANGED_PER_ROUND:  # more to read: next round, after the due timers
+            last = changed[-1]
+            self._cursor = (last["updated_at"], last["tenant_id"], last["id"])
+        else:
+            self._since, self._cursor = self._next_since, None
         self._horizon_end = max(start, now + HORIZON)
         return {(row["tenant_id"], row["id"]) for row in changed if row["alerted"]}
 

@@ -221,7 +221,7 @@ async def facts_of_visits(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, 
     )
 
 
-_SCHEDULE = """SELECT v.tenant_id, v.id, v.planned_start, v.planned_min,
+_SCHEDULE = """SELECT v.tenant_id, v.id, v.updated_at, v.planned_start, v.planned_min,
            v.status IN ('planned', 'in_progress', 'missed') AS alertable,
            (c.pay_rules ->> 'late_after_min')::int AS late_after_min,
            (c.pay_rules ->> 'missed_after_min')::int AS missed_after_min,
@@ -245,14 +245,23 @@ async def clock(conn: asyncpg.Connection) -> tuple[datetime, datetime]:
 
 
 async def visits_changed_since(
-    conn: asyncpg.Connection, since: datetime, start_from: datetime, start_to: datetime
+    conn: asyncpg.Connection,
+    after: tuple[datetime, UUID, UUID],
+    start_from: datetime,
+    start_to: datetime,
+    limit: int,
 ) -> list[asyncpg.Record]:
-    """Visits created or changed (moved, cancelled, re-timed) since `since`, planned in the window."""
+    """Visits created or changed (moved, cancelled, re-timed) after the position `after`
+    (updated_at, tenant, id), planned in the window: the next `limit` of them in that order."""
     return await conn.fetch(
-        _SCHEDULE + """ WHERE v.updated_at >= $1 AND v.planned_start BETWEEN $2 AND $3""",
-        since,
+        _SCHEDULE
+        + """ WHERE v.updated_at >= $1 AND (v.updated_at, v.tenant_id, v.id) > ($1, $2, $3)
+                AND v.planned_start BETWEEN $4 AND $5
+              ORDER BY v.updated_at, v.tenant_id, v.id LIMIT $6""",
+        *after,
         start_from,
         start_to,
+        limit,
     )
 
 

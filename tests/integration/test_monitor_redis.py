@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from infra.redis import create_redis
 from infra.settings import Settings
 from services.app import create_app
+from services.monitoring import jobs
 from services.monitoring.jobs import Monitor
 from services.monitoring.timers import timers_key
 from tests.integration.test_alerts import alerts, kinds_of, new_visit
@@ -96,6 +97,27 @@ async def test_timers_follow_visits_created_moved_and_cancelled(
     assert await timer(redis, settings, tenant, f"late:{kept}") is None  # handled, so removed
     assert await monitor.tick(pool, new_start + timedelta(minutes=15)) == 1
     assert kinds_of(await alerts(client, world.a.commissioner), moved) == {"late": "open"}
+
+
+async def test_a_bulk_change_is_read_a_page_a_round(
+    client: Client,
+    world: World,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs, "CHANGED_PER_ROUND", 2)
+    monitor = monitor_of(redis, settings)
+    now = datetime.now(tz=UTC)
+    await monitor.tick(pool, now)
+    visit_ids = [await new_visit(client, world, now + timedelta(minutes=10)) for _ in range(5)]
+    set_so_far = []
+    for _ in range(3):
+        await monitor.tick(pool, now)
+        scores = [await timer(redis, settings, world.a.tenant_id, f"late:{v}") for v in visit_ids]
+        set_so_far.append(sum(score is not None for score in scores))
+    assert set_so_far == [2, 4, 5]
 
 
 async def test_a_check_in_noted_by_ingest_resolves_and_shows_on_the_board(
