@@ -442,11 +442,12 @@ class Demo:
             if not await drain_queue(self.pool):
                 await asyncio.sleep(0.5)
 
-    async def reconcile(self, description: str) -> None:
-        """What the worker does: drain the reconciliation queue, then let the clock settle and miss visits."""
+    async def reconcile(self, description: str | None) -> None:
+        """What the worker does: drain the reconciliation queue, then let the clock settle and miss visits
+        (with a progress bar when described)."""
         from services.reconcile.jobs import drain_queue, reconcile_due
 
-        task = self.progress.add_task(description, total=None)
+        task = self.progress.add_task(description or "", total=None, visible=description is not None)
         done = 0
         while True:
             drained = await drain_queue(self.pool)
@@ -512,6 +513,7 @@ class Demo:
             f"Invoice runs ({len(weeks)} weeks)", total=len(weeks) * len(self.world.contracts)
         )
         for monday in weeks:
+            await self.reconcile(None)  # late amendments of the week before, if any
             for contract in self.world.contracts:
                 invoice = await self.api.post(
                     "/v1/invoice-runs",
@@ -525,8 +527,6 @@ class Demo:
             for fix in mine:
                 await self._fix(fix)
             self.tally.late_amendments += len(mine)
-            if mine:
-                await self.reconcile("Reconciling late amendments")
 
     # ---- banking -------------------------------------------------------------------------------
 
