@@ -137,7 +137,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from services.demo import html, summary
     from services.demo.api import DemoError
-    from services.demo.runner import Options, run_demo
+    from services.demo.runner import ZONE, Options, check_start, default_start, run_demo
 
     embedded = not settings.database_url or not settings.redis_url
     if embedded:
@@ -153,6 +153,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         report=Path(args.report),
         json_out=Path(args.json) if args.json else None,
     )
+    try:  # a bad --start is refused before any server starts
+        today = datetime.now(tz=ZONE).date()
+        check_start(options.start or default_start(options.weeks, today), options.weeks, today)
+    except DemoError as exc:
+        _say(f"carebank demo: {exc}")
+        return 2
     console = Console()
     if not console.is_terminal:
         console = Console(width=100)  # a log or a pipe: wide enough for the summary tables
