@@ -244,7 +244,7 @@ async def _take_back(
     available = await store.lots_available(conn, tenant_id, own_ids)
     pieces, left = rules.first_minutes([(lot_id, available.get(lot_id, 0)) for lot_id in own_ids], minutes)
     if left > 0:
-        others = [lot for lot in await store.available_lots(conn, tenant_id, provider_id, person, now)]
+        others = await store.available_lots(conn, tenant_id, provider_id, person, now)
         more = rules.take_oldest_first([lot for lot in others if lot.lot_id not in own_ids], left)
         pieces += more
         left -= sum(m for _, m in more)
