@@ -76,7 +76,10 @@ async def evaluate_alerts(
     sweep, less a margin), visits whose thresholds had all passed by then and that have not
     changed since are skipped: an earlier sweep saw them."""
     now = now or datetime.now(tz=UTC)
-    async with acquire(pool) as conn, conn.transaction():
+    # No transaction around it all: the inserts would hold their unique keys until the end of a
+    # long read, and a timer raising the same alert meanwhile would wait for it. Each statement
+    # commits on its own; the unique key still decides.
+    async with acquire(pool) as conn:
         rows: list[dict[str, Any]] = []
         near = await store.visits_near_thresholds(
             conn, now, LOOKBACK, since=since, no_check_out_after=rules.NO_CHECK_OUT_AFTER
