@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -24,6 +24,8 @@ from services.billing.rules import band_of
 from services.common.domain import RuleError
 from services.common.ids import new_id
 from services.identity.rules import holiday_calendar
+
+_FOREVER = datetime.max.replace(tzinfo=UTC)
 
 
 def _holds_lots(account: str) -> bool:
@@ -170,12 +172,12 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
         if any(now_["accrual"] != target.accrue_min for _, target, now_ in rows):
             accounts.append(POOL)
         await store.lock_accounts(conn, tenant_id, provider_id, accounts)
-        for row, target, now_ in rows:
-            diff = target.accrue_min - now_["accrual"]
-            if diff > 0:
-                await _accrue(conn, tenant_id, row, diff, rates, now)
-            elif diff < 0:
+        accruals = [(row, target.accrue_min - now_["accrual"]) for row, target, now_ in rows]
+        await _accrue(conn, tenant_id, provider_id, [(row, diff) for row, diff in accruals if diff > 0], rates, now)
+        for row, diff in accruals:
+            if diff < 0:
                 await _take_back(conn, tenant_id, row, -diff, rates, now)
+        for row, target, now_ in rows:
             if row["funding"] == "bank" and not target.hold_open:
                 await _deliver(conn, tenant_id, row, target.deliver_min, now_["delivery"], rates, now)
     return sum(len(rows) for rows in work.values())
@@ -192,45 +194,61 @@ async def _accrual_lots(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUI
 
 
 async def _accrue(
-    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, minutes: int, rates: _Rates, now: datetime
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    provider_id: UUID,
+    accruals: Sequence[tuple[asyncpg.Record, int]],
+    rates: _Rates,
+    now: datetime,
 ) -> None:
-    """owed -> person into the visit's lot; what passes the cap goes owed -> pool into its pool lot."""
-    provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
-    lots = await _accrual_lots(conn, tenant_id, row["id"])
-    first = next(iter(lots.values()), None)
-    effective_at = first["effective_at"] if first else _visit_end(row)
-    expires_at = effective_at + timedelta(weeks=row["banking"]["expiry_weeks"])
-    balance = await store.balance(conn, tenant_id, provider_id, person)
-    to_person, to_pool = rules.cap_split(balance, minutes, row["banking"]["cap_min"])
+    """owed -> person into each visit's lot; what passes the cap goes owed -> pool into the visit's pool
+    lot. Set-wise for a whole batch of one provider's visits (reconciling many outcome-based visits
+    at once), in visit order, each visit's cap judged on the balance the ones before it left."""
+    if not accruals:
+        return
+    visit_lots: dict[UUID, dict[str, asyncpg.Record]] = defaultdict(dict)
+    for made in await store.visit_lots(conn, tenant_id, [row["id"] for row, _ in accruals]):
+        visit_lots[made["visit_id"]][made["account"]] = made
+    people = sorted({rules.person_account(row["person_id"]) for row, _ in accruals})
+    balances: dict[str, int] = defaultdict(int)
+    for row in await store.account_balances(conn, tenant_id, provider_id, people, _FOREVER):
+        balances[row["account"]] = row["balance"]
     new_lots, postings = [], []
-    shares: tuple[tuple[str, rules.PostingKind, int], ...] = (
-        (person, "accrue", to_person),
-        (POOL, "cap_overflow", to_pool),
-    )
-    for account, kind, share in shares:
-        if share <= 0:
-            continue
-        lot = lots.get(account)
-        lot_id = lot["id"] if lot else new_id()
-        if lot is None:
-            new_lots.append(
-                {
-                    "id": lot_id,
-                    "provider_id": provider_id,
-                    "contract_id": row["contract_id"],
-                    "account": account,
-                    "rate_pence_per_hour": rates.of(row),
-                    "effective_at": effective_at,
-                    "expires_at": expires_at,
-                    "visit_id": row["id"],
-                }
-            )
-        tags = {"visit_id": row["id"]}
-        postings.append(_posting(provider_id, kind, OWED, account, share, effective_at, None, lot_id, tags))
+    for row, minutes in accruals:
+        person, lots = rules.person_account(row["person_id"]), visit_lots[row["id"]]
+        first = next(iter(lots.values()), None)
+        effective_at = first["effective_at"] if first else _visit_end(row)
+        to_person, to_pool = rules.cap_split(balances[person], minutes, row["banking"]["cap_min"])
+        balances[person] += to_person
+        shares: tuple[tuple[str, rules.PostingKind, int], ...] = (
+            (person, "accrue", to_person),
+            (POOL, "cap_overflow", to_pool),
+        )
+        for account, kind, share in shares:
+            if share <= 0:
+                continue
+            lot = lots.get(account)
+            lot_id = lot["id"] if lot else new_id()
+            if lot is None:
+                new_lots.append(
+                    {
+                        "id": lot_id,
+                        "provider_id": provider_id,
+                        "contract_id": row["contract_id"],
+                        "account": account,
+                        "rate_pence_per_hour": rates.of(row),
+                        "effective_at": effective_at,
+                        "expires_at": effective_at + timedelta(weeks=row["banking"]["expiry_weeks"]),
+                        "visit_id": row["id"],
+                    }
+                )
+            tags = {"visit_id": row["id"]}
+            postings.append(_posting(provider_id, kind, OWED, account, share, effective_at, None, lot_id, tags))
     await store.insert_lots(conn, tenant_id, new_lots)
     await store.insert_postings(conn, tenant_id, postings)
     # New lots are queued for expiry as they are made; minutes added to an expired lot expire again.
-    await store.requeue_expiry(conn, tenant_id, [lot["id"] for lot in lots.values()], due_by=now)
+    existing = [lot["id"] for lots in visit_lots.values() for lot in lots.values()]
+    await store.requeue_expiry(conn, tenant_id, existing, due_by=now)
 
 
 async def _take_back(

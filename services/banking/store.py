@@ -105,25 +105,16 @@ async def insert_lots(conn: asyncpg.Connection, tenant_id: UUID, lots: Sequence[
     """New lots, each also queued for its expiry."""
     if not lots:
         return
-    await conn.executemany(
+    columns = ["id", "provider_id", "contract_id", "account", "rate_pence_per_hour", "effective_at", "expires_at"]
+    await conn.execute(
         """INSERT INTO bank_lots (tenant_id, id, provider_id, contract_id, account, rate_pence_per_hour,
                                   effective_at, expires_at, visit_id, origin_lot_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        [
-            (
-                tenant_id,
-                lot["id"],
-                lot["provider_id"],
-                lot["contract_id"],
-                lot["account"],
-                lot["rate_pence_per_hour"],
-                lot["effective_at"],
-                lot["expires_at"],
-                lot["visit_id"],
-                lot.get("origin_lot_id"),
-            )
-            for lot in lots
-        ],
+           SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int[], $7::timestamptz[],
+                                    $8::timestamptz[], $9::uuid[], $10::uuid[])""",
+        tenant_id,
+        *([lot[column] for lot in lots] for column in columns),
+        [lot.get("visit_id") for lot in lots],
+        [lot.get("origin_lot_id") for lot in lots],
     )
     await conn.execute(
         """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)

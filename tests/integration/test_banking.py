@@ -606,7 +606,7 @@ async def test_after_a_contract_ends_the_worker_still_invoices_its_expiring_bank
     # Later the lot expires, after the contract ended: the worker goes on to the next period's invoice.
     await expire_due_lots(pool)
     await run_due_invoices(pool)
-    params = {"limit": 50, "contract_id": bank.contract_id}
+    params: dict[str, Any] = {"limit": 50, "contract_id": bank.contract_id}
     invoices = (await client.get("/v1/invoices", params=params, headers=bank.commissioner)).json()["items"]
     credits = []
     for summary in invoices:
