@@ -11,12 +11,11 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from uuid import UUID
 from zoneinfo import ZoneInfo, available_timezones
 
 import msgspec
-import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 from litestar import Controller, Request, Response, Router, get, post
@@ -44,18 +43,18 @@ from services.console import charts
 from services.console.client import Api, ApiError
 from services.console.csrf import AUTH_COOKIE
 
-log = structlog.get_logger("carebank.console")
 Req = Request[Any, Any, Any]
 
 HERE = Path(__file__).parent
 TZ_COOKIE = "carebank_tz"
 DEFAULT_ZONE = "Europe/London"
-REASONS: tuple[str, ...] = ReasonCode.__args__  # type: ignore[attr-defined]
+REASONS: tuple[str, ...] = get_args(ReasonCode)
 LIST_LIMIT = 200  # rows of a list that needs acting on, oldest first
 RECENT = 20  # decided amendments shown, newest first
 NOTICES = {
     "acknowledged": "Alert acknowledged.",
-    "proposed": "Amendment proposed.",
+    "proposed": "Amendment proposed: it waits for a commissioner.",
+    "auto-approved": "Amendment approved by itself: it does not raise pay.",
     "approved": "Amendment approved.",
     "rejected": "Amendment rejected.",
     "paid": "Payment recorded.",
@@ -392,7 +391,9 @@ class ExceptionPages(Controller):
         """A visit and the form to propose a correction of it."""
         api = _api(request)
         visit = await api.get(f"/v1/visits/{visit_id}", Visit)
-        names = await _directory(api, _caller(request), carers=True)
+        names = await _directory(api, _caller(request))
+        # Only the visit's agency's carers can be named on it.
+        names.carers = {c.id: c.name for c in await api.every("/v1/carers", Carer, provider_id=visit.provider_id)}
         return page(request, "amend.html", "Propose an amendment", visit=visit, names=names, reasons=REASONS)
 
     @post("/visits/{visit_id:uuid}/amendments")
@@ -408,10 +409,10 @@ class ExceptionPages(Controller):
             "extension_min": _int(form.get("extension_min", ""), "extension"),
             "note": form.get("note", "").strip() or None,
         }
-        await _api(request).post(
+        made = await _api(request).post(
             f"/v1/visits/{visit_id}/amendments", Amendment, {k: v for k, v in body.items() if v is not None}
         )
-        return _back("/console/exceptions", "proposed")
+        return _back("/console/exceptions", "proposed" if made.status == "pending" else "auto-approved")
 
     @post("/amendments/{amendment_id:uuid}/approve", guards=[allow("commissioner")])
     async def approve(self, request: Req, amendment_id: Annotated[UUID, PathParameter()]) -> Redirect:

@@ -240,7 +240,7 @@ async def test_the_console_in_chromium(
     check_out = (seeded.forgot_check_in + timedelta(minutes=30)).astimezone(ZoneInfo(ZONE))
     await page.get_by_label("Check out at").fill(check_out.strftime("%Y-%m-%dT%H:%M"))
     await page.get_by_role("button", name="Propose").click()
-    assert "Amendment proposed." in await text_of(page, ".notice")
+    assert "Amendment proposed: it waits for a commissioner." in await text_of(page, ".notice")
     pending = page.locator("#pending-amendments tbody tr")
     assert await pending.count() == 1
     assert "waiting for the commissioner" in await pending.inner_text()
