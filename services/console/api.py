@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, get_args
-from uuid import UUID
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo, available_timezones
 
 import msgspec
@@ -167,6 +167,8 @@ def page(request: Req, name: str, title: str, status: int = 200, **context: Any)
             "tz": _zone_name(request),
             "csrf": ScopeState.from_scope(request.scope).csrf_token or "",
             "notice": notice,
+            # Sent back by creating forms as the API's Idempotency-Key: a form posted twice creates once.
+            "form_key": uuid4().hex,
             **context,
         },
         status_code=status,
@@ -410,7 +412,10 @@ class ExceptionPages(Controller):
             "note": form.get("note", "").strip() or None,
         }
         made = await _api(request).post(
-            f"/v1/visits/{visit_id}/amendments", Amendment, {k: v for k, v in body.items() if v is not None}
+            f"/v1/visits/{visit_id}/amendments",
+            Amendment,
+            {k: v for k, v in body.items() if v is not None},
+            key=form.get("_key"),
         )
         return _back("/console/exceptions", "proposed" if made.status == "pending" else "auto-approved")
 
@@ -468,7 +473,7 @@ class InvoicePages(Controller):
             "amount_pence": _pence(form.get("amount", ""), "amount"),
             "reference": form.get("reference", "").strip(),
         }
-        await _api(request).post(f"/v1/invoices/{invoice_id}/payments", Payment, body)
+        await _api(request).post(f"/v1/invoices/{invoice_id}/payments", Payment, body, key=form.get("_key"))
         return _back(f"/console/invoices/{invoice_id}", "paid")
 
 
@@ -534,7 +539,7 @@ class BankPages(Controller):
             "provider_id": form.get("provider_id") or None,
         }
         given = {k: v for k, v in body.items() if v is not None}
-        made = await _api(request).post("/v1/bank/transfers", Transfer, given)
+        made = await _api(request).post("/v1/bank/transfers", Transfer, given, key=form.get("_key"))
         return _back(f"/console/bank/transfers/{made.id}", "requested")
 
     @get("/bank/transfer")

@@ -68,16 +68,22 @@ class Api:
         params: dict[str, Any] | None = None,
         json: Any = None,
         accept: str = "application/json",
+        key: str | None = None,
     ) -> httpx.Response:
-        """The raw answer; a status of 400 or more raises ApiError."""
+        """The raw answer; a status of 400 or more raises ApiError. `key` is sent as Idempotency-Key."""
         query = {k: str(v) for k, v in (params or {}).items() if v is not None and v != ""}
+        extra = {"Accept": accept}
+        if json is not None:
+            extra["Content-Type"] = "application/json"
+        if key:
+            extra["Idempotency-Key"] = key[:255]
         async with httpx.AsyncClient(transport=self._transport, base_url=_BASE, headers=self._headers) as http:
             response = await http.request(
                 method,
                 path,
                 params=query,
                 content=msgspec.json.encode(json) if json is not None else None,
-                headers={"Accept": accept, **({"Content-Type": "application/json"} if json is not None else {})},
+                headers=extra,
             )
         if response.status_code >= 400:
             raise _problem(response)
@@ -88,9 +94,10 @@ class Api:
         # strict=False: read a number the API sent as a string (see docs/console.md, known issues).
         return msgspec.json.decode((await self.call("GET", path, params=params)).content, type=into, strict=False)
 
-    async def post(self, path: str, into: type[T], body: Any = None) -> T:
-        """POST a JSON body; the answer decoded into a wire struct."""
-        return msgspec.json.decode((await self.call("POST", path, json=body or {})).content, type=into, strict=False)
+    async def post(self, path: str, into: type[T], body: Any = None, key: str | None = None) -> T:
+        """POST a JSON body (once per `key`: a repeat gets the first answer); the answer decoded."""
+        answer = await self.call("POST", path, json=body or {}, key=key)
+        return msgspec.json.decode(answer.content, type=into, strict=False)
 
     async def every(self, path: str, into: type[T], cap: int = 5_000, **params: Any) -> list[T]:
         """Every item of a paged list, oldest first, following `next_cursor` (at most `cap` items)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -13,7 +14,8 @@ from services.app import AUTH_COOKIE
 from services.console.csrf import CSRF_COOKIE
 from services.identity.issue import issue_credential
 from services.identity.rules import Binding, SecretHasher
-from tests.support import Client, World, build_world, count, create
+from tests.integration.test_ingest import event
+from tests.support import Client, World, build_world, count, create, reconciled
 
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
@@ -233,3 +235,33 @@ async def test_a_carer_gets_a_note_and_another_tenant_sees_nothing(
         assert page.status_code == 200, (path, page.text)
         for theirs in (world.a.person_id, world.a.providers[0], visit["id"]):
             assert theirs[-8:] not in page.text, path  # pages show ids by their last 8 characters
+
+
+async def test_a_form_posted_twice_creates_once(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(days=1)
+    body = {"person_id": tw.person_id, "contract_id": tw.contracts[0], "planned_start": start.isoformat()}
+    visit = await create(client, tw.commissioner, "/v1/visits", {**body, "planned_min": 30})
+    checked_in = await client.post(
+        "/v1/visit-events", json=event("check_in", start, visit_id=visit["id"]), headers=tw.carer_headers[0]
+    )
+    assert checked_in.status_code == 201, checked_in.text
+    await reconciled(pool)
+    await sign_in(client, *await secret_for(db, "provider", tw.tenant_id, tw.providers[0]))
+    form = await client.get(f"/console/visits/{visit['id']}/amend")
+    key = re.search(r'name="_key" value="([0-9a-f]+)"', form.text)
+    assert key is not None
+    check_out = (start + timedelta(minutes=30)).astimezone(ZoneInfo("Europe/London")).strftime("%Y-%m-%dT%H:%M")
+    fields = {
+        "_csrf_token": await csrf_token(client),
+        "_key": key.group(1),
+        "carer_id": tw.carers[0],
+        "reason_code": "forgot_check_out",
+        "check_out_at": check_out,
+    }
+    for _ in range(2):  # a double click, or a resubmission from the history
+        sent = await client.post(f"/console/visits/{visit['id']}/amendments", data=fields)
+        assert (sent.status_code, sent.headers["location"]) == (303, "/console/exceptions?done=proposed")
+    assert await count(db, "amendments") == 1

@@ -10,6 +10,14 @@ document.addEventListener("DOMContentLoaded", () => {
     } catch (_) { /* keep the default zone */ }
   }
 
+  // A form sent once stays sent: its buttons are disabled while the next page loads (the API's
+  // Idempotency-Key, sent by the creating forms, covers a resubmission from history).
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || form.method.toLowerCase() !== "post") return;
+    setTimeout(() => form.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; }), 0);
+  });
+
   const table = document.querySelector("table[data-live-alerts]");
   if (table && "EventSource" in window) {
     watchAlerts(table);
