@@ -470,8 +470,8 @@ def _build_visit_lines(
     bands: dict[datetime, billing_rules.Band] = {}
     bills = _timed(
         stages,
-        "Python: _to_bill (band, rate, place facts)",
-        lambda: [billing_run._to_bill(row, contract, zone, holidays, bands) for row in rows],
+        "Python: visit_to_bill (band, rate, place facts)",
+        lambda: [billing_run.visit_to_bill(row, contract, zone, holidays, bands) for row in rows],
     )
     per_visit = _timed(
         stages, "Python: rules.visit_lines", lambda: [billing_rules.visit_lines(visit) for visit, _ in bills]
@@ -502,7 +502,7 @@ def _adjustment_lines(
     bands: dict[datetime, billing_rules.Band] = {}
     billed = {(r["visit_id"], r["place"]): r for r in places}
     for row in changed:
-        visit, attendances = billing_run._to_bill(row, contract, zone, holidays, bands)
+        visit, attendances = billing_run.visit_to_bill(row, contract, zone, holidays, bands)
         for place, (carer, payable) in enumerate(zip(visit.place_carers, visit.place_payables, strict=True)):
             original = billed.get((visit.visit_id, place))
             if original is None:

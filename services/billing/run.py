@@ -39,7 +39,7 @@ def _cancellation(row: asyncpg.Record) -> tuple[bool, bool]:
     return cancelled and short and cancellation.get("by") == "person", cancelled and not short
 
 
-def _to_bill(
+def visit_to_bill(
     row: asyncpg.Record, contract: Contract, zone: ZoneInfo, holidays: Any, bands: dict[datetime, rules.Band]
 ) -> tuple[rules.VisitToBill, dict[Any, dict[str, Any]]]:
     carers, payables, attendances = _place_facts(row)
@@ -121,7 +121,7 @@ async def run_invoice(
     billed: list[UUID] = []
     for row in await store.final_unbilled_visits(conn, tenant.id, contract.id, bounds.ends_at):
         billed.append(row["id"])
-        visit, attendances = _to_bill(row, contract, zone, holidays, bands)
+        visit, attendances = visit_to_bill(row, contract, zone, holidays, bands)
         for line in rules.visit_lines(visit):
             lines.append(line)
             records.append(_line_record(line, visit, attendances))
@@ -226,7 +226,7 @@ async def _adjustments(
         (r["visit_id"], r["place"]): r for r in await store.billed_places(conn, tenant_id, [r["id"] for r in changed])
     }
     for row in changed:
-        visit, attendances = _to_bill(row, contract, zone, holidays, bands)
+        visit, attendances = visit_to_bill(row, contract, zone, holidays, bands)
         for place, (carer, payable) in enumerate(zip(visit.place_carers, visit.place_payables, strict=True)):
             original = billed.get((visit.visit_id, place))
             if original is None:

@@ -13,11 +13,13 @@ from schemas.reconcile import Amendment, VisitExceptions
 
 
 async def enqueue(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
-    """Mark visits for recomputation, in the caller's transaction."""
+    """Mark visits for recomputation, in the caller's transaction. A visit already queued has its row
+    updated, not skipped: the row stays locked until the caller commits, so a drainer (which skips
+    locked rows) cannot take it and reconcile before the change it was queued for is visible."""
     if visit_ids:
         await conn.execute(
             """INSERT INTO reconcile_queue (tenant_id, visit_id) SELECT $1, unnest($2::uuid[])
-               ON CONFLICT DO NOTHING""",
+               ON CONFLICT (tenant_id, visit_id) DO UPDATE SET queued_at = excluded.queued_at""",
             tenant_id,
             sorted(set(visit_ids)),
         )

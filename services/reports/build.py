@@ -15,7 +15,7 @@ from schemas.identity import Tenant
 from schemas.reports import BankFigures, DeliveryReport, DeliveryRow, OutcomesReport, OutcomesRow
 from services.banking import balances as bank_balances
 from services.billing import rules as billing_rules
-from services.billing.run import _to_bill as billing_visit
+from services.billing.run import visit_to_bill as billing_visit
 from services.catalog import store as catalog_store
 from services.identity.rules import holiday_calendar
 from services.reconcile import store as reconcile_store

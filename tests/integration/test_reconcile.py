@@ -15,7 +15,9 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from infra.db import connect
 from services.reconcile import jobs
+from services.reconcile import store as reconcile_store
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
 from tests.support import Client, World, build_world, create, reconciled
@@ -192,3 +194,25 @@ async def test_one_carer_on_two_visits_at_once_is_flagged_on_both(
     assert made.json()["status"] == "approved"  # 30 paid minutes fall to 19: approves itself
     assert "overlapping_visits" not in (await visit(client, world, planned))["exceptions"]
     assert "overlapping_visits" not in (await visit(client, world, UUID(extra["id"])))["exceptions"]
+
+
+async def test_a_visit_queued_again_is_not_drained_before_the_change_commits(
+    client: Client, world: World, db: asyncpg.Connection, database_url: str
+) -> None:
+    """An ingest transaction queues a visit that is already queued; a drainer running meanwhile must
+    not take (and lose) the row before that transaction's event is visible."""
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    tenant = UUID(world.a.tenant_id)
+    await reconcile_store.enqueue(db, tenant, [visit_id])  # queued earlier, committed
+    ingest, drainer = await connect(database_url), await connect(database_url)
+    try:
+        ingesting = ingest.transaction()
+        await ingesting.start()
+        await reconcile_store.enqueue(ingest, tenant, [visit_id])  # the new event's transaction, not committed
+        async with drainer.transaction():
+            assert await reconcile_store.take_queued(drainer, 100) == []  # held by the ingest: skipped
+        await ingesting.commit()
+    finally:
+        await ingest.close()
+        await drainer.close()
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
