@@ -49,15 +49,19 @@ async def person_bank(
         for row in await store.held_by_account(conn, tenant_id, provider_id, [account], as_of)
     }
     value: dict[UUID, int] = defaultdict(int)
+    # Minutes of lots past expiry that the expiry job has not posted yet are not available.
+    lapsed: dict[UUID, int] = defaultdict(int)
     for lot in lots:
         value[lot.provider_id] += lot.value_pence
+        if lot.expires_at <= as_of:
+            lapsed[lot.provider_id] += max(0, lot.remaining_min - lot.held_min)
     providers = sorted(set(balances) | set(held) | set(value) | ({provider_id} if provider_id else set()))
     by_provider = [
         ProviderBank(
             provider_id=p,
             balance_min=balances.get(p, 0),
             held_min=held.get(p, 0),
-            available_min=balances.get(p, 0) - held.get(p, 0),
+            available_min=balances.get(p, 0) - held.get(p, 0) - lapsed[p],
             value_pence=value[p],
         )
         for p in providers

@@ -404,6 +404,9 @@ async def test_expired_lots_are_posted_to_expired_and_credited_on_the_next_invoi
     monday = bank.monday
     await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked, expires after a week
     await reconciled(pool)
+    # Past its expiry but not yet posted by the job: still in the balance, no longer available.
+    lapsed = await bank.bank(0)
+    assert (lapsed["balance_min"], lapsed["available_min"]) == (25, 0)
     assert await expire_due_lots(pool) == 1
     state = await bank.bank(0)
     assert (state["balance_min"], state["lots"]) == (0, [])
