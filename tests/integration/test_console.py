@@ -15,15 +15,33 @@ from services.console.csrf import CSRF_COOKIE
 from services.identity.issue import issue_credential
 from services.identity.rules import Binding, SecretHasher
 from tests.integration.test_ingest import event
-from tests.support import Client, World, build_world, count, create, reconciled
+from tests.support import (
+    Client,
+    TenantWorld,
+    World,
+    admin_headers,
+    build_tenant,
+    build_world,
+    count,
+    create,
+    reconciled,
+)
 
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 @pytest.fixture
 async def world(client: Client, db: asyncpg.Connection) -> World:
+    """Two tenants, for the test that needs somebody else's rows in another tenant."""
     client.follow_redirects = False  # the answers themselves are what these tests look at
     return await build_world(client, db)
+
+
+@pytest.fixture
+async def tw(client: Client, db: asyncpg.Connection) -> TenantWorld:
+    """One tenant (two providers) is enough for the rest, and half the setup."""
+    client.follow_redirects = False
+    return await build_tenant(client, await admin_headers(client, db), "Lancashire")
 
 
 async def csrf_token(client: Client) -> str:
@@ -64,9 +82,9 @@ def bearer_token(headers: dict[str, str]) -> str:
 
 
 async def test_sign_in_sets_an_httponly_strict_cookie_and_pages_follow(
-    client: Client, world: World, db: asyncpg.Connection
+    client: Client, tw: TenantWorld, db: asyncpg.Connection
 ) -> None:
-    client_id, secret = await secret_for(db, "commissioner", world.a.tenant_id)
+    client_id, secret = await secret_for(db, "commissioner", tw.tenant_id)
     token = await csrf_token(client)
     response = await client.post(
         "/console/sign-in", data={"client_id": client_id, "client_secret": secret, "_csrf_token": token}
@@ -86,8 +104,8 @@ async def test_sign_in_sets_an_httponly_strict_cookie_and_pages_follow(
     assert (await client.get("/v1/providers")).status_code == 200
 
 
-async def test_wrong_secret_is_refused_on_the_page(client: Client, world: World, db: asyncpg.Connection) -> None:
-    client_id, _ = await secret_for(db, "commissioner", world.a.tenant_id)
+async def test_wrong_secret_is_refused_on_the_page(client: Client, tw: TenantWorld, db: asyncpg.Connection) -> None:
+    client_id, _ = await secret_for(db, "commissioner", tw.tenant_id)
     token = await csrf_token(client)
     response = await client.post(
         "/console/sign-in", data={"client_id": client_id, "client_secret": "wrong", "_csrf_token": token}
@@ -106,9 +124,9 @@ async def test_console_pages_without_a_cookie_go_to_sign_in(client: Client) -> N
 
 
 async def test_a_cookie_authenticated_unsafe_request_needs_the_csrf_token(
-    client: Client, world: World, db: asyncpg.Connection
+    client: Client, tw: TenantWorld, db: asyncpg.Connection
 ) -> None:
-    commissioner = bearer_token(world.a.commissioner)
+    commissioner = bearer_token(tw.commissioner)
     before = await count(db, "providers")
     token = await csrf_token(client)  # also sets the CSRF cookie
     client.cookies.set(AUTH_COOKIE, commissioner)
@@ -126,7 +144,7 @@ async def test_a_cookie_authenticated_unsafe_request_needs_the_csrf_token(
         )
         assert accepted.status_code == 201, accepted.text
         # a form without the field is refused too
-        form = await client.post(f"/console/amendments/{world.a.providers[0]}/approve", data={})
+        form = await client.post(f"/console/amendments/{tw.providers[0]}/approve", data={})
         assert form.status_code == 403
         # without the CSRF cookie the header alone proves nothing
         client.cookies.delete(CSRF_COOKIE)
@@ -138,13 +156,13 @@ async def test_a_cookie_authenticated_unsafe_request_needs_the_csrf_token(
         client.cookies.clear()
 
 
-async def test_bearer_requests_are_unaffected_by_csrf(client: Client, world: World) -> None:
+async def test_bearer_requests_are_unaffected_by_csrf(client: Client, tw: TenantWorld) -> None:
     # a bearer client never sees the console's cookies, even with a stray auth cookie beside its header
-    made = await create(client, world.a.commissioner, "/v1/providers", {"code": "B1", "name": "Bearer"})
+    made = await create(client, tw.commissioner, "/v1/providers", {"code": "B1", "name": "Bearer"})
     assert made["code"] == "B1"
-    client.cookies.set(AUTH_COOKIE, bearer_token(world.b.commissioner))
+    client.cookies.set(AUTH_COOKIE, bearer_token(tw.provider_headers[1]))
     try:
-        response = await client.post("/v1/providers", json={"code": "B2", "name": "Both"}, headers=world.a.commissioner)
+        response = await client.post("/v1/providers", json={"code": "B2", "name": "Both"}, headers=tw.commissioner)
         assert response.status_code == 201
         assert CSRF_COOKIE not in response.headers.get("set-cookie", "")
     finally:
@@ -153,16 +171,16 @@ async def test_bearer_requests_are_unaffected_by_csrf(client: Client, world: Wor
     assert (await client.post("/v1/auth/token", json={"client_id": "x", "client_secret": "y"})).status_code == 401
 
 
-async def test_sign_in_itself_needs_the_csrf_token(client: Client, world: World, db: asyncpg.Connection) -> None:
-    client_id, secret = await secret_for(db, "commissioner", world.a.tenant_id)
+async def test_sign_in_itself_needs_the_csrf_token(client: Client, tw: TenantWorld, db: asyncpg.Connection) -> None:
+    client_id, secret = await secret_for(db, "commissioner", tw.tenant_id)
     await csrf_token(client)
     response = await client.post("/console/sign-in", data={"client_id": client_id, "client_secret": secret})
     assert response.status_code == 403
     assert AUTH_COOKIE not in response.headers.get("set-cookie", "")
 
 
-async def test_sign_out_forgets_the_cookie(client: Client, world: World, db: asyncpg.Connection) -> None:
-    await sign_in(client, *await secret_for(db, "commissioner", world.a.tenant_id))
+async def test_sign_out_forgets_the_cookie(client: Client, tw: TenantWorld, db: asyncpg.Connection) -> None:
+    await sign_in(client, *await secret_for(db, "commissioner", tw.tenant_id))
     token = await csrf_token(client)
     response = await client.post("/console/sign-out", data={"_csrf_token": token})
     assert (response.status_code, response.headers["location"]) == (303, "/console/sign-in?done=signed-out")
@@ -171,9 +189,8 @@ async def test_sign_out_forgets_the_cookie(client: Client, world: World, db: asy
 
 
 async def test_a_provider_sees_its_own_rows_and_not_the_reports(
-    client: Client, world: World, db: asyncpg.Connection
+    client: Client, tw: TenantWorld, db: asyncpg.Connection
 ) -> None:
-    tw = world.a
     start = datetime.now(tz=UTC) - timedelta(hours=3)
     visits = []
     for provider in (0, 1):
@@ -204,8 +221,8 @@ async def test_a_provider_sees_its_own_rows_and_not_the_reports(
         assert visits[1][-8:] not in page.text, path
 
 
-async def test_pages_are_never_framed_or_cached(client: Client, world: World, db: asyncpg.Connection) -> None:
-    await sign_in(client, *await secret_for(db, "provider", world.a.tenant_id, world.a.providers[0]))
+async def test_pages_are_never_framed_or_cached(client: Client, tw: TenantWorld, db: asyncpg.Connection) -> None:
+    await sign_in(client, *await secret_for(db, "provider", tw.tenant_id, tw.providers[0]))
     for path in ("/console/sign-in", "/console/live", "/console/reports"):  # the last one a 403 page
         response = await client.get(path)
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
@@ -238,9 +255,8 @@ async def test_a_carer_gets_a_note_and_another_tenant_sees_nothing(
 
 
 async def test_a_form_posted_twice_creates_once(
-    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+    client: Client, tw: TenantWorld, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    tw = world.a
     start = datetime.now(tz=UTC) - timedelta(days=1)
     body = {"person_id": tw.person_id, "contract_id": tw.contracts[0], "planned_start": start.isoformat()}
     visit = await create(client, tw.commissioner, "/v1/visits", {**body, "planned_min": 30})
