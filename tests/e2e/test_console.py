@@ -208,6 +208,8 @@ async def test_the_console_in_chromium(
     db: asyncpg.Connection,
     settings: Settings,
 ) -> None:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout  # the browser fixture made sure it imports
+
     shots = Shots()
     seeded = await seed(client, pool, db)
     tw = seeded.bank.tw
@@ -277,7 +279,7 @@ async def test_the_console_in_chromium(
             try:
                 await row.wait_for(timeout=500)
                 break
-            except Exception:  # noqa: S112 - playwright's TimeoutError; try again
+            except PlaywrightTimeout:
                 continue
         arrived = await row.inner_text()
         assert "late" in arrived.lower()
