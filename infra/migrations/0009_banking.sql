@@ -32,8 +32,8 @@ CREATE TABLE bank_lots (
     FOREIGN KEY (tenant_id, visit_id) REFERENCES visits (tenant_id, id),
     FOREIGN KEY (tenant_id, origin_lot_id) REFERENCES bank_lots (tenant_id, id)
 );
-CREATE INDEX bank_lots_by_account ON bank_lots (tenant_id, provider_id, account, expires_at);
-CREATE INDEX bank_lots_by_expiry ON bank_lots (expires_at);
+-- Account first: a person's lots are read at one provider or at all of them (bench/bank.py).
+CREATE INDEX bank_lots_by_account ON bank_lots (tenant_id, account, provider_id, expires_at);
 CREATE INDEX bank_lots_by_visit ON bank_lots (tenant_id, visit_id) WHERE visit_id IS NOT NULL;
 
 -- Lots whose expiry has not been processed yet (a work queue, like reconcile_queue). A lot may
@@ -75,8 +75,9 @@ CREATE TABLE bank_postings (
     FOREIGN KEY (tenant_id, to_lot_id) REFERENCES bank_lots (tenant_id, id),
     FOREIGN KEY (tenant_id, visit_id) REFERENCES visits (tenant_id, id)
 );
-CREATE INDEX bank_postings_to ON bank_postings (tenant_id, provider_id, to_account, effective_at) INCLUDE (minutes);
-CREATE INDEX bank_postings_from ON bank_postings (tenant_id, provider_id, from_account, effective_at)
+-- Account first, provider second: a balance names the account, and the provider only when asked.
+CREATE INDEX bank_postings_to ON bank_postings (tenant_id, to_account, provider_id, effective_at) INCLUDE (minutes);
+CREATE INDEX bank_postings_from ON bank_postings (tenant_id, from_account, provider_id, effective_at)
     INCLUDE (minutes);
 CREATE INDEX bank_postings_to_lot ON bank_postings (tenant_id, to_lot_id, effective_at) INCLUDE (minutes)
     WHERE to_lot_id IS NOT NULL;
@@ -120,6 +121,8 @@ CREATE TABLE bank_holds (
     FOREIGN KEY (tenant_id, visit_id) REFERENCES visits (tenant_id, id),
     FOREIGN KEY (tenant_id, transfer_id) REFERENCES bank_transfers (tenant_id, id)
 );
+
+CREATE INDEX bank_holds_by_account ON bank_holds (tenant_id, account, provider_id, held_at);
 
 CREATE TABLE bank_hold_lots (
     tenant_id uuid NOT NULL,

@@ -155,11 +155,12 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     if not facts:
         return 0
     ledger = {row["visit_id"]: row for row in await store.visit_ledger(conn, tenant_id, [f["id"] for f in facts])}
+    holding = await store.visits_holding(conn, tenant_id, [f["id"] for f in facts if f["funding"] == "bank"])
     work: dict[UUID, list[tuple[asyncpg.Record, rules.Target, dict[str, int]]]] = defaultdict(list)
     for row in facts:
         target = rules.target_of(rules.facts_of(row))
         sums = dict(ledger[row["id"]]) if row["id"] in ledger else defaultdict(int)
-        has_hold = row["funding"] == "bank" and await store.open_hold(conn, tenant_id, visit_id=row["id"]) is not None
+        has_hold = row["id"] in holding
         accrual_now = sums["accrued"] - sums["taken_back"] - sums["accrual_short"]
         delivery_now = sums["delivered"] - sums["returned"] + sums["delivery_short"]
         settled = target.hold_open or (not has_hold and delivery_now == target.deliver_min)
@@ -168,10 +169,11 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     rates = _Rates()
     for provider_id in sorted(work):
         rows = work[provider_id]
-        accounts = [rules.person_account(row["person_id"]) for row, _, _ in rows]
-        if any(now_["accrual"] != target.accrue_min for _, target, now_ in rows):
-            accounts.append(POOL)
-        await store.lock_accounts(conn, tenant_id, provider_id, accounts)
+        # People's accounts only: crediting the pool cannot overdraw it, and a take-back that debits
+        # it locks it then (after the people's: `person:…` sorts before `pool`, keeping name order).
+        await store.lock_accounts(
+            conn, tenant_id, provider_id, [rules.person_account(r["person_id"]) for r, _, _ in rows]
+        )
         accruals = [(row, target.accrue_min - now_["accrual"]) for row, target, now_ in rows]
         await _accrue(conn, tenant_id, provider_id, [(row, diff) for row, diff in accruals if diff > 0], rates, now)
         for row, diff in accruals:
@@ -259,6 +261,8 @@ async def _take_back(
     provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
     own = await _accrual_lots(conn, tenant_id, row["id"])
     own_ids = [own[account]["id"] for account in (person, POOL) if account in own]
+    if POOL in own:
+        await store.lock_accounts(conn, tenant_id, provider_id, [POOL])
     available = await store.lots_available(conn, tenant_id, own_ids)
     pieces, left = rules.first_minutes([(lot_id, available.get(lot_id, 0)) for lot_id in own_ids], minutes)
     if left > 0:

@@ -287,6 +287,19 @@ async def open_hold(
     return hold, [(row["lot_id"], row["minutes"]) for row in pieces]
 
 
+async def visits_holding(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> set[UUID]:
+    """Those of these visits whose hold has not ended."""
+    if not visit_ids:
+        return set()
+    rows = await conn.fetch(
+        """SELECT h.visit_id FROM bank_holds h WHERE h.tenant_id = $1 AND h.visit_id = ANY($2::uuid[])
+             AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id)""",
+        tenant_id,
+        list(visit_ids),
+    )
+    return {row["visit_id"] for row in rows}
+
+
 async def end_hold(
     conn: asyncpg.Connection, tenant_id: UUID, hold_id: UUID, outcome: str, at: datetime, by: str | None
 ) -> None:
