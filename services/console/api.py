@@ -597,6 +597,10 @@ class ReportPages(Controller):
             outcomes=outcomes,
             date_from=start,
             date_to=end,
+            codes={
+                **{r.provider_id: r.provider_code for r in delivery.rows},
+                **{r.provider_id: r.provider_code for r in outcomes.rows},
+            },
             delivery_charts=_delivery_charts(delivery),
             punctuality_chart=_punctuality_chart(delivery),
             outcomes_chart=_outcomes_chart(outcomes),
