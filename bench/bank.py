@@ -33,7 +33,7 @@ Creates a throw-away database (dropped again at the end) and runs two parts in i
 It prints figures and never asserts; the exit code is non-zero only when the benchmark itself broke.
 It is run as a script, so `bench/` is on sys.path and the shared helpers come from reconcile.py.
 
-    .venv/bin/python bench/bank.py            # 10,000,000 postings (16 minutes on the shared 2-core machine)
+    .venv/bin/python bench/bank.py            # 10,000,000 postings (14-16 minutes on the shared 2-core machine)
     .venv/bin/python bench/bank.py --quick    # 15 s of postings, 1,000,000 loaded (3.5 minutes there)
     .venv/bin/python bench/bank.py --postings 2000000 --skip-postings --try-index   # the index change alone
 """
