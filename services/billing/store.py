@@ -191,8 +191,8 @@ async def insert_invoice(
 
 _SUMMARY = """i.id, i.number, i.contract_id, i.provider_id, i.period_start, i.period_end, i.issued_at, i.total_pence,
     i.planned_total_pence, i.saving_pence, i.pending, i.currency,
-    coalesce((SELECT sum(amount_pence) FROM payments p WHERE p.tenant_id = i.tenant_id AND p.invoice_id = i.id), 0)
-        AS paid_pence,
+    coalesce((SELECT sum(amount_pence) FROM payments p
+              WHERE p.tenant_id = i.tenant_id AND p.invoice_id = i.id), 0)::bigint AS paid_pence,
     EXISTS (SELECT 1 FROM disputes d WHERE d.tenant_id = i.tenant_id AND d.invoice_id = i.id) AS disputed"""
 
 

@@ -275,7 +275,9 @@ async def test_providers_pull_their_own_invoices_as_json_and_csv(
         headers=world.a.commissioner,
     )
     assert paid.status_code == 201
-    assert (await client.get(f"/v1/invoices/{invoice['id']}", headers=own)).json()["status"] == "paid"
+    shown = (await client.get(f"/v1/invoices/{invoice['id']}", headers=own)).json()
+    assert shown["status"] == "paid"
+    assert shown["paid_pence"] == invoice["total_pence"]  # a number, not a string
     assert (
         await client.post(
             f"/v1/invoices/{invoice['id']}/payments",

@@ -167,9 +167,12 @@ async def test_provider_requests_and_commissioner_approves_an_extra_visit(client
     assert approved.json()["approval"] == "approved"
     again = await client.post(f"/v1/visits/{visit_id}/approve", headers=tw.commissioner)
     assert again.status_code == 409
-    by_commissioner = await extra_visit(client, tw.commissioner, tw, funding="bank")
+    by_commissioner = await extra_visit(client, tw.commissioner, tw)
     assert by_commissioner.json()["approval"] == "approved"
-    assert by_commissioner.json()["funding"] == "bank"
+    # A bank-funded visit needs banked minutes to hold (tests/integration/test_banking.py): none here.
+    unfunded = await extra_visit(client, tw.commissioner, tw, funding="bank")
+    assert unfunded.status_code == 422
+    assert unfunded.json()["code"] == "insufficient_bank"
 
 
 async def test_extra_visit_reach_and_rules(client: Client, world: World) -> None:
