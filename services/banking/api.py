@@ -4,7 +4,7 @@ allocations (API.md). Providers see and move only their own people's minutes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
@@ -172,6 +172,29 @@ class BankController(Controller):
                 now=_now(),
             )
         return await _get_transfer(conn, caller, transfer_id)
+
+    @get("/transfers", operation_id="listTransfers", guards=[allow("commissioner", "provider")])
+    async def list_transfers(
+        self,
+        conn: Conn,
+        caller: Caller,
+        status: Annotated[Literal["pending", "approved", "rejected"] | None, QueryParameter()] = None,
+        person_id: Annotated[UUID | None, QueryParameter(description="giver or receiver")] = None,
+        provider_id: ProviderParam = None,
+        limit: LimitParam = 50,
+        cursor: CursorParam = None,
+    ) -> Page[Transfer]:
+        """Transfers in request order, e.g. `?status=pending` for those waiting for a decision."""
+        rows = await store.list_transfers(
+            conn,
+            caller.tenant,
+            provider_id=provider_scope(caller, provider_id),
+            status=status,
+            person_id=person_id,
+            after=decode_cursor(cursor),
+            limit=limit + 1,
+        )
+        return page_of([_transfer(row) for row in rows], limit)
 
     @get("/transfers/{transfer_id:uuid}", operation_id="getTransfer", guards=[allow("commissioner", "provider")])
     async def get_transfer(self, transfer_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Transfer:

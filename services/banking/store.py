@@ -342,6 +342,36 @@ async def get_transfer(conn: asyncpg.Connection, tenant_id: UUID, transfer_id: U
     )
 
 
+async def list_transfers(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    *,
+    provider_id: UUID | None,
+    status: str | None,
+    person_id: UUID | None,
+    after: UUID | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Transfers with their decisions, in request order; `status` is pending, approved or rejected."""
+    return await conn.fetch(
+        """SELECT t.*, e.outcome, e.ended_at AS decided_at, e.decided_by FROM bank_transfers t
+           JOIN bank_holds h ON h.tenant_id = t.tenant_id AND h.transfer_id = t.id
+           LEFT JOIN bank_hold_ends e ON e.tenant_id = h.tenant_id AND e.hold_id = h.id
+           WHERE t.tenant_id = $1 AND ($2::uuid IS NULL OR t.provider_id = $2)
+             AND ($3::text IS NULL OR ($3 = 'pending' AND e.outcome IS NULL)
+                  OR ($3 = 'approved' AND e.outcome = 'posted') OR ($3 = 'rejected' AND e.outcome = 'released'))
+             AND ($4::uuid IS NULL OR $4 IN (t.from_person_id, t.to_person_id))
+             AND ($5::uuid IS NULL OR t.id > $5)
+           ORDER BY t.id LIMIT $6""",
+        tenant_id,
+        provider_id,
+        status,
+        person_id,
+        after,
+        limit,
+    )
+
+
 async def take_due_expiries(conn: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[UUID, UUID]]:
     """Claim (tenant, lot) of queue entries whose expiry has come (skipping those another worker
     holds; a lot queued twice comes twice); call in a transaction."""

@@ -347,6 +347,10 @@ async def test_a_transfer_waits_for_a_second_commissioner_and_keeps_lot_expiry(
     too_much = await client.post("/v1/bank/transfers", json={**body, "minutes": 1}, headers=bank.provider)
     assert too_much.status_code == 422
     assert too_much.json()["code"] == "insufficient_bank"
+    pending = await client.get("/v1/bank/transfers", params={"status": "pending"}, headers=bank.commissioner)
+    assert [t["id"] for t in pending.json()["items"]] == [second.json()["id"]]
+    theirs = await client.get("/v1/bank/transfers", headers=bank.tw.provider_headers[1])
+    assert theirs.json()["items"] == []  # another provider's transfers are out of reach
     rejected = await client.post(f"/v1/bank/transfers/{second.json()['id']}/reject", headers=bank.commissioner)
     assert rejected.status_code == 200
     assert rejected.json()["status"] == "rejected"
