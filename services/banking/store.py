@@ -673,12 +673,24 @@ async def unbalanced_ledgers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """People's and pool accounts below 0 counting holds, or whose balance is not the sum of their lots,
-    and lots with a negative remainder or more held than remains."""
+    and lots with a negative remainder or more held than remains (set-wise: one pass per table)."""
     return await conn.fetch(
-        f"""WITH lots AS (
-                SELECT l.tenant_id, l.provider_id, l.account, l.id,
-                       {_REMAINING.format(as_of=_FOREVER)} AS remaining, {_HELD.format(as_of=_FOREVER)} AS held
-                FROM bank_lots l),
+        """WITH moved AS (
+                SELECT tenant_id, to_lot_id AS lot_id, minutes FROM bank_postings WHERE to_lot_id IS NOT NULL
+                UNION ALL
+                SELECT tenant_id, from_lot_id, -minutes FROM bank_postings WHERE from_lot_id IS NOT NULL),
+            remaining AS (SELECT tenant_id, lot_id, sum(minutes) AS remaining FROM moved GROUP BY tenant_id, lot_id),
+            held AS (
+                SELECT hl.tenant_id, hl.lot_id, sum(hl.minutes) AS held FROM bank_hold_lots hl
+                WHERE NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = hl.tenant_id
+                                    AND e.hold_id = hl.hold_id)
+                GROUP BY hl.tenant_id, hl.lot_id),
+            lots AS (
+                SELECT l.tenant_id, l.provider_id, l.account, coalesce(r.remaining, 0) AS remaining,
+                       coalesce(h.held, 0) AS held
+                FROM bank_lots l
+                LEFT JOIN remaining r ON r.tenant_id = l.tenant_id AND r.lot_id = l.id
+                LEFT JOIN held h ON h.tenant_id = l.tenant_id AND h.lot_id = l.id),
             balances AS (
                 SELECT tenant_id, provider_id, account, sum(amount) AS balance FROM (
                     SELECT tenant_id, provider_id, to_account AS account, minutes AS amount FROM bank_postings
