@@ -202,7 +202,7 @@ async def visit_bank_facts(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
 ) -> list[asyncpg.Record]:
     """The visits among these that the bank may care about (bank-funded, or on an outcome-based
-    contract), with what the bank needs of them."""
+    contract and banking now or before), with what the bank needs of them."""
     return await conn.fetch(
         """SELECT v.id, v.person_id, v.provider_id, v.contract_id, v.funding, v.status, v.banked_min,
                   v.planned_min, v.carers_required, v.band_start, v.planned_start, v.cancellation,
@@ -212,7 +212,14 @@ async def visit_bank_facts(
                   c.model, c.rates, c.banking, t.zone, t.holiday_region
            FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
            JOIN tenants t ON t.tenant_id = v.tenant_id
-           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[]) AND (v.funding = 'bank' OR c.model = 'outcome_based')
+           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
+             AND (v.funding = 'bank'
+                  OR (c.model = 'outcome_based'
+                      AND (v.banked_min > 0
+                           OR EXISTS (SELECT 1 FROM bank_postings p
+                                      WHERE p.tenant_id = v.tenant_id AND p.visit_id = v.id)
+                           OR EXISTS (SELECT 1 FROM bank_shortfalls s
+                                      WHERE s.tenant_id = v.tenant_id AND s.visit_id = v.id))))
            ORDER BY v.provider_id, v.id""",
         tenant_id,
         list(visit_ids),
