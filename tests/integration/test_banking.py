@@ -104,6 +104,14 @@ class Bank:
         result: dict[str, Any] = response.json()
         return result
 
+    async def invoice_run(self) -> Any:
+        """The contract's invoice run for the week."""
+        return await self.client.post(
+            "/v1/invoice-runs",
+            json={"contract_id": self.contract_id, "period_start": self.monday.isoformat()},
+            headers=self.commissioner,
+        )
+
     async def bank_visit(self, person: int, start: datetime, minutes: int) -> Any:
         return await self.client.post(
             "/v1/visits",
@@ -270,11 +278,7 @@ async def test_a_bank_funded_visit_holds_then_delivers_and_releases_the_rest(
     )
     assert datetime.fromisoformat(delivery["effective_at"]) == local(friday, "14:10")
 
-    invoice = await client.post(
-        "/v1/invoice-runs",
-        json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
-        headers=bank.commissioner,
-    )
+    invoice = await bank.invoice_run()
     assert invoice.status_code == 201, invoice.text
     [bank_line] = [line for line in invoice.json()["lines"] if line["funding"] == "bank"]
     assert (bank_line["payable_min"], bank_line["amount_pence"]) == (10, 0)  # paid from the bank
@@ -298,11 +302,7 @@ async def test_a_missed_or_cancelled_bank_funded_visit_releases_its_whole_hold(
         headers=bank.commissioner,
     )
     assert response.status_code == 200, response.text
-    await client.post(
-        "/v1/invoice-runs",
-        json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
-        headers=bank.commissioner,
-    )  # settles the missed one first
+    await bank.invoice_run()  # settles the missed one first
     await reconciled(pool)
     state = await bank.bank(0)
     assert (state["balance_min"], state["held_min"], state["available_min"]) == (25, 0, 25)
@@ -390,11 +390,7 @@ async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_sh
     assert take_back["minutes"] == 5
     assert take_back["to_account"] == "owed"
 
-    invoice = await client.post(
-        "/v1/invoice-runs",
-        json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
-        headers=bank.commissioner,
-    )
+    invoice = await bank.invoice_run()
     [shortfall] = [line for line in invoice.json()["lines"] if line["kind"] == "bank_shortfall"]
     assert (shortfall["payable_min"], shortfall["amount_pence"]) == (15, pence(15))  # 607.5 -> 608
     assert shortfall["visit_id"] == visit_id
@@ -421,13 +417,7 @@ async def test_expired_lots_are_posted_to_expired_and_credited_on_the_next_invoi
     just_before = (local(monday, "08:20") + timedelta(weeks=1, seconds=-1)).isoformat()
     assert (await bank.bank(0, as_of=just_before))["balance_min"] == 25
 
-    invoice = (
-        await client.post(
-            "/v1/invoice-runs",
-            json={"contract_id": bank.contract_id, "period_start": monday.isoformat()},
-            headers=bank.commissioner,
-        )
-    ).json()
+    invoice = (await bank.invoice_run()).json()
     credits = [line for line in invoice["lines"] if line["kind"] == "expired_bank_credit"]
     if credited:
         [credit] = credits
