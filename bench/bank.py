@@ -1031,11 +1031,7 @@ async def time_queries(
     samples = samples[: len(whole)]
     stop = time.perf_counter() + budget
     steps: dict[str, list[float]] = defaultdict(list)
-    calls: dict[str, Callable[..., Awaitable[Any]]] = {
-        "store.account_lots": store.account_lots,
-        "store.account_balances": store.account_balances,
-        "store.held_by_account": store.held_by_account,
-    }
+    calls: dict[str, Callable[..., Awaitable[Any]]] = {"store.account_lots": store.account_lots}
     for person_id, as_of, _ in samples:
         account = [rules.person_account(person_id)]
         for name, call in calls.items():
@@ -1060,30 +1056,11 @@ def timing_lines(t: Timings) -> list[str]:
 
 
 async def explain(conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, as_of: datetime) -> list[str]:
-    """The plan of person_bank's balance and holds queries for one sample (with --explain)."""
+    """The plan of person_bank's one statement (its lots, with their remainders and holds) for one
+    sample (with --explain)."""
     account = [rules.person_account(person_id)]
-    out = []
-    for name, sql in (
-        (
-            "account_balances (first half)",
-            """SELECT provider_id, to_account, minutes FROM bank_postings
-               WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND to_account = ANY($3::text[])
-                 AND effective_at <= $4""",
-        ),
-        (
-            "held_by_account",
-            """SELECT h.provider_id, h.account, sum(h.minutes)::int AS held FROM bank_holds h
-               WHERE h.tenant_id = $1 AND ($2::uuid IS NULL OR h.provider_id = $2) AND h.account = ANY($3::text[])
-                 AND h.held_at <= $4
-                 AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id
-                                   AND e.ended_at <= $4)
-               GROUP BY h.provider_id, h.account""",
-        ),
-    ):
-        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, tenant_id, None, account, as_of)
-        out.append(f"  EXPLAIN ANALYZE {name}:")
-        out += [f"    {row[0]}" for row in rows]
-    return out
+    rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + store.ACCOUNT_LOTS, tenant_id, None, account, as_of)
+    return ["  EXPLAIN ANALYZE account_lots:"] + [f"    {row[0]}" for row in rows]
 
 
 async def part2(url: str, args: argparse.Namespace) -> None:

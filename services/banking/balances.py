@@ -39,29 +39,27 @@ async def person_bank(
 ) -> PersonBank:
     """Totals over the person's providers (or the one named), with each provider's part and the lots."""
     account = rules.person_account(person_id)
-    lots = [_lot(row) for row in await store.account_lots(conn, tenant_id, provider_id, [account], as_of)]
-    balances = {
-        row["provider_id"]: row["balance"]
-        for row in await store.account_balances(conn, tenant_id, provider_id, [account], as_of)
-    }
-    held = {
-        row["provider_id"]: row["held"]
-        for row in await store.held_by_account(conn, tenant_id, provider_id, [account], as_of)
-    }
+    rows = await store.account_lots(conn, tenant_id, provider_id, [account], as_of)
+    balances: dict[UUID, int] = defaultdict(int)
+    held: dict[UUID, int] = defaultdict(int)
     value: dict[UUID, int] = defaultdict(int)
     # Minutes of lots past expiry that the expiry job has not posted yet are not available.
     lapsed: dict[UUID, int] = defaultdict(int)
+    for row in rows:
+        balances[row["provider_id"]] += row["remaining"]
+        held[row["provider_id"]] += row["held"]
+    lots = [_lot(row) for row in rows if row["remaining"] > 0]
     for lot in lots:
         value[lot.provider_id] += lot.value_pence
         if lot.expires_at <= as_of:
             lapsed[lot.provider_id] += max(0, lot.remaining_min - lot.held_min)
-    providers = sorted(set(balances) | set(held) | set(value) | ({provider_id} if provider_id else set()))
+    providers = sorted(set(balances) | ({provider_id} if provider_id else set()))
     by_provider = [
         ProviderBank(
             provider_id=p,
-            balance_min=balances.get(p, 0),
-            held_min=held.get(p, 0),
-            available_min=balances.get(p, 0) - held.get(p, 0) - lapsed[p],
+            balance_min=balances[p],
+            held_min=held[p],
+            available_min=balances[p] - held[p] - lapsed[p],
             value_pence=value[p],
         )
         for p in providers
@@ -87,7 +85,9 @@ async def summary(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID |
     balances = {
         row["account"]: row["balance"] for row in await store.ledger_accounts(conn, tenant_id, provider_id, as_of)
     }
-    lots = [_lot(row) for row in await store.account_lots(conn, tenant_id, provider_id, None, as_of)]
+    lots = [
+        _lot(row) for row in await store.account_lots(conn, tenant_id, provider_id, None, as_of) if row["remaining"] > 0
+    ]
     horizon = as_of + timedelta(days=EXPIRING_WITHIN_DAYS)
     soon = [lot for lot in lots if as_of < lot.expires_at <= horizon]
     return BankSummary(

@@ -432,6 +432,18 @@ async def last_movement(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequ
 # --- reading the bank --------------------------------------------------------------------------
 
 
+# Every posting that touches a person's or the pool's account moves minutes out of or into one of
+# that account's lots, so an account's balance as of T is the sum of its lots' remainders as of T:
+# one statement gives a person's lots, balance and holds.
+ACCOUNT_LOTS = f"""SELECT * FROM (
+        SELECT l.id, l.provider_id, l.contract_id, l.account, l.rate_pence_per_hour, l.effective_at,
+               l.expires_at, l.visit_id,
+               {_REMAINING.format(as_of="$4")} AS remaining, {_HELD.format(as_of="$4")} AS held
+        FROM bank_lots l WHERE l.tenant_id = $1 AND ($2::uuid IS NULL OR l.provider_id = $2)
+          AND ($3::text[] IS NULL OR l.account = ANY($3::text[]))) lots
+    WHERE remaining <> 0 OR held <> 0 ORDER BY expires_at, effective_at, id"""
+
+
 async def account_lots(
     conn: asyncpg.Connection,
     tenant_id: UUID,
@@ -439,20 +451,10 @@ async def account_lots(
     accounts: Sequence[str] | None,
     as_of: datetime,
 ) -> list[asyncpg.Record]:
-    """Lots of these accounts (or of every person and pool), at one provider or all, with minutes
-    remaining as of an instant."""
+    """Lots of these accounts (or of every person and pool), at one provider or all, with their
+    remainder and held minutes as of an instant (lots with neither are left out)."""
     return await conn.fetch(
-        f"""SELECT * FROM (
-                SELECT l.id, l.provider_id, l.contract_id, l.account, l.rate_pence_per_hour, l.effective_at,
-                       l.expires_at, l.visit_id,
-                       {_REMAINING.format(as_of="$4")} AS remaining, {_HELD.format(as_of="$4")} AS held
-                FROM bank_lots l WHERE l.tenant_id = $1 AND ($2::uuid IS NULL OR l.provider_id = $2)
-                  AND ($3::text[] IS NULL OR l.account = ANY($3::text[])) AND l.effective_at <= $4) lots
-            WHERE remaining > 0 ORDER BY expires_at, effective_at, id""",
-        tenant_id,
-        provider_id,
-        list(accounts) if accounts is not None else None,
-        as_of,
+        ACCOUNT_LOTS, tenant_id, provider_id, list(accounts) if accounts is not None else None, as_of
     )
 
 
@@ -480,34 +482,6 @@ async def account_balances(
 async def bank_providers(conn: asyncpg.Connection, tenant_id: UUID) -> list[UUID]:
     rows = await conn.fetch("SELECT DISTINCT provider_id FROM bank_lots WHERE tenant_id = $1 ORDER BY 1", tenant_id)
     return [row["provider_id"] for row in rows]
-
-
-async def person_providers(conn: asyncpg.Connection, tenant_id: UUID, account: str) -> list[UUID]:
-    """Providers at which a person has (or had) a bank."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT provider_id FROM bank_lots WHERE tenant_id = $1 AND account = $2 ORDER BY provider_id",
-        tenant_id,
-        account,
-    )
-    return [row["provider_id"] for row in rows]
-
-
-async def held_by_account(
-    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, accounts: Sequence[str], as_of: datetime
-) -> list[asyncpg.Record]:
-    """Per (provider, account): minutes under holds open at the instant."""
-    return await conn.fetch(
-        """SELECT h.provider_id, h.account, sum(h.minutes)::int AS held FROM bank_holds h
-           WHERE h.tenant_id = $1 AND ($2::uuid IS NULL OR h.provider_id = $2) AND h.account = ANY($3::text[])
-             AND h.held_at <= $4
-             AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id
-                               AND e.ended_at <= $4)
-           GROUP BY h.provider_id, h.account""",
-        tenant_id,
-        provider_id,
-        list(accounts),
-        as_of,
-    )
 
 
 async def list_postings(
