@@ -98,8 +98,37 @@ def _posting(
     }
 
 
-def _insufficient(available: int, wanted: int, field: str) -> RuleError:
-    return RuleError("insufficient_bank", f"{available} minutes are available, {wanted} are needed", field)
+async def _take_exactly(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    provider_id: UUID,
+    account: str,
+    minutes: int,
+    now: datetime,
+    field: str,
+) -> list[tuple[UUID, int]]:
+    """(lot, minutes) pieces of the account's available lots covering `minutes`, oldest expiry first;
+    422 `insufficient_bank` naming `field` when they fall short. Call with the account locked."""
+    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, account, now), minutes)
+    if (covered := sum(m for _, m in pieces)) < minutes:
+        raise RuleError("insufficient_bank", f"{covered} minutes are available, {minutes} are needed", field)
+    return pieces
+
+
+async def _hold(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    provider_id: UUID,
+    account: str,
+    minutes: int,
+    now: datetime,
+    field: str,
+    **owner: UUID,
+) -> None:
+    """Earmark `minutes` of the account's lots for a visit or a transfer (`owner`)."""
+    pieces = await _take_exactly(conn, tenant_id, provider_id, account, minutes, now, field)
+    hold = {"id": new_id(), "provider_id": provider_id, "account": account, "minutes": minutes, "held_at": now}
+    await store.insert_hold(conn, tenant_id, {**hold, **owner}, pieces)
 
 
 # --- bank-funded visits ---------------------------------------------------------------------
@@ -118,18 +147,7 @@ async def place_visit_hold(
     """Earmark a bank-funded visit's planned minutes x carers (422 `insufficient_bank` if short)."""
     account = rules.person_account(person_id)
     await store.lock_accounts(conn, tenant_id, provider_id, [account])
-    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, account, now), minutes)
-    if (covered := sum(m for _, m in pieces)) < minutes:
-        raise _insufficient(covered, minutes, "funding")
-    hold = {
-        "id": new_id(),
-        "provider_id": provider_id,
-        "account": account,
-        "minutes": minutes,
-        "visit_id": visit_id,
-        "held_at": now,
-    }
-    await store.insert_hold(conn, tenant_id, hold, pieces)
+    await _hold(conn, tenant_id, provider_id, account, minutes, now, "funding", visit_id=visit_id)
 
 
 # --- keeping the bank equal to reconciliation ------------------------------------------------
@@ -191,8 +209,11 @@ def _visit_end(row: asyncpg.Record) -> datetime:
     return last or row["planned_start"] + timedelta(minutes=row["planned_min"])
 
 
-async def _accrual_lots(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> dict[str, asyncpg.Record]:
-    return {lot["account"]: lot for lot in await store.visit_lots(conn, tenant_id, [visit_id])}
+def _accrual_date(row: asyncpg.Record, lots: dict[str, asyncpg.Record]) -> datetime:
+    """When a visit's accrual (and every correction of it) is dated: its lots' date once it has
+    accrued, else its latest counted check-out."""
+    first = next(iter(lots.values()), None)
+    return first["effective_at"] if first else _visit_end(row)
 
 
 async def _accrue(
@@ -218,8 +239,7 @@ async def _accrue(
     new_lots, postings = [], []
     for row, minutes in accruals:
         person, lots = rules.person_account(row["person_id"]), visit_lots[row["id"]]
-        first = next(iter(lots.values()), None)
-        effective_at = first["effective_at"] if first else _visit_end(row)
+        effective_at = _accrual_date(row, lots)
         to_person, to_pool = rules.cap_split(balances[person], minutes, row["banking"]["cap_min"])
         balances[person] += to_person
         shares: tuple[tuple[str, rules.PostingKind, int], ...] = (
@@ -259,7 +279,7 @@ async def _take_back(
     """A reduced accrual: taken back from the visit's own lots first, then the person's other unheld
     lots (oldest expiry first); what cannot be taken back is a shortfall at the lot's rate."""
     provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
-    own = await _accrual_lots(conn, tenant_id, row["id"])
+    own = {lot["account"]: lot for lot in await store.visit_lots(conn, tenant_id, [row["id"]])}
     own_ids = [own[account]["id"] for account in (person, POOL) if account in own]
     if POOL in own:
         await store.lock_accounts(conn, tenant_id, provider_id, [POOL])
@@ -270,8 +290,7 @@ async def _take_back(
         more = rules.take_oldest_first([lot for lot in others if lot.lot_id not in own_ids], left)
         pieces += more
         left -= sum(m for _, m in more)
-    first = next(iter(own.values()), None)
-    effective_at = first["effective_at"] if first else _visit_end(row)
+    effective_at = _accrual_date(row, own)
     lots = await store.get_lots(conn, tenant_id, [lot_id for lot_id, _ in pieces])
     postings = [
         _posting(
@@ -289,6 +308,7 @@ async def _take_back(
     ]
     await store.insert_postings(conn, tenant_id, postings)
     if left > 0:
+        first = next(iter(own.values()), None)
         rate = first["rate_pence_per_hour"] if first else rates.of(row)
         await _shortfall(conn, tenant_id, row, "accrual", left, rate, first["id"] if first else None, effective_at)
 
@@ -378,9 +398,6 @@ async def request_transfer(
     """Hold the minutes on the giver's account until a commissioner decides (422 if short)."""
     account = rules.person_account(from_person_id)
     await store.lock_accounts(conn, tenant_id, provider_id, [account, rules.person_account(to_person_id)])
-    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, account, now), minutes)
-    if (covered := sum(m for _, m in pieces)) < minutes:
-        raise _insufficient(covered, minutes, "minutes")
     transfer_id = new_id()
     await store.insert_transfer(
         conn,
@@ -396,15 +413,7 @@ async def request_transfer(
             "requested_at": now,
         },
     )
-    hold = {
-        "id": new_id(),
-        "provider_id": provider_id,
-        "account": account,
-        "minutes": minutes,
-        "transfer_id": transfer_id,
-        "held_at": now,
-    }
-    await store.insert_hold(conn, tenant_id, hold, pieces)
+    await _hold(conn, tenant_id, provider_id, account, minutes, now, "minutes", transfer_id=transfer_id)
     return transfer_id
 
 
@@ -441,9 +450,7 @@ async def allocate(
     """pool -> person: the pool's lots move with their rate and expiry, oldest expiry first."""
     person = rules.person_account(person_id)
     await store.lock_accounts(conn, tenant_id, provider_id, [person, POOL])
-    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, POOL, now), minutes)
-    if (covered := sum(m for _, m in pieces)) < minutes:
-        raise _insufficient(covered, minutes, "minutes")
+    pieces = await _take_exactly(conn, tenant_id, provider_id, POOL, minutes, now, "minutes")
     return await _move(conn, tenant_id, provider_id, "allocate", POOL, person, pieces, now, note=note, recorded_by=by)
 
 

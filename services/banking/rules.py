@@ -1,8 +1,8 @@
 """Bank rules (pure): accounts, which lots a movement takes, the cap, what a visit says the bank
-should hold for it, and the value of banked minutes.
+should hold for it, and when a lot expires.
 
 DOMAIN.md "The bank ledger": minutes are integers; lots are consumed and earmarked oldest expiry
-first; a lot's value is round_half_even(remaining * rate / 60).
+first. A lot's value, round_half_even(remaining * rate / 60), is billing's `amount_pence`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
-
-from services.billing.rules import amount_pence
 
 POOL = "pool"
 OWED = "owed"
@@ -55,11 +53,6 @@ def cap_split(balance_min: int, accrue_min: int, cap_min: int) -> tuple[int, int
     """(to the person, to the pool): what would take the person's balance past the cap goes to the pool."""
     to_person = max(0, min(accrue_min, cap_min - balance_min))
     return to_person, accrue_min - to_person
-
-
-def value_pence(lots: Iterable[tuple[int, int]]) -> int:
-    """Σ over (remaining minutes, rate) of each lot's rounded value: rounding is per lot."""
-    return sum(amount_pence(rate, remaining) for remaining, rate in lots)
 
 
 @dataclass(frozen=True)

@@ -76,21 +76,6 @@ async def lots_available(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Seq
     return {row["id"]: row["available"] for row in rows}
 
 
-async def balance(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, account: str) -> int:
-    """Credits minus debits of an account, everything recorded so far."""
-    return int(
-        await conn.fetchval(
-            """SELECT (SELECT coalesce(sum(minutes), 0) FROM bank_postings
-                        WHERE tenant_id = $1 AND provider_id = $2 AND to_account = $3)
-                    - (SELECT coalesce(sum(minutes), 0) FROM bank_postings
-                        WHERE tenant_id = $1 AND provider_id = $2 AND from_account = $3)""",
-            tenant_id,
-            provider_id,
-            account,
-        )
-    )
-
-
 async def get_lots(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
     rows = await conn.fetch(
         """SELECT id, provider_id, contract_id, account, rate_pence_per_hour, effective_at, expires_at, visit_id
@@ -337,13 +322,16 @@ async def insert_transfer(conn: asyncpg.Connection, tenant_id: UUID, fields: dic
     )
 
 
+# A transfer with its decision: the end of its hold (none while pending).
+_TRANSFERS = """SELECT t.*, e.outcome, e.ended_at AS decided_at, e.decided_by FROM bank_transfers t
+    JOIN bank_holds h ON h.tenant_id = t.tenant_id AND h.transfer_id = t.id
+    LEFT JOIN bank_hold_ends e ON e.tenant_id = h.tenant_id AND e.hold_id = h.id"""
+
+
 async def get_transfer(conn: asyncpg.Connection, tenant_id: UUID, transfer_id: UUID) -> asyncpg.Record | None:
     """A transfer with its decision (the end of its hold), if any."""
     return await conn.fetchrow(
-        """SELECT t.*, e.outcome, e.ended_at AS decided_at, e.decided_by FROM bank_transfers t
-           JOIN bank_holds h ON h.tenant_id = t.tenant_id AND h.transfer_id = t.id
-           LEFT JOIN bank_hold_ends e ON e.tenant_id = h.tenant_id AND e.hold_id = h.id
-           WHERE t.tenant_id = $1 AND t.id = $2""",
+        f"{_TRANSFERS} WHERE t.tenant_id = $1 AND t.id = $2",
         tenant_id,
         transfer_id,
     )
@@ -361,9 +349,7 @@ async def list_transfers(
 ) -> list[asyncpg.Record]:
     """Transfers with their decisions, in request order; `status` is pending, approved or rejected."""
     return await conn.fetch(
-        """SELECT t.*, e.outcome, e.ended_at AS decided_at, e.decided_by FROM bank_transfers t
-           JOIN bank_holds h ON h.tenant_id = t.tenant_id AND h.transfer_id = t.id
-           LEFT JOIN bank_hold_ends e ON e.tenant_id = h.tenant_id AND e.hold_id = h.id
+        f"""{_TRANSFERS}
            WHERE t.tenant_id = $1 AND ($2::uuid IS NULL OR t.provider_id = $2)
              AND ($3::text IS NULL OR ($3 = 'pending' AND e.outcome IS NULL)
                   OR ($3 = 'approved' AND e.outcome = 'posted') OR ($3 = 'rejected' AND e.outcome = 'released'))
