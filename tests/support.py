@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from litestar import Litestar
@@ -17,6 +19,25 @@ from services.reconcile.jobs import drain_queue
 Client = AsyncTestClient[Litestar]
 
 RATES = {"day": 2430, "evening": 2700, "night": 3000, "weekend": 2900, "bank_holiday": 4860}
+LONDON = ZoneInfo("Europe/London")
+
+
+def settled_monday() -> date:
+    """Three weeks back: that week and the next have both ended and settled, whatever today is
+    (on a Monday the week just ended is not settled yet)."""
+    today = datetime.now(tz=LONDON).date()
+    return today - timedelta(days=today.weekday()) - timedelta(days=21)
+
+
+def at(day: date, hhmm: str, seconds: int = 0) -> str:
+    """A local time of a day in London, as the wire writes it."""
+    hours, minutes = map(int, hhmm.split(":"))
+    return datetime(day.year, day.month, day.day, hours, minutes, seconds, tzinfo=LONDON).isoformat()
+
+
+def utc_key(local_iso: str) -> str:
+    """A local instant as the API shows it (UTC, `Z`): the key of a visit by its planned start."""
+    return datetime.fromisoformat(local_iso).astimezone(ZoneInfo("UTC")).isoformat().replace("+00:00", "Z")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -132,3 +153,27 @@ async def reconciled(pool: asyncpg.Pool) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the reconcile queue did not empty")
+
+
+async def plan_week(client: Client, world: World, monday: date, weeks: int = 1) -> dict[str, str]:
+    """Under tenant a's contract 0: every day 08:00 for 30 minutes with outcome `wash` (personal care,
+    key), and Tuesdays 20:00 (evening) for 60, for `weeks` weeks; returns visit ids by planned start."""
+    tw = world.a
+    schedule = [{"weekday": d, "start": "08:00", "minutes": 30, "outcome_ids": ["wash"]} for d in range(1, 8)]
+    schedule.append({"weekday": 2, "start": "20:00", "minutes": 60})
+    await create(
+        client,
+        tw.commissioner,
+        "/v1/care-plans",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "weekly_min": 7 * 30 + 60,
+            "outcomes": [{"id": "wash", "domain": "personal_care", "text": "washed", "key": True}],
+            "schedule": schedule,
+            "valid_from": monday.isoformat(),
+            "valid_to": (monday + timedelta(days=7 * weeks - 1)).isoformat(),
+        },
+    )
+    response = await client.get("/v1/visits", params={"limit": 500}, headers=tw.commissioner)
+    return {v["planned_start"]: v["id"] for v in response.json()["items"]}

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -18,15 +17,19 @@ from services.banking.check import breaches
 from services.banking.jobs import expire_due_lots
 from services.billing.jobs import run_due_invoices
 from services.cli import main as cli_main
-from tests.support import RATES, Client, TenantWorld, build_world, create, credential_headers, reconciled
+from tests.support import (
+    LONDON,
+    RATES,
+    Client,
+    TenantWorld,
+    build_world,
+    create,
+    credential_headers,
+    reconciled,
+    settled_monday,
+)
 
-LONDON = ZoneInfo("Europe/London")
 DAY_RATE = RATES["day"]
-
-
-def settled_monday() -> date:
-    today = datetime.now(tz=LONDON).date()
-    return today - timedelta(days=today.weekday()) - timedelta(days=21)
 
 
 def local(day: date, hhmm: str, plus_min: float = 0) -> datetime:

@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -18,22 +17,20 @@ from litestar.testing import AsyncTestClient
 
 from infra.settings import Settings
 from services.app import create_app
-from tests.support import RATES, Client, World, build_tenant, build_world, create, reconciled
-
-LONDON = ZoneInfo("Europe/London")
-
-
-def last_settled_monday() -> date:
-    today = datetime.now(tz=LONDON).date()
-    monday = today - timedelta(days=today.weekday())
-    # Three weeks back, so this week and the next one (used for adjustments) have both ended and settled,
-    # whatever the weekday (on a Monday the week just ended is not settled yet).
-    return monday - timedelta(days=21)
-
-
-def at(day: date, hhmm: str) -> str:
-    hours, minutes = map(int, hhmm.split(":"))
-    return datetime(day.year, day.month, day.day, hours, minutes, tzinfo=LONDON).isoformat()
+from tests.support import (
+    LONDON,
+    RATES,
+    Client,
+    World,
+    at,
+    build_tenant,
+    build_world,
+    create,
+    plan_week,
+    reconciled,
+    settled_monday,
+    utc_key,
+)
 
 
 @pytest.fixture
@@ -41,34 +38,9 @@ async def world(client: Client, db: asyncpg.Connection) -> World:
     return await build_world(client, db)
 
 
-async def plan_week(client: Client, world: World, monday: date) -> None:
-    """Mon-Sun 08:00 for 30 minutes, and Tuesday 20:00 (evening) for 60, under contract 0 (weekly)."""
-    tw = world.a
-    schedule = [{"weekday": d, "start": "08:00", "minutes": 30, "outcome_ids": ["wash"]} for d in range(1, 8)]
-    schedule.append({"weekday": 2, "start": "20:00", "minutes": 60})
-    await create(
-        client,
-        tw.commissioner,
-        "/v1/care-plans",
-        {
-            "person_id": tw.person_id,
-            "contract_id": tw.contracts[0],
-            "weekly_min": 7 * 30 + 60,
-            "outcomes": [{"id": "wash", "domain": "personal_care", "text": "washed", "key": True}],
-            "schedule": schedule,
-            "valid_from": monday.isoformat(),
-            "valid_to": (monday + timedelta(days=6)).isoformat(),
-        },
-    )
-
-
 async def visits_by_start(client: Client, world: World) -> dict[str, str]:
     response = await client.get("/v1/visits", params={"limit": 500}, headers=world.a.commissioner)
     return {v["planned_start"]: v["id"] for v in response.json()["items"]}
-
-
-def utc_key(local_iso: str) -> str:
-    return datetime.fromisoformat(local_iso).astimezone(ZoneInfo("UTC")).isoformat().replace("+00:00", "Z")
 
 
 async def post_events(client: Client, world: World, visit_id: str, check_in: str, check_out: str | None) -> None:
@@ -106,7 +78,7 @@ async def run(client: Client, world: World, monday: date, contract: int = 0) -> 
 
 
 async def test_a_hand_computed_weekly_invoice(client: Client, world: World, pool: asyncpg.Pool) -> None:
-    monday = last_settled_monday()
+    monday = settled_monday()
     await plan_week(client, world, monday)
     visits = await visits_by_start(client, world)
     tue = monday + timedelta(days=1)
@@ -167,7 +139,7 @@ async def test_runs_before_the_period_settles_are_refused(client: Client, world:
 async def test_an_amendment_after_issue_becomes_an_adjustment_line(
     client: Client, world: World, pool: asyncpg.Pool
 ) -> None:
-    monday = last_settled_monday()
+    monday = settled_monday()
     await plan_week(client, world, monday)
     visits = await visits_by_start(client, world)
     visit_id = visits[utc_key(at(monday, "08:00"))]
@@ -193,7 +165,7 @@ async def test_an_amendment_after_issue_becomes_an_adjustment_line(
 async def test_issued_invoices_cannot_be_changed(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    monday = last_settled_monday()
+    monday = settled_monday()
     await plan_week(client, world, monday)
     await reconciled(pool)
     assert (await run(client, world, monday)).status_code == 201
@@ -226,7 +198,7 @@ async def test_concurrent_runs_number_gaplessly(client: Client, world: World, po
         )["id"]
         for _ in range(4)
     ]
-    monday = last_settled_monday()
+    monday = settled_monday()
     runs = [
         client.post(
             "/v1/invoice-runs",
@@ -245,7 +217,7 @@ async def test_concurrent_runs_number_gaplessly(client: Client, world: World, po
 async def test_providers_pull_their_own_invoices_as_json_and_csv(
     client: Client, world: World, pool: asyncpg.Pool
 ) -> None:
-    monday = last_settled_monday()
+    monday = settled_monday()
     await plan_week(client, world, monday)
     visits = await visits_by_start(client, world)
     await post_events(client, world, visits[utc_key(at(monday, "08:00"))], at(monday, "08:00"), at(monday, "08:30"))
@@ -443,7 +415,7 @@ async def test_an_outcome_based_monthly_invoice_across_the_clock_change(
 
 
 async def test_an_invoiced_visit_can_no_longer_be_cancelled(client: Client, world: World, pool: asyncpg.Pool) -> None:
-    monday = last_settled_monday()
+    monday = settled_monday()
     await plan_week(client, world, monday)
     await reconciled(pool)
     await run(client, world, monday)
@@ -464,7 +436,7 @@ async def test_ingest_reconciliation_and_invoicing_work_without_redis(
     no_redis = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")  # nothing listens there
     async with AsyncTestClient(app=create_app(no_redis)) as client:
         world = await build_world(client, db)  # tokens too: the rate limiter fails open
-        monday = last_settled_monday()
+        monday = settled_monday()
         await plan_week(client, world, monday)
         visits = await visits_by_start(client, world)
         await post_events(client, world, visits[utc_key(at(monday, "08:00"))], at(monday, "08:00"), at(monday, "08:30"))

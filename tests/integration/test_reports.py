@@ -2,62 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 from uuid import uuid4
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
-from tests.support import Client, World, build_world, create, reconciled
+from tests.support import Client, World, at, build_world, plan_week, reconciled, settled_monday, utc_key
 
-LONDON = ZoneInfo("Europe/London")
 HOME = {"lat": 53.7632, "lon": -2.7031, "accuracy_m": 10}
-
-
-def settled_monday() -> date:
-    """Three weeks back: this week and the next one have both ended and settled, whatever today is."""
-    today = datetime.now(tz=LONDON).date()
-    return today - timedelta(days=today.weekday()) - timedelta(days=21)
-
-
-def at(day: date, hhmm: str, seconds: int = 0) -> str:
-    hours, minutes = map(int, hhmm.split(":"))
-    return datetime(day.year, day.month, day.day, hours, minutes, seconds, tzinfo=LONDON).isoformat()
-
-
-def utc_key(local_iso: str) -> str:
-    return datetime.fromisoformat(local_iso).astimezone(ZoneInfo("UTC")).isoformat().replace("+00:00", "Z")
 
 
 @pytest.fixture
 async def world(client: Client, db: asyncpg.Connection) -> World:
     return await build_world(client, db)
-
-
-async def plan_week(client: Client, world: World, monday: date, weeks: int = 1) -> dict[str, str]:
-    """Every day 08:00 for 30 minutes with outcome `wash` (personal care, key), and Tuesdays 20:00 for 60;
-    returns visit ids by planned start (UTC)."""
-    tw = world.a
-    schedule = [{"weekday": d, "start": "08:00", "minutes": 30, "outcome_ids": ["wash"]} for d in range(1, 8)]
-    schedule.append({"weekday": 2, "start": "20:00", "minutes": 60})
-    await create(
-        client,
-        tw.commissioner,
-        "/v1/care-plans",
-        {
-            "person_id": tw.person_id,
-            "contract_id": tw.contracts[0],
-            "weekly_min": 7 * 30 + 60,
-            "outcomes": [{"id": "wash", "domain": "personal_care", "text": "washed", "key": True}],
-            "schedule": schedule,
-            "valid_from": monday.isoformat(),
-            "valid_to": (monday + timedelta(days=7 * weeks - 1)).isoformat(),
-        },
-    )
-    response = await client.get("/v1/visits", params={"limit": 500}, headers=tw.commissioner)
-    return {v["planned_start"]: v["id"] for v in response.json()["items"]}
 
 
 def event(visit_id: str, kind: str, occurred_at: str, gps: bool, outcome: str | None = None) -> dict[str, Any]:
