@@ -27,15 +27,14 @@ Creates a throw-away database (dropped again at the end) and runs two parts in i
    load (`session_replication_role = replica`; the rows are consistent by construction, except
    that the visits they name are not loaded). Then ANALYZE, and p50/p99 of `person_bank` for
    `--queries` random people (half as of now, half as of a random instant of the two years),
-   with each of its three queries timed apart. `--try-index` then applies the index change
-   proposed in docs/performance.md in the scratch database and times the same queries again.
+   with its one statement (`store.account_lots`) timed apart.
 
 It prints figures and never asserts; the exit code is non-zero only when the benchmark itself broke.
 It is run as a script, so `bench/` is on sys.path and the shared helpers come from reconcile.py.
 
     .venv/bin/python bench/bank.py            # 10,000,000 postings (14-16 minutes on the shared 2-core machine)
     .venv/bin/python bench/bank.py --quick    # 15 s of postings, 1,000,000 loaded (3.5 minutes there)
-    .venv/bin/python bench/bank.py --postings 2000000 --skip-postings --try-index   # the index change alone
+    .venv/bin/python bench/bank.py --postings 2000000 --skip-postings   # the as-of part alone, smaller
 """
 
 from __future__ import annotations
@@ -129,20 +128,6 @@ HOLD_END_COLUMNS = ("tenant_id", "hold_id", "outcome", "ended_at")
 QUEUE_COLUMNS = ("tenant_id", "id", "lot_id", "expires_at")
 KINDS_SQL = "SELECT kind, count(*) AS n FROM bank_postings GROUP BY kind"
 LOADED_TABLES = ("bank_lots", "bank_postings", "bank_holds", "bank_hold_lots", "bank_hold_ends", "bank_expiry_queue")
-# The change docs/performance.md proposes (`--try-index` applies it in the scratch database): the
-# account before the provider in the account indexes, so a person's rows are found without naming
-# the provider (person_bank's default), and an index for a person's holds.
-TRY_INDEX_SQL = (
-    "DROP INDEX bank_postings_to",
-    "DROP INDEX bank_postings_from",
-    "DROP INDEX bank_lots_by_account",
-    "CREATE INDEX bank_postings_to ON bank_postings (tenant_id, to_account, provider_id, effective_at) "
-    "INCLUDE (minutes)",
-    "CREATE INDEX bank_postings_from ON bank_postings (tenant_id, from_account, provider_id, effective_at) "
-    "INCLUDE (minutes)",
-    "CREATE INDEX bank_lots_by_account ON bank_lots (tenant_id, account, provider_id, expires_at)",
-    "CREATE INDEX bank_holds_by_account ON bank_holds (tenant_id, account, provider_id, held_at)",
-)
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -1142,23 +1127,6 @@ async def part2(url: str, args: argparse.Namespace) -> None:
         if args.explain:
             for line in await explain(conn, tenant_id, timed[1][0], timed[1][1]):
                 say(line)
-        if args.try_index:
-            say()
-            say("--try-index: the index change proposed in docs/performance.md, in this scratch database:")
-            t0 = time.perf_counter()
-            for sql in TRY_INDEX_SQL:
-                say(f"    {sql};")
-                await conn.execute(sql)
-            await conn.execute("ANALYZE bank_postings, bank_lots, bank_holds")
-            say(f"  applied (with ANALYZE) in {time.perf_counter() - t0:.1f} s")
-            tried = await time_queries(conn, tenant_id, warm, timed, args.query_seconds)
-            for line in timing_lines(tried):
-                say(line)
-            if args.explain:
-                for line in await explain(conn, tenant_id, timed[1][0], timed[1][1]):
-                    say(line)
-            for line in await table_sizes(conn):
-                say(line)
     finally:
         await conn.close()
 
@@ -1209,7 +1177,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, help="timed person_bank calls [2,000; --quick 1,000]")
     parser.add_argument("--query-seconds", type=float, help="stop each timing loop after this long [45; --quick 15]")
     parser.add_argument("--warm-queries", type=int, default=100, help="untimed person_bank calls first")
-    parser.add_argument("--try-index", action="store_true", help="then apply the proposed index change and time again")
     parser.add_argument(
         "--vacuum", action="store_true", help="VACUUM (ANALYZE) the loaded tables, as autovacuum would in service"
     )
