@@ -369,6 +369,12 @@ async def starting_balances(conn: asyncpg.Connection, world: Ledger1, args: argp
         await conn.copy_records_to_table(
             "bank_expiry_queue", records=[(tenant_id, new_id(), lot[1], lot[7]) for lot in lots], columns=QUEUE_COLUMNS
         )
+        # The lock rows sync_visits makes for an account's first accrual.
+        await conn.copy_records_to_table(
+            "bank_accounts",
+            records=sorted({(tenant_id, lot[2], lot[4]) for lot in lots}),
+            columns=("tenant_id", "provider_id", "account"),
+        )
     finally:
         await conn.execute("SET session_replication_role = DEFAULT")
     pool = sum(posting[6] for posting in postings if posting[3] == "cap_overflow")

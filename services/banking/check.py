@@ -61,14 +61,11 @@ async def _visit_breaches(conn: asyncpg.Connection) -> list[str]:
     for tenant_id, visit_ids in by_tenant.items():
         for start in range(0, len(visit_ids), 5000):
             chunk = visit_ids[start : start + 5000]
-            ledger = {row["visit_id"]: row for row in await store.visit_ledger(conn, tenant_id, chunk)}
-            holding_visits = await store.visits_holding(conn, tenant_id, chunk)
             for row in await store.visit_bank_facts(conn, tenant_id, chunk):
                 target = rules.target_of(rules.facts_of(row))
-                sums = ledger.get(row["id"])
-                accrual = (sums["accrued"] - sums["taken_back"] - sums["accrual_short"]) if sums else 0
-                delivery = (sums["delivered"] - sums["returned"] + sums["delivery_short"]) if sums else 0
-                holding = row["id"] in holding_visits
+                accrual = row["accrued"] - row["taken_back"] - row["accrual_short"]
+                delivery = row["delivered"] - row["returned"] + row["delivery_short"]
+                holding = row["hold_id"] is not None
                 if accrual != target.accrue_min:
                     found.append(f"visit {row['id']}: bank accrual {accrual}, reconciliation banks {target.accrue_min}")
                 if row["funding"] == "bank" and (delivery != target.deliver_min or holding != target.hold_open):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -25,8 +26,6 @@ from services.common.domain import RuleError
 from services.common.ids import new_id
 from services.identity.rules import holiday_calendar
 
-_FOREVER = datetime.max.replace(tzinfo=UTC)
-
 
 def _holds_lots(account: str) -> bool:
     return account == POOL or rules.person_of(account) is not None
@@ -34,6 +33,7 @@ def _holds_lots(account: str) -> bool:
 
 async def _move(
     conn: asyncpg.Connection,
+    writes: store.Writes,
     tenant_id: UUID,
     provider_id: UUID,
     kind: rules.PostingKind,
@@ -43,13 +43,14 @@ async def _move(
     effective_at: datetime,
     **tags: Any,
 ) -> list[dict[str, Any]]:
-    """Post each (lot, minutes) piece from one account to another; an account that holds lots
-    receives a new lot per piece with the source lot's contract, rate and expiry."""
-    sources = await store.get_lots(conn, tenant_id, [lot_id for lot_id, _ in pieces]) if _holds_lots(to_account) else {}
+    """Add to `writes` a posting of each (lot, minutes) piece from one account to another; an account
+    that holds lots receives a new lot per piece with the source lot's contract, rate and expiry."""
+    receives_lots = _holds_lots(to_account) and bool(pieces)
+    sources = await store.get_lots(conn, tenant_id, [lot_id for lot_id, _ in pieces]) if receives_lots else {}
     new_lots, postings = [], []
     for lot_id, minutes in pieces:
         to_lot = None
-        if _holds_lots(to_account):
+        if receives_lots:
             source = sources[lot_id]
             to_lot = new_id()
             new_lots.append(
@@ -68,8 +69,7 @@ async def _move(
         postings.append(
             _posting(provider_id, kind, from_account, to_account, minutes, effective_at, lot_id, to_lot, tags)
         )
-    await store.insert_lots(conn, tenant_id, new_lots)
-    await store.insert_postings(conn, tenant_id, postings)
+    writes.lots(new_lots).postings(postings)
     return postings
 
 
@@ -115,20 +115,18 @@ async def _take_exactly(
     return pieces
 
 
-async def _hold(
-    conn: asyncpg.Connection,
-    tenant_id: UUID,
+def _hold(
+    writes: store.Writes,
     provider_id: UUID,
     account: str,
     minutes: int,
+    pieces: Sequence[tuple[UUID, int]],
     now: datetime,
-    field: str,
     **owner: UUID,
 ) -> None:
-    """Earmark `minutes` of the account's lots for a visit or a transfer (`owner`)."""
-    pieces = await _take_exactly(conn, tenant_id, provider_id, account, minutes, now, field)
+    """Earmark these pieces of the account's lots for a visit or a transfer (`owner`)."""
     hold = {"id": new_id(), "provider_id": provider_id, "account": account, "minutes": minutes, "held_at": now}
-    await store.insert_hold(conn, tenant_id, {**hold, **owner}, pieces)
+    writes.hold({**hold, **owner}, pieces)
 
 
 # --- bank-funded visits ---------------------------------------------------------------------
@@ -147,7 +145,10 @@ async def place_visit_hold(
     """Earmark a bank-funded visit's planned minutes x carers (422 `insufficient_bank` if short)."""
     account = rules.person_account(person_id)
     await store.lock_accounts(conn, tenant_id, provider_id, [account])
-    await _hold(conn, tenant_id, provider_id, account, minutes, now, "funding", visit_id=visit_id)
+    pieces = await _take_exactly(conn, tenant_id, provider_id, account, minutes, now, "funding")
+    writes = store.Writes(tenant_id)
+    _hold(writes, provider_id, account, minutes, pieces, now, visit_id=visit_id)
+    await writes.run(conn)
 
 
 # --- keeping the bank equal to reconciliation ------------------------------------------------
@@ -170,37 +171,55 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     their corrections, bank-funded deliveries and releases); returns how many visits needed postings.
     Call with the visits locked and their state saved."""
     facts = await store.visit_bank_facts(conn, tenant_id, visit_ids) if visit_ids else []
-    if not facts:
-        return 0
-    ledger = {row["visit_id"]: row for row in await store.visit_ledger(conn, tenant_id, [f["id"] for f in facts])}
-    holding = await store.visits_holding(conn, tenant_id, [f["id"] for f in facts if f["funding"] == "bank"])
-    work: dict[UUID, list[tuple[asyncpg.Record, rules.Target, dict[str, int]]]] = defaultdict(list)
+    work: list[tuple[asyncpg.Record, rules.Target, int, int]] = []
     for row in facts:
         target = rules.target_of(rules.facts_of(row))
-        sums = dict(ledger[row["id"]]) if row["id"] in ledger else defaultdict(int)
-        has_hold = row["id"] in holding
-        accrual_now = sums["accrued"] - sums["taken_back"] - sums["accrual_short"]
-        delivery_now = sums["delivered"] - sums["returned"] + sums["delivery_short"]
-        settled = target.hold_open or (not has_hold and delivery_now == target.deliver_min)
+        accrual_now = row["accrued"] - row["taken_back"] - row["accrual_short"]
+        delivery_now = row["delivered"] - row["returned"] + row["delivery_short"]
+        settled = target.hold_open or (row["hold_id"] is None and delivery_now == target.deliver_min)
         if accrual_now != target.accrue_min or not settled:
-            work[row["provider_id"]].append((row, target, {"accrual": accrual_now, "delivery": delivery_now}))
+            work.append((row, target, accrual_now, delivery_now))
+    if not work:
+        return 0
+    # Every provider's accounts in one go, providers in id order and accounts in name order: the
+    # people's, and the pool where a take-back starts from the visit's pool lot (crediting the pool
+    # cannot overdraw it, so accruals alone leave it unlocked).
+    accounts = {(row["provider_id"], rules.person_account(row["person_id"])) for row, _, _, _ in work}
+    accounts |= {
+        (row["provider_id"], POOL)
+        for row, target, accrual_now, _ in work
+        if target.accrue_min < accrual_now and POOL in _own_lots(row)
+    }
+    await store.lock_ledger_accounts(conn, tenant_id, sorted(accounts))
     rates = _Rates()
-    for provider_id in sorted(work):
-        rows = work[provider_id]
-        # People's accounts only: crediting the pool cannot overdraw it, and a take-back that debits
-        # it locks it then (after the people's: `person:…` sorts before `pool`, keeping name order).
-        await store.lock_accounts(
-            conn, tenant_id, provider_id, [rules.person_account(r["person_id"]) for r, _, _ in rows]
-        )
-        accruals = [(row, target.accrue_min - now_["accrual"]) for row, target, now_ in rows]
-        await _accrue(conn, tenant_id, provider_id, [(row, diff) for row, diff in accruals if diff > 0], rates, now)
-        for row, diff in accruals:
-            if diff < 0:
-                await _take_back(conn, tenant_id, row, -diff, rates, now)
-        for row, target, now_ in rows:
-            if row["funding"] == "bank" and not target.hold_open:
-                await _deliver(conn, tenant_id, row, target.deliver_min, now_["delivery"], rates, now)
-    return sum(len(rows) for rows in work.values())
+    accruals = [(row, target.accrue_min - accrual_now) for row, target, accrual_now, _ in work]
+    await _accrue(conn, tenant_id, [(row, diff) for row, diff in accruals if diff > 0], rates, now)
+    for row, diff in accruals:
+        if diff < 0:
+            await _take_back(conn, tenant_id, row, -diff, rates, now)
+    for row, target, _, delivery_now in work:
+        if row["funding"] == "bank" and not target.hold_open:
+            await _deliver(conn, tenant_id, row, target.deliver_min, delivery_now, rates, now)
+    return len(work)
+
+
+@dataclass(frozen=True)
+class _OwnLot:
+    """A lot a visit's accrual made (the person's, or the pool's for a cap overflow)."""
+
+    id: UUID
+    rate_pence_per_hour: int
+    effective_at: datetime
+
+
+def _own_lots(row: asyncpg.Record) -> dict[str, _OwnLot]:
+    """The visit's own lots by account, from `store.visit_bank_facts`."""
+    columns = ("own_lot_accounts", "own_lot_ids", "own_lot_rates", "own_lot_dates")
+    accounts, ids, rates, dates = (row[column] or () for column in columns)
+    return {
+        account: _OwnLot(lot_id, rate, date)
+        for account, lot_id, rate, date in zip(accounts, ids, rates, dates, strict=True)
+    }
 
 
 def _visit_end(row: asyncpg.Record) -> datetime:
@@ -209,39 +228,36 @@ def _visit_end(row: asyncpg.Record) -> datetime:
     return last or row["planned_start"] + timedelta(minutes=row["planned_min"])
 
 
-def _accrual_date(row: asyncpg.Record, lots: dict[str, asyncpg.Record]) -> datetime:
+def _accrual_date(row: asyncpg.Record, lots: dict[str, _OwnLot]) -> datetime:
     """When a visit's accrual (and every correction of it) is dated: its lots' date once it has
     accrued, else its latest counted check-out."""
     first = next(iter(lots.values()), None)
-    return first["effective_at"] if first else _visit_end(row)
+    return first.effective_at if first else _visit_end(row)
 
 
 async def _accrue(
     conn: asyncpg.Connection,
     tenant_id: UUID,
-    provider_id: UUID,
     accruals: Sequence[tuple[asyncpg.Record, int]],
     rates: _Rates,
     now: datetime,
 ) -> None:
     """owed -> person into each visit's lot; what passes the cap goes owed -> pool into the visit's pool
-    lot. Set-wise for a whole batch of one provider's visits (reconciling many outcome-based visits
-    at once), in visit order, each visit's cap judged on the balance the ones before it left."""
+    lot. Set-wise for a whole batch of visits at any providers (reconciling many outcome-based visits
+    at once): one read of the people's balances, one write of every lot, queue entry and posting;
+    in visit order, each visit's cap judged on the balance the ones before it left."""
     if not accruals:
         return
-    visit_lots: dict[UUID, dict[str, asyncpg.Record]] = defaultdict(dict)
-    for made in await store.visit_lots(conn, tenant_id, [row["id"] for row, _ in accruals]):
-        visit_lots[made["visit_id"]][made["account"]] = made
-    people = sorted({rules.person_account(row["person_id"]) for row, _ in accruals})
-    balances: dict[str, int] = defaultdict(int)
-    for row in await store.account_balances(conn, tenant_id, provider_id, people, _FOREVER):
-        balances[row["account"]] = row["balance"]
-    new_lots, postings = [], []
+    balances = await store.current_balances(
+        conn, tenant_id, [(row["provider_id"], rules.person_account(row["person_id"])) for row, _ in accruals]
+    )
+    new_lots, postings, existing = [], [], []
     for row, minutes in accruals:
-        person, lots = rules.person_account(row["person_id"]), visit_lots[row["id"]]
+        provider_id, person, lots = row["provider_id"], rules.person_account(row["person_id"]), _own_lots(row)
+        existing += [lot.id for lot in lots.values()]
         effective_at = _accrual_date(row, lots)
-        to_person, to_pool = rules.cap_split(balances[person], minutes, row["banking"]["cap_min"])
-        balances[person] += to_person
+        to_person, to_pool = rules.cap_split(balances[(provider_id, person)], minutes, row["banking"]["cap_min"])
+        balances[(provider_id, person)] += to_person
         shares: tuple[tuple[str, rules.PostingKind, int], ...] = (
             (person, "accrue", to_person),
             (POOL, "cap_overflow", to_pool),
@@ -250,7 +266,7 @@ async def _accrue(
             if share <= 0:
                 continue
             lot = lots.get(account)
-            lot_id = lot["id"] if lot else new_id()
+            lot_id = lot.id if lot else new_id()
             if lot is None:
                 new_lots.append(
                     {
@@ -266,11 +282,8 @@ async def _accrue(
                 )
             tags = {"visit_id": row["id"]}
             postings.append(_posting(provider_id, kind, OWED, account, share, effective_at, None, lot_id, tags))
-    await store.insert_lots(conn, tenant_id, new_lots)
-    await store.insert_postings(conn, tenant_id, postings)
     # New lots are queued for expiry as they are made; minutes added to an expired lot expire again.
-    existing = [lot["id"] for lots in visit_lots.values() for lot in lots.values()]
-    await store.requeue_expiry(conn, tenant_id, existing, due_by=now)
+    await store.Writes(tenant_id).lots(new_lots).postings(postings).requeue_expiry(existing, due_by=now).run(conn)
 
 
 async def _take_back(
@@ -279,24 +292,22 @@ async def _take_back(
     """A reduced accrual: taken back from the visit's own lots first, then the person's other unheld
     lots (oldest expiry first); what cannot be taken back is a shortfall at the lot's rate."""
     provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
-    own = {lot["account"]: lot for lot in await store.visit_lots(conn, tenant_id, [row["id"]])}
-    own_ids = [own[account]["id"] for account in (person, POOL) if account in own]
-    if POOL in own:
-        await store.lock_accounts(conn, tenant_id, provider_id, [POOL])
-    available = await store.lots_available(conn, tenant_id, own_ids)
+    own = _own_lots(row)
+    account_of = {own[account].id: account for account in (person, POOL) if account in own}
+    own_ids = list(account_of)
+    available = await store.lots_available(conn, tenant_id, own_ids) if own_ids else {}
     pieces, left = rules.first_minutes([(lot_id, available.get(lot_id, 0)) for lot_id in own_ids], minutes)
     if left > 0:
         others = await store.available_lots(conn, tenant_id, provider_id, person, now)
-        more = rules.take_oldest_first([lot for lot in others if lot.lot_id not in own_ids], left)
+        more = rules.take_oldest_first([lot for lot in others if lot.lot_id not in account_of], left)
         pieces += more
         left -= sum(m for _, m in more)
     effective_at = _accrual_date(row, own)
-    lots = await store.get_lots(conn, tenant_id, [lot_id for lot_id, _ in pieces])
     postings = [
         _posting(
             provider_id,
             "take_back",
-            lots[lot_id]["account"],
+            account_of.get(lot_id, person),
             OWED,
             m,
             effective_at,
@@ -309,8 +320,8 @@ async def _take_back(
     await store.insert_postings(conn, tenant_id, postings)
     if left > 0:
         first = next(iter(own.values()), None)
-        rate = first["rate_pence_per_hour"] if first else rates.of(row)
-        await _shortfall(conn, tenant_id, row, "accrual", left, rate, first["id"] if first else None, effective_at)
+        rate = first.rate_pence_per_hour if first else rates.of(row)
+        await _shortfall(conn, tenant_id, row, "accrual", left, rate, first.id if first else None, effective_at)
 
 
 async def _shortfall(
@@ -355,29 +366,33 @@ async def _deliver(
     provider_id, person = row["provider_id"], rules.person_account(row["person_id"])
     effective_at = _visit_end(row)
     tags = {"visit_id": row["id"]}
-    held = await store.open_hold(conn, tenant_id, visit_id=row["id"])
-    if held is not None:
-        hold, pieces = held
+    writes = store.Writes(tenant_id)
+    if row["hold_id"] is not None:
+        pieces = list(zip(row["hold_lot_ids"], row["hold_lot_minutes"], strict=True))
         taken, _ = rules.first_minutes(pieces, max(0, target - delivered))
-        await _move(conn, tenant_id, provider_id, "redeploy", person, DELIVERED, taken, effective_at, **tags)
-        await store.end_hold(conn, tenant_id, hold["id"], "posted" if taken else "released", now, None)
-        await store.requeue_expiry(conn, tenant_id, [lot_id for lot_id, _ in pieces], due_by=now)
+        await _move(conn, writes, tenant_id, provider_id, "redeploy", person, DELIVERED, taken, effective_at, **tags)
+        writes.end_hold(row["hold_id"], "posted" if taken else "released", now, None)
+        writes.requeue_expiry([lot_id for lot_id, _ in pieces], due_by=now)
         delivered += sum(m for _, m in taken)
     if target > delivered:
+        await writes.run(conn)  # the hold's end first: what it released is available again
         pieces = rules.take_oldest_first(
             await store.available_lots(conn, tenant_id, provider_id, person, now), target - delivered
         )
-        await _move(conn, tenant_id, provider_id, "redeploy", person, DELIVERED, pieces, effective_at, **tags)
+        await _move(conn, writes, tenant_id, provider_id, "redeploy", person, DELIVERED, pieces, effective_at, **tags)
         if left := target - delivered - sum(m for _, m in pieces):
             await _shortfall(conn, tenant_id, row, "delivery", left, rates.of(row), None, effective_at)
     elif target < delivered:
+        await writes.run(conn)
         returned, _ = rules.first_minutes(await store.delivered_by_lot(conn, tenant_id, row["id"]), delivered - target)
-        postings = [
-            _posting(provider_id, "redeploy_return", DELIVERED, person, m, effective_at, None, lot_id, tags)
-            for lot_id, m in returned
-        ]
-        await store.insert_postings(conn, tenant_id, postings)
-        await store.requeue_expiry(conn, tenant_id, [lot_id for lot_id, _ in returned], due_by=now)
+        writes.postings(
+            [
+                _posting(provider_id, "redeploy_return", DELIVERED, person, m, effective_at, None, lot_id, tags)
+                for lot_id, m in returned
+            ]
+        )
+        writes.requeue_expiry([lot_id for lot_id, _ in returned], due_by=now)
+    await writes.run(conn)
 
 
 # --- transfers and allocations ----------------------------------------------------------------
@@ -398,10 +413,9 @@ async def request_transfer(
     """Hold the minutes on the giver's account until a commissioner decides (422 if short)."""
     account = rules.person_account(from_person_id)
     await store.lock_accounts(conn, tenant_id, provider_id, [account, rules.person_account(to_person_id)])
+    pieces = await _take_exactly(conn, tenant_id, provider_id, account, minutes, now, "minutes")
     transfer_id = new_id()
-    await store.insert_transfer(
-        conn,
-        tenant_id,
+    writes = store.Writes(tenant_id).transfer(
         {
             "id": transfer_id,
             "provider_id": provider_id,
@@ -411,9 +425,10 @@ async def request_transfer(
             "review_ref": review_ref,
             "requested_by": by,
             "requested_at": now,
-        },
+        }
     )
-    await _hold(conn, tenant_id, provider_id, account, minutes, now, "minutes", transfer_id=transfer_id)
+    _hold(writes, provider_id, account, minutes, pieces, now, transfer_id=transfer_id)
+    await writes.run(conn)
     return transfer_id
 
 
@@ -429,11 +444,13 @@ async def decide_transfer(
     if held is None:
         raise RuleError("already_decided", "this transfer was already decided", status=409)
     hold, pieces = held
+    writes = store.Writes(tenant_id)
     if approve:
         tags = {"transfer_id": transfer["id"], "recorded_by": by, "note": transfer["review_ref"]}
-        await _move(conn, tenant_id, provider_id, "transfer", giver, receiver, pieces, now, **tags)
-    await store.end_hold(conn, tenant_id, hold["id"], "posted" if approve else "released", now, by)
-    await store.requeue_expiry(conn, tenant_id, [lot_id for lot_id, _ in pieces], due_by=now)
+        await _move(conn, writes, tenant_id, provider_id, "transfer", giver, receiver, pieces, now, **tags)
+    writes.end_hold(hold["id"], "posted" if approve else "released", now, by)
+    writes.requeue_expiry([lot_id for lot_id, _ in pieces], due_by=now)
+    await writes.run(conn)
 
 
 async def allocate(
@@ -451,7 +468,12 @@ async def allocate(
     person = rules.person_account(person_id)
     await store.lock_accounts(conn, tenant_id, provider_id, [person, POOL])
     pieces = await _take_exactly(conn, tenant_id, provider_id, POOL, minutes, now, "minutes")
-    return await _move(conn, tenant_id, provider_id, "allocate", POOL, person, pieces, now, note=note, recorded_by=by)
+    writes = store.Writes(tenant_id)
+    postings = await _move(
+        conn, writes, tenant_id, provider_id, "allocate", POOL, person, pieces, now, note=note, recorded_by=by
+    )
+    await writes.run(conn)
+    return postings
 
 
 # --- expiry ------------------------------------------------------------------------------------
@@ -472,11 +494,13 @@ async def expire_due(conn: asyncpg.Connection, now: datetime, limit: int = 500) 
         await store.lock_accounts(conn, tenant_id, provider_id, [lot["account"] for lot in lots])
         available = await store.lots_available(conn, tenant_id, [lot["id"] for lot in lots])
         since = await store.last_movement(conn, tenant_id, [lot["id"] for lot in lots])
+        writes = store.Writes(tenant_id)
         for lot in lots:
             if available[lot["id"]] > 0:
                 effective_at = rules.expiry_instant(lot["expires_at"], since.get(lot["id"]))
                 await _move(
                     conn,
+                    writes,
                     tenant_id,
                     provider_id,
                     "expire",
@@ -485,4 +509,5 @@ async def expire_due(conn: asyncpg.Connection, now: datetime, limit: int = 500) 
                     [(lot["id"], available[lot["id"]])],
                     effective_at,
                 )
+        await writes.run(conn)
     return len(claimed)

@@ -25,37 +25,55 @@ _HELD = """(SELECT coalesce(sum(hl.minutes), 0) FROM bank_hold_lots hl
                AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id
                                   AND e.ended_at <= {as_of}))"""
 _FOREVER = "'infinity'::timestamptz"
+# A hold's earmarked lots, oldest expiry first.
+_HOLD_PIECES = """array(SELECT {column} FROM bank_hold_lots hl
+        JOIN bank_lots l ON l.tenant_id = hl.tenant_id AND l.id = hl.lot_id
+        WHERE hl.tenant_id = h.tenant_id AND hl.hold_id = h.id ORDER BY l.expires_at, l.effective_at, l.id)"""
 
 
 async def lock_accounts(conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, accounts: Sequence[str]) -> None:
-    """Lock accounts that may run short, in name order; callers lock providers in id order."""
+    """Lock accounts of one ledger that may run short, in name order."""
+    await lock_ledger_accounts(conn, tenant_id, [(provider_id, account) for account in accounts])
+
+
+# The ANYs let the plan probe the primary key pair by pair (a join with the pairs hashes the table).
+_LOCK = """SELECT a.provider_id, a.account FROM bank_accounts a
+    WHERE a.tenant_id = $1 AND a.provider_id = ANY($2::uuid[]) AND a.account = ANY($3::text[])
+      AND (a.provider_id, a.account) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))
+    ORDER BY a.provider_id, a.account FOR UPDATE OF a"""
+
+
+async def lock_ledger_accounts(conn: asyncpg.Connection, tenant_id: UUID, accounts: Sequence[tuple[UUID, str]]) -> None:
+    """Lock (provider, account) pairs that may run short, providers in id order and accounts in name
+    order: one statement when every account has its row, as it does after a person's first accrual.
+    Rows made here for new accounts are locked after the existing ones (a row another transaction is
+    still inserting makes this one wait for it, so the order cannot close a cycle)."""
     ordered = sorted(set(accounts))
+    providers, names = [p for p, _ in ordered], [a for _, a in ordered]
+    if len(await conn.fetch(_LOCK, tenant_id, providers, names)) == len(ordered):
+        return
     await conn.execute(
-        """INSERT INTO bank_accounts (tenant_id, provider_id, account) SELECT $1, $2, unnest($3::text[])
-           ON CONFLICT DO NOTHING""",
+        """INSERT INTO bank_accounts (tenant_id, provider_id, account)
+           SELECT $1, * FROM unnest($2::uuid[], $3::text[]) ON CONFLICT DO NOTHING""",
         tenant_id,
-        provider_id,
-        ordered,
+        providers,
+        names,
     )
-    await conn.execute(
-        """SELECT 1 FROM bank_accounts WHERE tenant_id = $1 AND provider_id = $2 AND account = ANY($3::text[])
-           ORDER BY account FOR UPDATE""",
-        tenant_id,
-        provider_id,
-        ordered,
-    )
+    await conn.fetch(_LOCK, tenant_id, providers, names)
 
 
 async def available_lots(
     conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, account: str, now: datetime
 ) -> list[LotAvailable]:
-    """The account's unexpired lots with minutes that no hold earmarks."""
+    """The account's unexpired lots with minutes that no hold earmarks (OFFSET 0 keeps the subquery
+    whole, so each lot's sums are computed once, not once for the filter and again for the output)."""
     rows = await conn.fetch(
         f"""SELECT id, expires_at, effective_at, available FROM (
                 SELECT l.id, l.expires_at, l.effective_at,
                        {_REMAINING.format(as_of=_FOREVER)} - {_HELD.format(as_of=_FOREVER)} AS available
                 FROM bank_lots l WHERE l.tenant_id = $1 AND l.provider_id = $2 AND l.account = $3
-                  AND l.expires_at > $4) lots
+                  AND l.expires_at > $4
+                OFFSET 0) lots
             WHERE available > 0""",
         tenant_id,
         provider_id,
@@ -88,27 +106,7 @@ async def get_lots(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[
 
 async def insert_lots(conn: asyncpg.Connection, tenant_id: UUID, lots: Sequence[dict[str, Any]]) -> None:
     """New lots, each also queued for its expiry."""
-    if not lots:
-        return
-    columns = ["id", "provider_id", "contract_id", "account", "rate_pence_per_hour", "effective_at", "expires_at"]
-    await conn.execute(
-        """INSERT INTO bank_lots (tenant_id, id, provider_id, contract_id, account, rate_pence_per_hour,
-                                  effective_at, expires_at, visit_id, origin_lot_id)
-           SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int[], $7::timestamptz[],
-                                    $8::timestamptz[], $9::uuid[], $10::uuid[])""",
-        tenant_id,
-        *([lot[column] for lot in lots] for column in columns),
-        [lot.get("visit_id") for lot in lots],
-        [lot.get("origin_lot_id") for lot in lots],
-    )
-    await conn.execute(
-        """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
-           SELECT $1, unnest($2::uuid[]), unnest($3::uuid[]), unnest($4::timestamptz[])""",
-        tenant_id,
-        [new_id() for _ in lots],
-        [lot["id"] for lot in lots],
-        [lot["expires_at"] for lot in lots],
-    )
+    await Writes(tenant_id).lots(lots).run(conn)
 
 
 _POSTING_COLUMNS = (
@@ -118,53 +116,141 @@ _POSTING_COLUMNS = (
 
 
 async def insert_postings(conn: asyncpg.Connection, tenant_id: UUID, postings: Sequence[dict[str, Any]]) -> None:
-    if not postings:
-        return
-    columns = _POSTING_COLUMNS.split(", ")
-    await conn.execute(
-        f"""INSERT INTO bank_postings (tenant_id, {_POSTING_COLUMNS})
-            SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
-                                     $8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[], $12::text[], $13::text[],
-                                     $14::timestamptz[])""",
-        tenant_id,
-        *([posting.get(column) for posting in postings] for column in columns),
-    )
+    await Writes(tenant_id).postings(postings).run(conn)
 
 
-async def visit_lots(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """The lots an accrual made (the person's, and the pool's for a cap overflow), not lots moved on."""
-    return await conn.fetch(
-        """SELECT id, visit_id, account, rate_pence_per_hour, effective_at, expires_at FROM bank_lots
-           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND origin_lot_id IS NULL""",
-        tenant_id,
-        list(visit_ids),
-    )
+class Writes:
+    """What one movement writes (lots with their expiry-queue entries, postings, holds with the lots
+    they earmark, hold ends, transfers, lots queued again for expiry), sent as one statement of
+    data-modifying CTEs: one round trip instead of one per table. Foreign keys between the rows
+    (a posting's lot, a hold's lots) are checked at the end of the statement, when all are in."""
 
+    def __init__(self, tenant_id: UUID) -> None:
+        self._args: list[Any] = [tenant_id]
+        self._parts: list[str] = []
 
-async def visit_ledger(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """Per visit: minutes accrued (to the person and the pool), taken back, delivered from the bank,
-    returned, and recorded short (accrual and delivery)."""
-    return await conn.fetch(
-        """WITH p AS (
-               SELECT visit_id,
-                      coalesce(sum(minutes) FILTER (WHERE kind IN ('accrue', 'cap_overflow')), 0) AS accrued,
-                      coalesce(sum(minutes) FILTER (WHERE kind = 'take_back'), 0) AS taken_back,
-                      coalesce(sum(minutes) FILTER (WHERE kind = 'redeploy'), 0) AS delivered,
-                      coalesce(sum(minutes) FILTER (WHERE kind = 'redeploy_return'), 0) AS returned
-               FROM bank_postings WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) GROUP BY visit_id),
-           s AS (
-               SELECT visit_id,
-                      coalesce(sum(minutes) FILTER (WHERE kind = 'accrual'), 0) AS accrual_short,
-                      coalesce(sum(minutes) FILTER (WHERE kind = 'delivery'), 0) AS delivery_short
-               FROM bank_shortfalls WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) GROUP BY visit_id)
-           SELECT coalesce(p.visit_id, s.visit_id) AS visit_id,
-                  coalesce(accrued, 0) AS accrued, coalesce(taken_back, 0) AS taken_back,
-                  coalesce(delivered, 0) AS delivered, coalesce(returned, 0) AS returned,
-                  coalesce(accrual_short, 0) AS accrual_short, coalesce(delivery_short, 0) AS delivery_short
-           FROM p FULL JOIN s ON s.visit_id = p.visit_id""",
-        tenant_id,
-        list(visit_ids),
-    )
+    def _add(self, sql: str, *values: Any) -> None:
+        """`sql` names the tenant $1 and `values` {0}, {1}, … (numbered here)."""
+        refs = []
+        for value in values:
+            self._args.append(value)
+            refs.append(f"${len(self._args)}")
+        self._parts.append(sql.format(*refs))
+
+    def lots(self, lots: Sequence[dict[str, Any]]) -> Writes:
+        """New lots, each also queued for its expiry."""
+        if lots:
+            columns = ["id", "provider_id", "contract_id", "account", "rate_pence_per_hour", "effective_at"]
+            self._add(
+                """INSERT INTO bank_lots (tenant_id, id, provider_id, contract_id, account, rate_pence_per_hour,
+                                          effective_at, expires_at, visit_id, origin_lot_id)
+                   SELECT $1, * FROM unnest({0}::uuid[], {1}::uuid[], {2}::uuid[], {3}::text[], {4}::int[],
+                                            {5}::timestamptz[], {6}::timestamptz[], {7}::uuid[], {8}::uuid[])""",
+                *([lot[column] for lot in lots] for column in columns),
+                [lot["expires_at"] for lot in lots],
+                [lot.get("visit_id") for lot in lots],
+                [lot.get("origin_lot_id") for lot in lots],
+            )
+            self._add(
+                """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+                   SELECT $1, * FROM unnest({0}::uuid[], {1}::uuid[], {2}::timestamptz[])""",
+                [new_id() for _ in lots],
+                [lot["id"] for lot in lots],
+                [lot["expires_at"] for lot in lots],
+            )
+        return self
+
+    def postings(self, postings: Sequence[dict[str, Any]]) -> Writes:
+        if postings:
+            self._add(
+                f"""INSERT INTO bank_postings (tenant_id, {_POSTING_COLUMNS})
+                    SELECT $1, * FROM unnest({{0}}::uuid[], {{1}}::uuid[], {{2}}::text[], {{3}}::text[], {{4}}::text[],
+                                             {{5}}::int[], {{6}}::uuid[], {{7}}::uuid[], {{8}}::uuid[], {{9}}::uuid[],
+                                             {{10}}::text[], {{11}}::text[], {{12}}::timestamptz[])""",
+                *([posting.get(column) for posting in postings] for column in _POSTING_COLUMNS.split(", ")),
+            )
+        return self
+
+    def requeue_expiry(self, lot_ids: Sequence[UUID], due_by: datetime) -> Writes:
+        """Queue again those of these (existing) lots already past expiry: minutes came back to them,
+        or a hold on them ended, and what is unheld now must expire too."""
+        if lot_ids:
+            unique = sorted(set(lot_ids))
+            self._add(
+                """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+                   SELECT l.tenant_id, q.id, l.id, l.expires_at
+                   FROM unnest({0}::uuid[], {1}::uuid[]) AS q (lot_id, id)
+                   JOIN bank_lots l ON l.tenant_id = $1 AND l.id = q.lot_id
+                   WHERE l.expires_at <= {2}""",
+                unique,
+                [new_id() for _ in unique],
+                due_by,
+            )
+        return self
+
+    def hold(self, hold: dict[str, Any], pieces: Sequence[tuple[UUID, int]]) -> Writes:
+        self._add(
+            """INSERT INTO bank_holds (tenant_id, id, provider_id, account, minutes, visit_id, transfer_id, held_at)
+               VALUES ($1, {0}, {1}, {2}, {3}, {4}, {5}, {6})""",
+            hold["id"],
+            hold["provider_id"],
+            hold["account"],
+            hold["minutes"],
+            hold.get("visit_id"),
+            hold.get("transfer_id"),
+            hold["held_at"],
+        )
+        self._add(
+            """INSERT INTO bank_hold_lots (tenant_id, hold_id, lot_id, minutes)
+               SELECT $1, {0}::uuid, * FROM unnest({1}::uuid[], {2}::int[])""",
+            hold["id"],
+            [lot_id for lot_id, _ in pieces],
+            [minutes for _, minutes in pieces],
+        )
+        return self
+
+    def end_hold(self, hold_id: UUID, outcome: str, at: datetime, by: str | None) -> Writes:
+        self._add(
+            """INSERT INTO bank_hold_ends (tenant_id, hold_id, outcome, ended_at, decided_by)
+               VALUES ($1, {0}, {1}, {2}, {3})""",
+            hold_id,
+            outcome,
+            at,
+            by,
+        )
+        return self
+
+    def transfer(self, fields: dict[str, Any]) -> Writes:
+        self._add(
+            """INSERT INTO bank_transfers (tenant_id, id, provider_id, from_person_id, to_person_id, minutes,
+                                           review_ref, requested_by, requested_at)
+               VALUES ($1, {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7})""",
+            *(
+                fields[name]
+                for name in (
+                    "id",
+                    "provider_id",
+                    "from_person_id",
+                    "to_person_id",
+                    "minutes",
+                    "review_ref",
+                    "requested_by",
+                    "requested_at",
+                )
+            ),
+        )
+        return self
+
+    async def run(self, conn: asyncpg.Connection) -> None:
+        """Write everything added so far in one statement (none when nothing was added), and start
+        empty again: a movement that reads after writing runs what it has first."""
+        parts, args = self._parts, self._args
+        self._parts, self._args = [], args[:1]
+        if len(parts) == 1:
+            await conn.execute(parts[0], *args)
+        elif parts:
+            ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
+            await conn.execute(f"WITH {ctes} SELECT 1", *args)
 
 
 async def delivered_by_lot(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> list[tuple[UUID, int]]:
@@ -187,24 +273,59 @@ async def visit_bank_facts(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
 ) -> list[asyncpg.Record]:
     """The visits among these that the bank may care about (bank-funded, or on an outcome-based
-    contract and banking now or before), with what the bank needs of them."""
+    contract and banking now or before), with what the bank needs of them, in one statement: what
+    the ledger holds for each (minutes accrued, taken back, delivered, returned, recorded short), the
+    lots its accrual made (`own_lot_ids`, `own_lot_accounts`, `own_lot_rates`, `own_lot_dates`: the
+    person's and the pool's) and a bank-funded visit's open hold (`hold_id`, with the lots it earmarks
+    oldest expiry first: `hold_lot_ids`, `hold_lot_minutes`). All of it changes only under the visit's
+    lock, so it may be read before the accounts are locked."""
     return await conn.fetch(
-        """SELECT v.id, v.person_id, v.provider_id, v.contract_id, v.funding, v.status, v.banked_min,
-                  v.planned_min, v.carers_required, v.band_start, v.planned_start, v.cancellation,
-                  v.actual -> 'place_payables' AS place_payables,
-                  (SELECT max((a ->> 'check_out')::timestamptz) FROM jsonb_array_elements(v.actual -> 'attendances') a
-                    WHERE (a ->> 'counted')::boolean) AS last_check_out,
-                  c.model, c.rates, c.banking, t.zone, t.holiday_region
-           FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
-           JOIN tenants t ON t.tenant_id = v.tenant_id
-           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
-             AND (v.funding = 'bank'
-                  OR (c.model = 'outcome_based'
-                      AND (v.banked_min > 0
-                           OR EXISTS (SELECT 1 FROM bank_postings p
-                                      WHERE p.tenant_id = v.tenant_id AND p.visit_id = v.id)
-                           OR EXISTS (SELECT 1 FROM bank_shortfalls s
-                                      WHERE s.tenant_id = v.tenant_id AND s.visit_id = v.id))))
+        f"""WITH chosen AS MATERIALIZED (
+               SELECT v.tenant_id, v.id, v.person_id, v.provider_id, v.contract_id, v.funding, v.status, v.banked_min,
+                      v.planned_min, v.carers_required, v.band_start, v.planned_start, v.cancellation,
+                      v.actual -> 'place_payables' AS place_payables,
+                      (SELECT max((a ->> 'check_out')::timestamptz)
+                       FROM jsonb_array_elements(v.actual -> 'attendances') a
+                       WHERE (a ->> 'counted')::boolean) AS last_check_out,
+                      c.model, c.rates, c.banking, t.zone, t.holiday_region
+               FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
+               JOIN tenants t ON t.tenant_id = v.tenant_id
+               WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
+                 AND (v.funding = 'bank'
+                      OR (c.model = 'outcome_based'
+                          AND (v.banked_min > 0
+                               OR EXISTS (SELECT 1 FROM bank_postings p
+                                          WHERE p.tenant_id = v.tenant_id AND p.visit_id = v.id)
+                               OR EXISTS (SELECT 1 FROM bank_shortfalls s
+                                          WHERE s.tenant_id = v.tenant_id AND s.visit_id = v.id)))))
+           SELECT v.*, p.accrued, p.taken_back, p.delivered, p.returned, s.accrual_short, s.delivery_short,
+                  own.own_lot_ids, own.own_lot_accounts, own.own_lot_rates, own.own_lot_dates,
+                  hold.hold_id, hold.hold_lot_ids, hold.hold_lot_minutes
+           FROM chosen v
+           CROSS JOIN LATERAL (
+               SELECT coalesce(sum(minutes) FILTER (WHERE kind IN ('accrue', 'cap_overflow')), 0)::int AS accrued,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'take_back'), 0)::int AS taken_back,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'redeploy'), 0)::int AS delivered,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'redeploy_return'), 0)::int AS returned
+               FROM bank_postings WHERE tenant_id = v.tenant_id AND visit_id = v.id) p
+           CROSS JOIN LATERAL (
+               SELECT coalesce(sum(minutes) FILTER (WHERE kind = 'accrual'), 0)::int AS accrual_short,
+                      coalesce(sum(minutes) FILTER (WHERE kind = 'delivery'), 0)::int AS delivery_short
+               FROM bank_shortfalls WHERE tenant_id = v.tenant_id AND visit_id = v.id) s
+           CROSS JOIN LATERAL (
+               SELECT array_agg(id ORDER BY account) AS own_lot_ids,
+                      array_agg(account ORDER BY account) AS own_lot_accounts,
+                      array_agg(rate_pence_per_hour ORDER BY account) AS own_lot_rates,
+                      array_agg(effective_at ORDER BY account) AS own_lot_dates
+               FROM bank_lots WHERE tenant_id = v.tenant_id AND visit_id = v.id AND origin_lot_id IS NULL) own
+           LEFT JOIN LATERAL (
+               SELECT h.id AS hold_id,
+                      {_HOLD_PIECES.format(column="hl.lot_id")} AS hold_lot_ids,
+                      {_HOLD_PIECES.format(column="hl.minutes")} AS hold_lot_minutes
+               FROM bank_holds h
+               WHERE v.funding = 'bank' AND h.tenant_id = v.tenant_id AND h.visit_id = v.id
+                 AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id)
+           ) hold ON true
            ORDER BY v.provider_id, v.id""",
         tenant_id,
         list(visit_ids),
@@ -233,26 +354,7 @@ async def insert_shortfall(conn: asyncpg.Connection, tenant_id: UUID, fields: di
 async def insert_hold(
     conn: asyncpg.Connection, tenant_id: UUID, hold: dict[str, Any], pieces: Sequence[tuple[UUID, int]]
 ) -> None:
-    await conn.execute(
-        """INSERT INTO bank_holds (tenant_id, id, provider_id, account, minutes, visit_id, transfer_id, held_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        tenant_id,
-        hold["id"],
-        hold["provider_id"],
-        hold["account"],
-        hold["minutes"],
-        hold.get("visit_id"),
-        hold.get("transfer_id"),
-        hold["held_at"],
-    )
-    await conn.execute(
-        """INSERT INTO bank_hold_lots (tenant_id, hold_id, lot_id, minutes)
-           SELECT $1, $2, unnest($3::uuid[]), unnest($4::int[])""",
-        tenant_id,
-        hold["id"],
-        [lot_id for lot_id, _ in pieces],
-        [minutes for _, minutes in pieces],
-    )
+    await Writes(tenant_id).hold(hold, pieces).run(conn)
 
 
 async def open_hold(
@@ -260,66 +362,29 @@ async def open_hold(
 ) -> tuple[asyncpg.Record, list[tuple[UUID, int]]] | None:
     """A visit's or transfer's hold if it has not ended, with its earmarked pieces (oldest expiry first)."""
     hold = await conn.fetchrow(
-        """SELECT h.id, h.provider_id, h.account, h.minutes, h.held_at FROM bank_holds h
-           WHERE h.tenant_id = $1 AND (h.visit_id = $2 OR h.transfer_id = $3)
-             AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id)""",
+        f"""SELECT h.id, h.provider_id, h.account, h.minutes, h.held_at,
+                   {_HOLD_PIECES.format(column="hl.lot_id")} AS lot_ids,
+                   {_HOLD_PIECES.format(column="hl.minutes")} AS lot_minutes
+            FROM bank_holds h
+            WHERE h.tenant_id = $1 AND (h.visit_id = $2 OR h.transfer_id = $3)
+              AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id)""",
         tenant_id,
         visit_id,
         transfer_id,
     )
     if hold is None:
         return None
-    pieces = await conn.fetch(
-        """SELECT hl.lot_id, hl.minutes FROM bank_hold_lots hl
-           JOIN bank_lots l ON l.tenant_id = hl.tenant_id AND l.id = hl.lot_id
-           WHERE hl.tenant_id = $1 AND hl.hold_id = $2 ORDER BY l.expires_at, l.effective_at, l.id""",
-        tenant_id,
-        hold["id"],
-    )
-    return hold, [(row["lot_id"], row["minutes"]) for row in pieces]
-
-
-async def visits_holding(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> set[UUID]:
-    """Those of these visits whose hold has not ended."""
-    if not visit_ids:
-        return set()
-    rows = await conn.fetch(
-        """SELECT h.visit_id FROM bank_holds h WHERE h.tenant_id = $1 AND h.visit_id = ANY($2::uuid[])
-             AND NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = h.tenant_id AND e.hold_id = h.id)""",
-        tenant_id,
-        list(visit_ids),
-    )
-    return {row["visit_id"] for row in rows}
+    return hold, list(zip(hold["lot_ids"], hold["lot_minutes"], strict=True))
 
 
 async def end_hold(
     conn: asyncpg.Connection, tenant_id: UUID, hold_id: UUID, outcome: str, at: datetime, by: str | None
 ) -> None:
-    await conn.execute(
-        "INSERT INTO bank_hold_ends (tenant_id, hold_id, outcome, ended_at, decided_by) VALUES ($1, $2, $3, $4, $5)",
-        tenant_id,
-        hold_id,
-        outcome,
-        at,
-        by,
-    )
+    await Writes(tenant_id).end_hold(hold_id, outcome, at, by).run(conn)
 
 
 async def insert_transfer(conn: asyncpg.Connection, tenant_id: UUID, fields: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO bank_transfers (tenant_id, id, provider_id, from_person_id, to_person_id, minutes, review_ref,
-                                       requested_by, requested_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        tenant_id,
-        fields["id"],
-        fields["provider_id"],
-        fields["from_person_id"],
-        fields["to_person_id"],
-        fields["minutes"],
-        fields["review_ref"],
-        fields["requested_by"],
-        fields["requested_at"],
-    )
+    await Writes(tenant_id).transfer(fields).run(conn)
 
 
 # A transfer with its decision: the end of its hold (none while pending).
@@ -381,21 +446,8 @@ async def take_due_expiries(conn: asyncpg.Connection, now: datetime, limit: int)
 
 
 async def requeue_expiry(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID], due_by: datetime) -> None:
-    """Queue again those of these lots already past expiry: minutes came back to them, or a hold on
-    them ended, and what is unheld now must expire too."""
-    if lot_ids:
-        unique = sorted(set(lot_ids))
-        await conn.execute(
-            """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
-               SELECT l.tenant_id, q.id, l.id, l.expires_at
-               FROM unnest($2::uuid[], $3::uuid[]) AS q (lot_id, id)
-               JOIN bank_lots l ON l.tenant_id = $1 AND l.id = q.lot_id
-               WHERE l.expires_at <= $4""",
-            tenant_id,
-            unique,
-            [new_id() for _ in unique],
-            due_by,
-        )
+    """Queue again those of these lots already past expiry (see `Writes.requeue_expiry`)."""
+    await Writes(tenant_id).requeue_expiry(lot_ids, due_by).run(conn)
 
 
 async def last_movement(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]) -> dict[UUID, datetime]:
@@ -444,25 +496,25 @@ async def account_lots(
     )
 
 
-async def account_balances(
-    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID | None, accounts: Sequence[str], as_of: datetime
-) -> list[asyncpg.Record]:
-    """Per (provider, account): credits - debits of postings effective by the instant."""
-    return await conn.fetch(
-        """SELECT provider_id, account, sum(amount)::int AS balance FROM (
-               SELECT provider_id, to_account AS account, minutes AS amount FROM bank_postings
-               WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND to_account = ANY($3::text[])
-                 AND effective_at <= $4
-               UNION ALL
-               SELECT provider_id, from_account, -minutes FROM bank_postings
-               WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) AND from_account = ANY($3::text[])
-                 AND effective_at <= $4) m
-           GROUP BY provider_id, account""",
+async def current_balances(
+    conn: asyncpg.Connection, tenant_id: UUID, accounts: Sequence[tuple[UUID, str]]
+) -> dict[tuple[UUID, str], int]:
+    """Each (provider, account)'s balance now, as the sum of its lots' remainders (every posting of a
+    person's or the pool's account moves one of its lots), probed account by account: a filter on
+    the account columns of postings at once is planned from their statistics, and while a ledger is
+    young nearly every debit is from `owed`, so the plan would read the whole table."""
+    pairs = sorted(set(accounts))
+    rows = await conn.fetch(
+        f"""SELECT w.provider_id, w.account, coalesce(lots.balance, 0)::int AS balance
+            FROM unnest($2::uuid[], $3::text[]) AS w (provider_id, account)
+            CROSS JOIN LATERAL (
+                SELECT sum({_REMAINING.format(as_of=_FOREVER)}) AS balance FROM bank_lots l
+                WHERE l.tenant_id = $1 AND l.account = w.account AND l.provider_id = w.provider_id) lots""",
         tenant_id,
-        provider_id,
-        list(accounts),
-        as_of,
+        [provider_id for provider_id, _ in pairs],
+        [account for _, account in pairs],
     )
+    return {(row["provider_id"], row["account"]): row["balance"] for row in rows}
 
 
 async def bank_providers(conn: asyncpg.Connection, tenant_id: UUID) -> list[UUID]:
