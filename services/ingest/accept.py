@@ -8,8 +8,8 @@ that stored it has committed.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -30,16 +30,14 @@ from services.planning import store as planning_store
 from services.reconcile import store as reconcile_store
 
 
-@dataclass(frozen=True)
-class Poster:
+class Poster(NamedTuple):
     """The carer behind an event, from its credential."""
 
     carer_id: UUID
     provider_id: UUID
 
 
-@dataclass(frozen=True)
-class Submission:
+class Submission(NamedTuple):
     """One event as posted, with who posted it."""
 
     poster: Poster
@@ -186,8 +184,7 @@ async def _check_reach(group: _Group) -> None:
             group.results[i] = _not_found("person", "person_id")
 
 
-@dataclass(frozen=True)
-class _Matched:
+class _Matched(NamedTuple):
     visit_id: UUID
     person_id: UUID
 
@@ -305,35 +302,36 @@ async def _store(group: _Group, matched: dict[int, _Matched]) -> None:
         pid: rules.Home(p.location.lat, p.location.lon, p.geofence_m, frozenset(p.tags), frozenset(p.phones))
         for pid, p in people.items()
     }
-    rows = []
+    rows: list[store.EventRow] = []
     verified: dict[int, bool] = {}
     for i, match in matched.items():
         sub = group.subs[i]
         event = sub.event
         phone = _e164(event.phone, group.tenant.holiday_region)
         verified[i] = rules.is_verified(event, homes[match.person_id], phone)
+        location = event.location
         rows.append(
-            {
-                "event_id": event.event_id,
-                "carer_id": sub.poster.carer_id,
-                "provider_id": sub.poster.provider_id,
-                "person_id": match.person_id,
-                "posted_visit_id": event.visit_id,
-                "visit_id": match.visit_id,
-                "kind": event.kind,
-                "occurred_at": event.occurred_at,
-                "method": event.method,
-                "lat": event.location.lat if event.location else None,
-                "lon": event.location.lon if event.location else None,
-                "accuracy_m": event.location.accuracy_m if event.location else None,
-                "tag": event.tag,
-                "phone": phone or event.phone,
-                "device_id": event.device_id,
-                "outcomes": msgspec.json.encode(event.outcomes).decode(),
-                "note": event.note,
-                "verified": verified[i],
-                "content_hash": group.hashes[i],
-            }
+            store.EventRow(
+                event_id=event.event_id,
+                carer_id=sub.poster.carer_id,
+                provider_id=sub.poster.provider_id,
+                person_id=match.person_id,
+                posted_visit_id=event.visit_id,
+                visit_id=match.visit_id,
+                kind=event.kind,
+                occurred_at=event.occurred_at,
+                method=event.method,
+                lat=location.lat if location else None,
+                lon=location.lon if location else None,
+                accuracy_m=location.accuracy_m if location else None,
+                tag=event.tag,
+                phone=phone or event.phone,
+                device_id=event.device_id,
+                outcomes=msgspec.json.encode(event.outcomes).decode() if event.outcomes else "[]",
+                note=event.note,
+                verified=verified[i],
+                content_hash=group.hashes[i],
+            )
         )
     inserted = await store.insert_events(group.conn, group.tenant_id, rows)
     lost = [i for i in matched if group.subs[i].event.event_id not in inserted]

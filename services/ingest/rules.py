@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -121,8 +122,7 @@ def is_verified(event: VisitEventIn, home: Home, phone_e164: str | None) -> bool
     return False
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A visit a person-only event could belong to."""
 
     visit_id: UUID
@@ -141,8 +141,7 @@ def match_by_time(occurred_at: datetime, candidates: Iterable[Candidate]) -> UUI
     return best[2] if best else None
 
 
-@dataclass(frozen=True)
-class CheckIn:
+class CheckIn(NamedTuple):
     """A check-in of the same carer for the same person."""
 
     visit_id: UUID

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -76,43 +76,59 @@ async def latest_check_in(
     return (row["visit_id"], row["occurred_at"]) if row else None
 
 
-async def insert_events(conn: asyncpg.Connection, tenant_id: UUID, rows: list[dict[str, Any]]) -> set[UUID]:
-    """Insert in one statement; returns the event ids written (a concurrent twin wins otherwise)."""
+class EventRow(NamedTuple):
+    """One accepted event as `visit_events` stores it (tenant and receipt time aside)."""
+
+    event_id: UUID
+    carer_id: UUID
+    provider_id: UUID
+    person_id: UUID
+    posted_visit_id: UUID | None
+    visit_id: UUID
+    kind: str
+    occurred_at: datetime
+    method: str
+    lat: float | None
+    lon: float | None
+    accuracy_m: float | None
+    tag: str | None
+    phone: str | None
+    device_id: str
+    outcomes: str  # JSON text
+    note: str | None
+    verified: bool
+    content_hash: str
+
+
+_EVENT_COLUMN_TYPES = {name: "text" for name in EventRow._fields} | {
+    "event_id": "uuid",
+    "carer_id": "uuid",
+    "provider_id": "uuid",
+    "person_id": "uuid",
+    "posted_visit_id": "uuid",
+    "visit_id": "uuid",
+    "occurred_at": "timestamptz",
+    "lat": "float8",
+    "lon": "float8",
+    "accuracy_m": "float8",
+    "verified": "bool",
+}
+_EVENT_NAMES = ", ".join(EventRow._fields)
+_INSERT_EVENTS = f"""INSERT INTO visit_events (tenant_id, {_EVENT_NAMES})
+    SELECT $1, {", ".join("outcomes::jsonb" if name == "outcomes" else name for name in EventRow._fields)}
+    FROM unnest({", ".join(f"${i + 2}::{_EVENT_COLUMN_TYPES[name]}[]" for i, name in enumerate(EventRow._fields))})
+         AS e({_EVENT_NAMES})
+    ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"""
+
+
+async def insert_events(conn: asyncpg.Connection, tenant_id: UUID, rows: list[EventRow]) -> set[UUID]:
+    """Insert in one statement, a bound array per column; returns the event ids written (a
+    concurrent twin wins otherwise)."""
     if not rows:
         return set()
     # In key order, so two groups inserting the same ids (retries) wait on each other, never deadlock.
-    rows = sorted(rows, key=lambda row: row["event_id"])
-    columns = [
-        ("event_id", "uuid"),
-        ("carer_id", "uuid"),
-        ("provider_id", "uuid"),
-        ("person_id", "uuid"),
-        ("posted_visit_id", "uuid"),
-        ("visit_id", "uuid"),
-        ("kind", "text"),
-        ("occurred_at", "timestamptz"),
-        ("method", "text"),
-        ("lat", "float8"),
-        ("lon", "float8"),
-        ("accuracy_m", "float8"),
-        ("tag", "text"),
-        ("phone", "text"),
-        ("device_id", "text"),
-        ("outcomes", "text"),
-        ("note", "text"),
-        ("verified", "bool"),
-        ("content_hash", "text"),
-    ]
-    names = ", ".join(name for name, _ in columns)
-    params = ", ".join(f"${i + 2}::{kind}[]" for i, (_, kind) in enumerate(columns))
-    selected = ", ".join("outcomes::jsonb" if name == "outcomes" else name for name, _ in columns)
-    inserted = await conn.fetch(
-        f"""INSERT INTO visit_events (tenant_id, {names})
-            SELECT $1, {selected} FROM unnest({params}) AS e({names})
-            ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id""",
-        tenant_id,
-        *([row[name] for row in rows] for name, _ in columns),
-    )
+    rows = sorted(rows, key=lambda row: row.event_id.int)
+    inserted = await conn.fetch(_INSERT_EVENTS, tenant_id, *(list(column) for column in zip(*rows, strict=True)))
     return {row["event_id"] for row in inserted}
 
 
