@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import math
@@ -28,8 +29,7 @@ import re
 import resource
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -42,9 +42,9 @@ import msgspec
 
 from infra.db import connect, migrate_url
 from schemas.catalog import Banking, PayRules
-from schemas.planning import VisitActual
+from services.banking import ledger as bank_ledger
 from services.common.ids import new_id
-from services.reconcile import rules, service, store
+from services.reconcile import service, store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -576,156 +576,83 @@ async def outcome_summary(conn: asyncpg.Connection, tenant_id: UUID) -> list[str
 # One batch, step by step
 
 
-def _timed(stages: dict[str, float], name: str, fn: Callable[[], T]) -> T:
-    t0 = time.perf_counter()
-    value = fn()
-    stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
-    return value
+# What reconcile_visits calls between its Python steps: the store's statements and the bank's sync.
+SQL_STEPS = (
+    (store, "lock_visits"),
+    (store, "load_visits"),
+    (store, "load_events"),
+    (store, "load_amendments"),
+    (store, "sync_attendances"),
+    (store, "overlap_pairs"),
+    (store, "save_states"),
+    (bank_ledger, "sync_visits"),
+    (store, "mark_overlaps"),
+)
 
 
-async def _timed_sql(stages: dict[str, float], name: str, call: Awaitable[T]) -> T:
-    t0 = time.perf_counter()
-    value = await call
-    stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
-    return value
+@contextlib.contextmanager
+def timed_sql_steps(stages: dict[str, float]) -> Iterator[None]:
+    """Time each SQL step of the real reconcile_visits (wrapped in place, restored after) into `stages`."""
+    originals = [(module, name, getattr(module, name)) for module, name in SQL_STEPS]
 
+    def timed(label: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                stages[label] = stages.get(label, 0.0) + time.perf_counter() - t0
 
-def _python_steps(
-    visits: Sequence[asyncpg.Record],
-    event_rows: Sequence[asyncpg.Record],
-    amendment_rows: Sequence[asyncpg.Record],
-    now: datetime,
-    stages: dict[str, float],
-) -> tuple[dict[UUID, service.State], list[dict[str, Any]]]:
-    """What service.compute and reconcile_visits do between their queries, one step at a time."""
-    events: dict[UUID, list[rules.Event]] = defaultdict(list)
-    amendments: dict[UUID, list[rules.Amendment]] = defaultdict(list)
+        return call
 
-    def build() -> list[tuple[asyncpg.Record, rules.Plan, PayRules]]:
-        for row in event_rows:
-            events[row["visit_id"]].append(service._event(row))
-        for row in amendment_rows:
-            amendments[row["visit_id"]].append(service._amendment(row))
-        return [(row, service._plan(row), msgspec.convert(row["pay_rules"], PayRules)) for row in visits]
-
-    inputs = _timed(stages, "Python: build rule inputs (plans, events, pay rules)", build)
-    actuals = _timed(
-        stages,
-        "Python: rules.reconcile",
-        lambda: [
-            (row, plan, pay, rules.reconcile(plan, events[row["id"]], amendments[row["id"]], pay, now))
-            for row, plan, pay in inputs
-        ],
-    )
-    _timed(
-        stages,
-        "Python: stored state to State (compute does it; reconcile_visits drops it)",
-        lambda: [
-            service.State(
-                row["status"],
-                msgspec.convert(row["actual"], VisitActual) if row["actual"] else None,
-                tuple(row["exceptions"]),
-                row["payable_min"],
-                row["banked_min"],
-            )
-            for row in visits
-        ],
-    )
-    encoder = msgspec.json.Encoder()
-
-    def wire() -> tuple[dict[UUID, service.State], list[dict[str, Any]]]:
-        computed: dict[UUID, service.State] = {}
-        next_checks: dict[UUID, datetime | None] = {}
-        for row, plan, pay, actual in actuals:
-            computed[row["id"]] = service.State(
-                actual.status, service._as_wire(actual, now), actual.exceptions, actual.payable_min, actual.banked_min
-            )
-            next_checks[row["id"]] = rules.next_check_at(plan, actual, pay)
-        states = [
-            {
-                "id": visit_id,
-                "status": state.status,
-                "actual": encoder.encode(state.actual).decode() if state.actual else None,
-                "exceptions": encoder.encode(list(state.exceptions)).decode(),
-                "payable_min": state.payable_min,
-                "banked_min": state.banked_min,
-                "next_check_at": next_checks[visit_id],
-                "reconciled_at": now,
-            }
-            for visit_id, state in computed.items()
-        ]
-        return computed, states
-
-    return _timed(stages, "Python: wire state (VisitActual) + JSON, next check", wire)
-
-
-async def _one_batch(
-    conn: asyncpg.Connection, tenant_id: UUID, ids: list[UUID], now: datetime, stages: dict[str, float]
-) -> str:
-    """reconcile_visits' steps, each timed, with a cProfile of the Python ones (returned as text)."""
-    visits = await _timed_sql(stages, "SQL load_visits (+ decoding)", store.load_visits(conn, tenant_id, ids))
-    event_rows = await _timed_sql(stages, "SQL load_events (+ decoding)", store.load_events(conn, tenant_id, ids))
-    amendment_rows = await _timed_sql(stages, "SQL load_amendments", store.load_amendments(conn, tenant_id, ids))
-    computed, states = _python_steps(visits, event_rows, amendment_rows, now, stages)
-    intervals = _timed(stages, "Python: intervals_of", lambda: service.intervals_of(computed))
-    profiler = cProfile.Profile()  # the same Python steps again, profiled (not in the times)
-    profiler.enable()
-    service.intervals_of(_python_steps(visits, event_rows, amendment_rows, now, {})[0])
-    profiler.disable()
-    await _timed_sql(stages, "SQL save_states (UPDATE visits FROM unnest)", store.save_states(conn, tenant_id, states))
-    visit_ids = list(computed)
-    before = await _timed_sql(
-        stages, "SQL overlap_partners (before)", store.overlap_partners(conn, tenant_id, visit_ids)
-    )
-    await _timed_sql(
-        stages,
-        "SQL replace_attendances (DELETE + INSERT)",
-        store.replace_attendances(
-            conn, tenant_id, visit_ids, [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals]
-        ),
-    )
-    after = await _timed_sql(stages, "SQL overlap_partners (after)", store.overlap_partners(conn, tenant_id, visit_ids))
-    await _timed_sql(
-        stages,
-        "SQL mark_overlaps (UPDATE visits)",
-        store.mark_overlaps(conn, tenant_id, sorted(set(computed) | before | after)),
-    )
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
-    return text.getvalue()
+    for module, name, fn in originals:
+        setattr(module, name, timed(f"SQL {module.__name__.split('.')[-2]}.{name}", fn))
+    try:
+        yield
+    finally:
+        for module, name, fn in originals:
+            setattr(module, name, fn)
 
 
 async def breakdown(
     conn: asyncpg.Connection, tenant_id: UUID, id_conn: asyncpg.Connection, batch: int, samples: int, now: datetime
 ) -> tuple[dict[str, float], float, int, str]:
-    """Mean step times over `samples` batches spread over the table, each rolled back, the same
-    batches through reconcile_visits itself (to show the steps still add up to it), and a
-    cProfile of the Python steps of the last batch."""
+    """Mean time of each SQL step of reconcile_visits over `samples` batches spread over the table
+    (each rolled back, so the visits stay as loaded), the whole call's mean, and a cProfile of the
+    last batch's call (run again, rolled back too)."""
     total = await id_conn.fetchval("SELECT count(*) FROM visits WHERE tenant_id = $1", tenant_id)
     stages: dict[str, float] = {}
     whole = 0.0
-    profile_text = ""
-    n = 0
+    ids: list[UUID] = []
     for k in range(samples):
         offset = max(0, (total - batch) * k // max(samples - 1, 1))
         rows = await id_conn.fetch(
             "SELECT id FROM visits WHERE tenant_id = $1 ORDER BY id OFFSET $2 LIMIT $3", tenant_id, offset, batch
         )
         ids = [row["id"] for row in rows]
-        n = len(ids)
-        for step_by_step in (True, False):
-            tr = conn.transaction()
-            await tr.start()
-            try:
-                if step_by_step:
-                    profile_text = await _one_batch(conn, tenant_id, ids, now, stages)
-                else:
-                    t0 = time.perf_counter()
-                    await service.reconcile_visits(conn, tenant_id, ids, now)
-                    whole += time.perf_counter() - t0
-            finally:
-                await tr.rollback()
-    return {name: seconds / samples for name, seconds in stages.items()}, whole / samples, n, profile_text
+        async with _rolled_back(conn):
+            with timed_sql_steps(stages):
+                t0 = time.perf_counter()
+                await service.reconcile_visits(conn, tenant_id, ids, now)
+                whole += time.perf_counter() - t0
+    profiler = cProfile.Profile()
+    async with _rolled_back(conn):
+        profiler.enable()
+        await service.reconcile_visits(conn, tenant_id, ids, now)
+        profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+    return {name: seconds / samples for name, seconds in stages.items()}, whole / samples, len(ids), text.getvalue()
+
+
+@contextlib.asynccontextmanager
+async def _rolled_back(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    finally:
+        await transaction.rollback()
 
 
 def profile_lines(text: str) -> list[str]:
@@ -793,6 +720,32 @@ async def run(url: str, args: argparse.Namespace) -> int:
     id_conn = await connect(url)
     try:
         now = datetime.now(tz=UTC)
+        if args.breakdown_batches > 0:
+            say()
+            say(
+                f"== one batch of {args.batch:,}, step by step, as loaded (mean of {args.breakdown_batches} batches "
+                "spread over the table, each rolled back, one connection) =="
+            )
+            stages, whole_call, n, profile = await breakdown(
+                conns[0], world.tenant_id, id_conn, args.batch, args.breakdown_batches, now
+            )
+            sql = sum(stages.values())
+            for name, seconds in [*stages.items(), ("Python (rules, inputs, JSON) and the rest", whole_call - sql)]:
+                say(f"  {name:<60} {seconds * 1000:8.1f} ms  {100 * seconds / whole_call:5.1f}%")
+            say(
+                f"  {'service.reconcile_visits':<60} {whole_call * 1000:8.1f} ms  = "
+                f"{whole_call * 1_000_000 / max(n, 1):.1f} s per million visits on one connection"
+            )
+            say("  cProfile of one batch's call (top 12 by own time; `poll` is waiting for PostgreSQL):")
+            for line in profile_lines(profile):
+                say(line)
+            t0 = time.perf_counter()
+            await id_conn.execute("VACUUM (ANALYZE) visits, attendances")
+            say(
+                f"  (VACUUM (ANALYZE) visits, attendances after the rolled-back batches: "
+                f"{time.perf_counter() - t0:.1f} s, not timed)"
+            )
+
         say()
         say("== recompute: reconcile_visits over every visit (first pass: every visit changes state) ==")
         first = await recompute(conns, id_conn, world.tenant_id, now, args.batch, args.visits)
@@ -831,26 +784,6 @@ async def run(url: str, args: argparse.Namespace) -> int:
             say(f"  (VACUUM (ANALYZE) visits, attendances before each size: {vacuum_s:.1f} s in all, not timed)")
             say(f"  {memory_line()}")
 
-        if args.breakdown_batches > 0:
-            say()
-            say(
-                f"== one batch of {args.batch:,}, step by step (mean of {args.breakdown_batches} batches spread "
-                "over the table, already reconciled, each rolled back, one connection) =="
-            )
-            stages, whole_call, n, profile = await breakdown(
-                conns[0], world.tenant_id, id_conn, args.batch, args.breakdown_batches, now
-            )
-            steps = sum(stages.values())
-            for name, seconds in stages.items():
-                say(f"  {name:<72} {seconds * 1000:8.1f} ms  {100 * seconds / steps:5.1f}%")
-            say(
-                f"  {'sum of the steps':<72} {steps * 1000:8.1f} ms  = {steps * 1_000_000 / max(n, 1):.1f} s per "
-                "million visits on one connection"
-            )
-            say(f"  {'service.reconcile_visits on the same batches':<72} {whole_call * 1000:8.1f} ms")
-            say("  cProfile of the Python steps of one batch (top 12 by own time):")
-            for line in profile_lines(profile):
-                say(line)
     finally:
         for c in [*conns, id_conn]:
             await c.close()

@@ -156,17 +156,28 @@ async def compute(
 
 
 async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime) -> int:
-    """Recompute and store these visits' state; returns how many were written."""
+    """Recompute these visits' state and store what changed; returns how many were reconciled."""
     if not visit_ids:
         return 0
     await store.lock_visits(conn, tenant_id, visit_ids)
     computed, _, next_checks = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
+    # The separate pass (DOMAIN.md keeps it out of the pure rules): one carer in two visits at once.
+    # Only visits whose attendances changed get a new flag here; the partners of what changed, after.
+    moved, old_partners = await store.sync_attendances(
+        conn,
+        tenant_id,
+        list(computed),
+        [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals_of(computed)],
+    )
+    pairs = await store.overlap_pairs(conn, tenant_id, sorted(moved))
+    overlapping = {visit_id for visit_id, _ in pairs}
     states = [
         {
             "id": visit_id,
             "status": state.status,
             "actual": _ACTUAL.encode(state.actual).decode() if state.actual else None,
-            "exceptions": _ACTUAL.encode(list(state.exceptions)).decode(),
+            "exceptions": state.exceptions,
+            "overlapping": visit_id in overlapping if visit_id in moved else None,
             "payable_min": state.payable_min,
             "banked_min": state.banked_min,
             "next_check_at": next_checks[visit_id],
@@ -177,16 +188,7 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     await store.save_states(conn, tenant_id, states)
     # The bank follows the reconciliation in the same transaction: accruals, corrections, deliveries.
     await bank_ledger.sync_visits(conn, tenant_id, list(computed), now)
-    # The separate pass: one carer in two visits at once (DOMAIN.md keeps it out of the pure rules).
-    before = await store.overlap_partners(conn, tenant_id, list(computed))
-    await store.replace_attendances(
-        conn,
-        tenant_id,
-        list(computed),
-        [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals_of(computed)],
-    )
-    after = await store.overlap_partners(conn, tenant_id, list(computed))
-    await store.mark_overlaps(conn, tenant_id, sorted(set(computed) | before | after))
+    await store.mark_overlaps(conn, tenant_id, sorted((old_partners | {p for _, p in pairs}) - moved))
     return len(states)
 
 

@@ -133,36 +133,53 @@ async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: 
     )
 
 
-async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequence[dict[str, Any]]) -> None:
-    """Write each visit's reconciled state in one statement."""
+# The rules' exceptions, then the overlap pass's flag (last in canonical order): given, or as stored.
+_EXCEPTIONS = """(s.exceptions || CASE WHEN coalesce(s.overlapping, 'overlapping_visits' = ANY(v.exceptions))
+                               THEN ARRAY['overlapping_visits'] ELSE ARRAY[]::text[] END)"""
+
+
+async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequence[dict[str, Any]]) -> list[UUID]:
+    """Write the reconciled state of the visits whose state differs from the stored one, in one statement;
+    returns their ids. A visit computed to what is stored keeps its row (and its `reconciled_at`): writing
+    it again would only add a row version and ten index entries. Each state's `overlapping` is the
+    overlap pass's flag, or None to keep the stored one (its attendances did not change)."""
     if not states:
-        return
-    await conn.execute(
-        """UPDATE visits v SET status = s.status, actual = s.actual::jsonb,
-                  exceptions = ARRAY(SELECT jsonb_array_elements_text(s.exceptions::jsonb)),
+        return []
+    rows = await conn.fetch(
+        f"""UPDATE visits v SET status = s.status, actual = s.actual, exceptions = {_EXCEPTIONS},
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
                   reconciled_at = s.reconciled_at
-           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::timestamptz[],
-                       $9::timestamptz[])
-                AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, reconciled_at)
-           WHERE v.tenant_id = $1 AND v.id = s.id""",
+           FROM (SELECT id, status, actual::jsonb AS actual, string_to_array(exceptions, ',') AS exceptions,
+                        payable_min, banked_min, next_check_at, reconciled_at, overlapping
+                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
+                             $8::timestamptz[], $9::timestamptz[], $10::boolean[])
+                      AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, reconciled_at,
+                           overlapping)
+                ) s
+           WHERE v.tenant_id = $1 AND v.id = s.id
+             AND (v.status, v.actual - 'reconciled_at', v.exceptions, v.payable_min, v.banked_min, v.next_check_at)
+                 IS DISTINCT FROM
+                 (s.status, s.actual - 'reconciled_at', {_EXCEPTIONS}, s.payable_min, s.banked_min, s.next_check_at)
+           RETURNING v.id""",
         tenant_id,
         [s["id"] for s in states],
         [s["status"] for s in states],
         [s["actual"] for s in states],
-        [s["exceptions"] for s in states],
+        [",".join(s["exceptions"]) for s in states],
         [s["payable_min"] for s in states],
         [s["banked_min"] for s in states],
         [s["next_check_at"] for s in states],
         [s["reconciled_at"] for s in states],
+        [s["overlapping"] for s in states],
     )
-    # An invoiced visit whose state was written again is for the next run to look at.
+    # An invoiced visit that was reconciled again is for the next run to look at (billing compares).
     await conn.execute(
         """UPDATE visit_billing SET rebill = true
            WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND NOT rebill""",
         tenant_id,
         [s["id"] for s in states],
     )
+    return [row["id"] for row in rows]
 
 
 _AMENDMENT_COLUMNS = """id, visit_id, carer_id, reason_code, note, check_in_at, check_out_at, extension_min,
@@ -317,45 +334,76 @@ async def acknowledge(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID,
 
 # Attendances last at most two days (a CHECK), so a partner's check-in lies within two days before
 # ours: the bound lets the (tenant, carer, check_in) index do the work.
-_OVERLAPS = """SELECT DISTINCT b.visit_id FROM attendances a
-    JOIN attendances b ON b.tenant_id = a.tenant_id AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
+_PARTNERS = """JOIN attendances b ON b.tenant_id = $1 AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
                       AND b.check_in < a.check_out AND a.check_in < b.check_out
-                      AND b.check_in > a.check_in - interval '2 days'
+                      AND b.check_in > a.check_in - interval '2 days'"""
+# Attendances given as four arrays ($2 to $5), under the alias {0}.
+_GIVEN = """unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])
+            AS {0}(visit_id, carer_id, check_in, check_out)"""
+_OVERLAPS = f"""SELECT DISTINCT a.visit_id FROM attendances a {_PARTNERS}
     WHERE a.tenant_id = $1 AND a.visit_id = ANY($2::uuid[])"""
 
-
-async def overlap_partners(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> set[UUID]:
-    """Visits whose stored attendances overlap (same carer, same time) those of these visits."""
-    return {row["visit_id"] for row in await conn.fetch(_OVERLAPS, tenant_id, list(visit_ids))}
+Attendance = tuple[UUID, UUID, datetime, datetime]
 
 
-async def replace_attendances(
-    conn: asyncpg.Connection,
-    tenant_id: UUID,
-    visit_ids: Sequence[UUID],
-    rows: Sequence[tuple[UUID, UUID, datetime, datetime]],
-) -> None:
-    """Store the visits' paired attendances (visit, carer, in, out) in place of the old ones."""
-    await conn.execute(
-        "DELETE FROM attendances WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])", tenant_id, list(visit_ids)
+def _columns(rows: Sequence[Attendance]) -> list[list[Any]]:
+    return [[r[i] for r in rows] for i in range(4)]
+
+
+async def sync_attendances(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], rows: Sequence[Attendance]
+) -> tuple[set[UUID], set[UUID]]:
+    """Make the stored paired attendances (visit, carer, in, out) of these visits equal `rows`, touching
+    only what differs. Returns (visits whose attendances changed, visits that overlapped a removed one)."""
+    removed = await conn.fetch(
+        f"""DELETE FROM attendances a
+            WHERE a.tenant_id = $1 AND a.visit_id = ANY($6::uuid[])
+              AND (a.visit_id, a.carer_id, a.check_in, a.check_out) NOT IN (
+                    SELECT n.visit_id, n.carer_id, n.check_in, n.check_out FROM {_GIVEN.format("n")})
+            RETURNING a.visit_id, a.carer_id, a.check_in, a.check_out""",
+        tenant_id,
+        *_columns(rows),
+        list(visit_ids),
     )
-    if rows:
-        await conn.execute(
-            """INSERT INTO attendances (tenant_id, visit_id, carer_id, check_in, check_out)
-               SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])""",
-            tenant_id,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [r[3] for r in rows],
-        )
+    added = await conn.fetch(
+        f"""INSERT INTO attendances (tenant_id, visit_id, carer_id, check_in, check_out)
+           SELECT $1, n.* FROM {_GIVEN.format("n")}
+           WHERE NOT EXISTS (SELECT 1 FROM attendances a
+                             WHERE a.tenant_id = $1 AND a.visit_id = n.visit_id AND a.carer_id = n.carer_id)
+           RETURNING visit_id""",
+        tenant_id,
+        *_columns(rows),
+    )
+    partners: set[UUID] = set()
+    if removed:
+        gone = [(r["visit_id"], r["carer_id"], r["check_in"], r["check_out"]) for r in removed]
+        found = f"SELECT DISTINCT b.visit_id FROM {_GIVEN.format('a')} {_PARTNERS}"
+        partners = {row["visit_id"] for row in await conn.fetch(found, tenant_id, *_columns(gone))}
+    return {row["visit_id"] for row in removed} | {row["visit_id"] for row in added}, partners
+
+
+async def overlap_pairs(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
+) -> list[tuple[UUID, UUID]]:
+    """(visit, partner) for every stored attendance of these visits overlapping another visit's."""
+    if not visit_ids:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT DISTINCT a.visit_id, b.visit_id AS partner FROM attendances a {_PARTNERS}
+            WHERE a.tenant_id = $1 AND a.visit_id = ANY($2::uuid[])""",
+        tenant_id,
+        list(visit_ids),
+    )
+    return [(row["visit_id"], row["partner"]) for row in rows]
 
 
 async def mark_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
     """Set or clear `overlapping_visits` on these visits from the stored attendances (the separate pass);
-    it is the last exception in canonical order, so it is appended."""
+    it is the last exception in canonical order, so it is appended. Only rows whose flag changes are written."""
+    if not visit_ids:
+        return
     await conn.execute(
-        f"""WITH overlapping AS ({_OVERLAPS.replace("SELECT DISTINCT b.visit_id", "SELECT DISTINCT a.visit_id")})
+        f"""WITH overlapping AS ({_OVERLAPS})
             UPDATE visits v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
                 || CASE WHEN v.id IN (SELECT visit_id FROM overlapping) THEN ARRAY['overlapping_visits']
                         ELSE ARRAY[]::text[] END

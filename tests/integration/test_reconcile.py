@@ -17,6 +17,7 @@ import pytest
 
 from infra.db import connect
 from services.reconcile import jobs
+from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
@@ -155,8 +156,9 @@ async def test_recomputing_from_scratch_gives_what_is_stored(
     assert json.loads(result.stdout)["differing"] == len(tampered)
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["one batch", "one visit after the other"])
 async def test_one_carer_on_two_visits_at_once_is_flagged_on_both(
-    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, together: bool
 ) -> None:
     tw = world.a
     day = yesterday()
@@ -178,9 +180,11 @@ async def test_one_carer_on_two_visits_at_once_is_flagged_on_both(
         event("check_in", at(day, "08:20"), visit_id=extra["id"]),
         event("check_out", at(day, "08:50"), visit_id=extra["id"]),
     ]
-    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
-    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 4
-    await reconciled(pool)
+    # Apart, the first visit is stored without the flag and gets it when its partner is reconciled.
+    for part in [bodies] if together else [bodies[:2], bodies[2:]]:
+        response = await client.post("/v1/visit-events/batch", json={"events": part}, headers=tw.carer_headers[0])
+        assert [r["status"] for r in response.json()["results"]] == ["accepted"] * len(part)
+        await reconciled(pool)
     assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
     assert "overlapping_visits" in (await visit(client, world, UUID(extra["id"])))["exceptions"]
     _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
@@ -194,6 +198,32 @@ async def test_one_carer_on_two_visits_at_once_is_flagged_on_both(
     assert made.json()["status"] == "approved"  # 30 paid minutes fall to 19: approves itself
     assert "overlapping_visits" not in (await visit(client, world, planned))["exceptions"]
     assert "overlapping_visits" not in (await visit(client, world, UUID(extra["id"])))["exceptions"]
+
+
+async def test_a_visit_reconciled_to_the_same_state_is_not_written_again(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    bodies = [
+        event("check_in", at(yesterday(), "08:00"), visit_id=str(visit_id)),
+        event("check_out", at(yesterday(), "08:40"), visit_id=str(visit_id)),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=world.a.carer_headers[0])
+    assert response.status_code == 200
+    await reconciled(pool)
+    row_version = "SELECT xmin::text AS version, reconciled_at, payable_min FROM visits WHERE id = $1"
+    before = await db.fetchrow(row_version, visit_id)
+    tenant = UUID(world.a.tenant_id)
+    async with db.transaction():
+        assert await reconcile_service.reconcile_visits(db, tenant, [visit_id], datetime.now(tz=UTC)) == 1
+    assert await db.fetchrow(row_version, visit_id) == before  # the same row version: nothing written
+    # a stored state that differs from the computed one is written back
+    await db.execute("UPDATE visits SET payable_min = 1 WHERE id = $1", visit_id)
+    async with db.transaction():
+        await reconcile_service.reconcile_visits(db, tenant, [visit_id], datetime.now(tz=UTC))
+    after = await db.fetchrow(row_version, visit_id)
+    assert after["payable_min"] == before["payable_min"] > 1
+    assert after["reconciled_at"] > before["reconciled_at"]
 
 
 async def test_a_visit_queued_again_is_not_drained_before_the_change_commits(
