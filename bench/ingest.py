@@ -122,6 +122,14 @@ class CpuMeter:
         fields = raw[raw.rfind(")") + 2 :].split()
         return float(fields[11]) + float(fields[12])  # utime + stime
 
+    def _tree_ticks(self, pid: int) -> float:
+        """The server and its worker processes (`serve --workers`), if any."""
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return self._proc_ticks(pid) + sum(self._proc_ticks(child) for child in children)
+
     def _postgres_ticks(self) -> dict[str, float]:
         """Per postgres process; one that exits during a phase takes its share with it."""
         ticks: dict[str, float] = {}
@@ -148,7 +156,7 @@ class CpuMeter:
         return _CpuSample(
             wall=time.perf_counter(),
             client=time.process_time(),
-            server=self._proc_ticks(self.server_pid),
+            server=self._tree_ticks(self.server_pid),
             postgres=self._postgres_ticks(),
             machine_busy=busy,
             machine_total=total,
@@ -871,12 +879,13 @@ def server_env(database_url: str, redis_url: str, data_dir: str) -> dict[str, st
 class Server:
     """`python -m services.cli serve` as a child process, stopped with SIGINT (then SIGKILL)."""
 
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, log_path: Path, workers: int = 1) -> None:
         self.port = port
         self.log_path = log_path
         self._log = log_path.open("wb")
+        command = ["serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "--host", HOST, "--port", str(port)],
+            [sys.executable, "-m", "services.cli", *command],
             env=env,
             cwd=REPO,
             stdout=self._log,
@@ -951,7 +960,8 @@ async def run(server: Server, database_url: str, admin: tuple[str, str], args: a
         say(
             f"machine: {os.cpu_count()} cores, loopback {HOST}; python {sys.version.split()[0]}; "
             f"postgres {settings['server_version']} (synchronous_commit={settings['synchronous_commit']}, "
-            f"fsync={settings['fsync']}); server pid {server.process.pid} on port {server.port}"
+            f"fsync={settings['fsync']}); server pid {server.process.pid} on port {server.port}, "
+            f"{args.server_workers} server process(es)"
         )
         started = time.perf_counter()
         world = await seed(api, admin, args.carers, args.people)
@@ -1070,6 +1080,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="raw",
         help="raw: a minimal pre-encoded HTTP/1.1 client (default, lighter on the shared CPU)",
     )
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="`carebank serve --workers`: server processes sharing the port"
+    )
     parser.add_argument("--carers", type=int, default=20)
     parser.add_argument("--people", type=int, default=500, help=f"each with {len(SLOTS)} visits a day")
     args = parser.parse_args(argv)
@@ -1095,7 +1108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             asyncio.run(recreate_database(args.database_url, args.bench_db, create=True))
             env = server_env(bench_url, args.redis_url, str(Path(scratch) / "data"))
-            server = Server(env, free_port(), Path(scratch) / "server.log")
+            server = Server(env, free_port(), Path(scratch) / "server.log", args.server_workers)
             server.wait_ready()
             return asyncio.run(run(server, bench_url, admin_credential(env), args))
         except BenchError as exc:

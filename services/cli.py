@@ -17,14 +17,13 @@ from services.common.domain import RuleError
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
+    from infra.serving import serve
     from services.app import create_app
 
     with servers_for(settings) as resolved:
-        _say(f"serving on http://{args.host}:{args.port}")
-        uvicorn.run(create_app(resolved), host=args.host, port=args.port, log_config=None, access_log=False)
-    return 0
+        workers = f" ({args.workers} worker processes)" if args.workers > 1 else ""
+        _say(f"serving on http://{args.host}:{args.port}{workers}")
+        return serve(lambda: create_app(resolved), args.host, args.port, args.workers)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -226,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API (embedded servers when no URLs are set)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port, e.g. one per core (default 1)"
+    )
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run the background jobs")

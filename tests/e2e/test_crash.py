@@ -28,11 +28,23 @@ BATCH_SIZE = 250
 RATES = {"day": 2430, "evening": 2700, "night": 3000, "weekend": 2900, "bank_holiday": 4860}
 
 
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(env: dict[str, str], port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
+    command = ["serve", "--port", str(port), "--workers", str(workers)]
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
+        return subprocess.Popen([sys.executable, "-m", "services.cli", *command], env=env, stdout=out, stderr=out)
+
+
+async def port_closed(port: int) -> None:
+    """Wait (bounded) until nothing accepts on the port: a killed server leaves no worker behind."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return
+        writer.close()
+        assert time.monotonic() < deadline, "a worker of the killed server still accepts connections"
+        await asyncio.sleep(0.05)
 
 
 async def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -162,7 +174,10 @@ async def send_all(base: str, token: str, batches: list[list[dict[str, Any]]], a
                 acked[result["event_id"]] = result["status"]
 
 
-async def test_sigkill_mid_load_loses_and_doubles_nothing(servers: Servers, database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-worker-processes"])
+async def test_sigkill_mid_load_loses_and_doubles_nothing(
+    servers: Servers, database_url: str, tmp_path: Path, workers: int
+) -> None:
     env = base_env(
         DATABASE_URL=database_url,
         REDIS_URL=servers.redis_url,
@@ -173,7 +188,7 @@ async def test_sigkill_mid_load_loses_and_doubles_nothing(servers: Servers, data
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    server = start_server(env, port, log)
+    server = start_server(env, port, log, workers)
     try:
         await wait_ready(base, server, log)
         tokens, visit_ids = await seed(base, env)
@@ -191,12 +206,13 @@ async def test_sigkill_mid_load_loses_and_doubles_nothing(servers: Servers, data
             await asyncio.sleep(0.01)
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
+        await port_closed(port)
         await asyncio.wait_for(asyncio.gather(*senders), timeout=30)
         first_round = dict(acked)
         total = CLIENTS * BATCHES_PER_CLIENT * BATCH_SIZE
         assert 0 < len(first_round) < total, "the kill should land mid-load"
 
-        server = start_server(env, port, log)
+        server = start_server(env, port, log, workers)
         await wait_ready(base, server, log)
         resend: list[list[list[dict[str, Any]]]] = []
         for per_client in batches:
