@@ -121,7 +121,7 @@ async def compute(
 ) -> tuple[dict[UUID, State], dict[UUID, State], dict[UUID, datetime | None]]:
     """(computed, stored, next check) for each visit, from the database's current inputs (plus
     `extra` amendments, to preview what a proposal would do); `stored` is left empty when not wanted."""
-    visits = await store.load_visits(conn, tenant_id, visit_ids)
+    visits = await store.load_visits(conn, tenant_id, visit_ids, with_stored=with_stored)
     events: dict[UUID, list[rules.Event]] = defaultdict(list)
     for row in await store.load_events(conn, tenant_id, visit_ids):
         events[row["visit_id"]].append(_event(row))

@@ -70,12 +70,15 @@ async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     )
 
 
-async def load_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """Each visit's plan facts, contract rules, key outcomes and stored state."""
+async def load_visits(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], *, with_stored: bool = True
+) -> list[asyncpg.Record]:
+    """Each visit's plan facts, contract rules and key outcomes, and its stored state if wanted (decoding
+    the stored `actual` is a good part of the read, so it is left out when only the inputs are needed)."""
+    stored = "v.status, v.actual, v.exceptions, v.payable_min, v.banked_min," if with_stored else ""
     return await conn.fetch(
-        """SELECT v.id, v.contract_id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin,
-                  v.approval,
-                  v.cancellation, v.status, v.actual, v.exceptions, v.payable_min, v.banked_min,
+        f"""SELECT v.id, v.contract_id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin,
+                  v.approval, v.cancellation, {stored}
                   c.model, c.pay_rules,
                   ARRAY(SELECT DISTINCT o ->> 'id' FROM care_plans p, jsonb_array_elements(p.outcomes) o
                         WHERE p.tenant_id = v.tenant_id AND p.person_id = v.person_id
