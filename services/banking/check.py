@@ -6,6 +6,8 @@
 - the bank equals what each visit's current reconciliation says (accrual net of take-backs and
   shortfalls = banked minutes; a final bank-funded visit's delivery = its places' payable up to
   their share, with no hold left; an unfinished one still holds);
+- postings and lots name providers, contracts and visits that exist, a posting's lots are of its
+  ledger and accounts, and a lot's contract is of its provider (what foreign keys would check);
 - postings, lots, holds and shortfalls carry the append-only trigger.
 """
 
@@ -43,6 +45,10 @@ async def breaches(conn: asyncpg.Connection) -> list[str]:
             found.append(f"{where}: below 0 counting holds ({row['balance']} - {row['held']} held)")
         if row["bad_lot"]:
             found.append(f"{where}: a lot has a negative remainder or more held than remains")
+    found += [
+        f"{row['what']} {row['id']} of {row['tenant_id']}: names a provider, contract, visit or lot it may not"
+        for row in await store.reference_breaches(conn)
+    ]
     found += [
         f"hold {row['id']} of {row['tenant_id']}: {row['minutes']} minutes but earmarks {row['earmarked']}"
         for row in await store.hold_breaches(conn)

@@ -534,10 +534,21 @@ async def list_postings(
     after: UUID | None,
     limit: int,
 ) -> list[asyncpg.Record]:
+    """Postings in id order; an account's (a person's or the pool's) are those into or out of its
+    lots, found through the lots' indexes (`carebank check` verifies every such posting has its lot)."""
+    of_account = (
+        """AND p.id IN (
+               SELECT i.id FROM bank_lots l JOIN bank_postings i ON i.tenant_id = l.tenant_id AND i.to_lot_id = l.id
+               WHERE l.tenant_id = $1 AND l.account = $3 AND ($2::uuid IS NULL OR l.provider_id = $2)
+               UNION ALL
+               SELECT o.id FROM bank_lots l JOIN bank_postings o ON o.tenant_id = l.tenant_id AND o.from_lot_id = l.id
+               WHERE l.tenant_id = $1 AND l.account = $3 AND ($2::uuid IS NULL OR l.provider_id = $2))"""
+        if account is not None
+        else "AND $3::text IS NULL"
+    )
     return await conn.fetch(
-        f"""SELECT {_POSTING_COLUMNS}, recorded_at FROM bank_postings
-            WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2)
-              AND ($3::text IS NULL OR from_account = $3 OR to_account = $3)
+        f"""SELECT {_POSTING_COLUMNS}, recorded_at FROM bank_postings p
+            WHERE tenant_id = $1 AND ($2::uuid IS NULL OR provider_id = $2) {of_account}
               AND ($4::text IS NULL OR kind = $4)
               AND ($5::timestamptz IS NULL OR effective_at >= $5) AND ($6::timestamptz IS NULL OR effective_at < $6)
               AND ($7::uuid IS NULL OR id > $7)
@@ -728,6 +739,27 @@ async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
               ON a.tenant_id = b.tenant_id AND a.provider_id = b.provider_id AND a.account = b.account
             WHERE coalesce(b.balance, 0) <> coalesce(a.in_lots, 0)
                OR coalesce(b.balance, 0) - coalesce(a.held, 0) < 0 OR coalesce(a.bad_lot, false)"""
+    )
+
+
+async def reference_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Postings and lots whose references do not hold (their foreign keys to providers, contracts and
+    visits were dropped for speed, migration 0011): a provider, contract or visit that does not exist,
+    a posting's lot of another ledger or account, a lot's contract of another provider."""
+    return await conn.fetch(
+        """SELECT 'posting' AS what, p.tenant_id, p.id FROM bank_postings p
+           LEFT JOIN providers pr ON pr.tenant_id = p.tenant_id AND pr.id = p.provider_id
+           LEFT JOIN visits v ON v.tenant_id = p.tenant_id AND v.id = p.visit_id
+           LEFT JOIN bank_lots fl ON fl.tenant_id = p.tenant_id AND fl.id = p.from_lot_id
+           LEFT JOIN bank_lots tl ON tl.tenant_id = p.tenant_id AND tl.id = p.to_lot_id
+           WHERE pr.id IS NULL OR (p.visit_id IS NOT NULL AND v.id IS NULL)
+              OR fl.provider_id <> p.provider_id OR fl.account <> p.from_account
+              OR tl.provider_id <> p.provider_id OR tl.account <> p.to_account
+           UNION ALL
+           SELECT 'lot', l.tenant_id, l.id FROM bank_lots l
+           LEFT JOIN contracts c ON c.tenant_id = l.tenant_id AND c.id = l.contract_id
+           LEFT JOIN visits v ON v.tenant_id = l.tenant_id AND v.id = l.visit_id
+           WHERE c.id IS NULL OR c.provider_id <> l.provider_id OR (l.visit_id IS NOT NULL AND v.id IS NULL)"""
     )
 
 

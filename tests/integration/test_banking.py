@@ -342,6 +342,13 @@ async def test_a_transfer_waits_for_a_second_commissioner_and_keeps_lot_expiry(
     assert (a["balance_min"], a["held_min"], b["balance_min"]) == (10, 0, 15)
     assert b["lots"][0]["expires_at"] == a["lots"][0]["expires_at"]
     assert b["lots"][0]["rate_pence_per_hour"] == DAY_RATE
+    # Each person's postings are listed, into and out of their lots (the giver's debit too).
+    giver, receiver = await postings(bank, person_id=bank.people[0]), await postings(bank, person_id=bank.people[1])
+    assert [(p["kind"], p["minutes"]) for p in giver] == [("accrue", 25), ("transfer", 15)]
+    assert [(p["kind"], p["from_account"], p["to_account"]) for p in receiver] == [
+        ("transfer", f"person:{bank.people[0]}", f"person:{bank.people[1]}")
+    ]
+    assert (await postings(bank, person_id=bank.people[0], kind="transfer"))[0]["id"] == receiver[0]["id"]
 
     # A provider may request too; a rejection releases the hold.
     second = await client.post("/v1/bank/transfers", json={**body, "minutes": 10}, headers=bank.provider)
@@ -492,6 +499,21 @@ async def test_check_finds_no_breach_in_a_busy_bank_and_names_one_made_by_hand(
     found = await breaches(db)
     assert found == [f"visit {visit_id}: bank accrual 25, reconciliation banks 30"]
     assert await asyncio.to_thread(cli_main, ["check"]) == 1
+
+    # So is a posting naming a visit that does not exist (no foreign key stops it since migration 0011).
+    posting_id, tenant_id = uuid4(), UUID(bank.tw.tenant_id)
+    await db.execute(
+        """INSERT INTO bank_postings (tenant_id, id, provider_id, kind, from_account, to_account, minutes, visit_id,
+                                      effective_at)
+           VALUES ($1, $2, $3, 'redeploy', 'owed', 'delivered', 1, $4, now())""",
+        tenant_id,
+        posting_id,
+        UUID(bank.tw.providers[0]),
+        uuid4(),
+    )
+    assert (await breaches(db))[0] == (
+        f"posting {posting_id} of {tenant_id}: names a provider, contract, visit or lot it may not"
+    )
 
 
 async def test_concurrent_transfers_round_a_ring_and_holds_never_overdraw_or_deadlock(
