@@ -17,13 +17,22 @@ from services.common.domain import RuleError
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+    from litestar import Litestar
+
     from infra.serving import serve
     from services.app import create_app
 
     with servers_for(settings) as resolved:
         workers = f" ({args.workers} worker processes)" if args.workers > 1 else ""
         _say(f"serving on http://{args.host}:{args.port}{workers}")
-        return serve(lambda: create_app(resolved), args.host, args.port, args.workers)
+
+        def make_app(index: int) -> Litestar:
+            # Workers are for requests: one drainer per server (the first worker's), as with one process.
+            reconciles = resolved.reconcile_in_api and index == 0
+            return create_app(msgspec.structs.replace(resolved, reconcile_in_api=reconciles))
+
+        return serve(make_app, args.host, args.port, args.workers)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
