@@ -67,14 +67,27 @@ def visit_to_bill(
     return visit, attendances
 
 
+def _record(**fields: Any) -> dict[str, Any]:
+    """An invoice line's row: a new id, what is given, and nothing for the rest."""
+    blank: dict[str, Any] = {
+        "adjusts_line_id": None,
+        "place": None,
+        "carer_id": None,
+        "band": None,
+        "planned_min": None,
+        "check_in": None,
+        "check_out": None,
+        "exceptions": [],
+    }
+    return {"line_id": new_id(), **blank, **fields}
+
+
 def _line_record(
     line: rules.Line, visit: rules.VisitToBill, attendances: dict[Any, dict[str, Any]], **extra: Any
 ) -> dict[str, Any]:
     attendance = attendances.get(line.carer_id) if line.carer_id else None
-    return {
-        "line_id": new_id(),
+    facts = {
         "kind": line.kind,
-        "adjusts_line_id": None,
         "visit_id": line.visit_id,
         "place": line.place,
         "person_reference": visit.person_reference,
@@ -89,8 +102,8 @@ def _line_record(
         "amount_pence": line.amount,
         "funding": visit.funding,
         "exceptions": list(attendance["exceptions"]) if attendance else list(visit.exceptions),
-        **extra,
     }
+    return _record(**{**facts, **extra})  # `extra` may override (an adjustment keeps the original's band, date)
 
 
 def _instant(value: Any) -> datetime | None:
@@ -183,25 +196,16 @@ async def _bank_lines(
             )
             lines.append(line)
             records.append(
-                {
-                    "line_id": new_id(),
-                    "kind": kind,
-                    "adjusts_line_id": None,
-                    "visit_id": row["visit_id"],
-                    "place": None,
-                    "person_reference": row["person_reference"],
-                    "carer_id": None,
-                    "date": row["effective_at"].astimezone(zone).date(),
-                    "band": None,
-                    "planned_min": None,
-                    "check_in": None,
-                    "check_out": None,
-                    "payable_min": row["minutes"],
-                    "rate_pence_per_hour": row["rate_pence_per_hour"],
-                    "amount_pence": amount,
-                    "funding": "bank",
-                    "exceptions": [],
-                }
+                _record(
+                    kind=kind,
+                    visit_id=row["visit_id"],
+                    person_reference=row["person_reference"],
+                    date=row["effective_at"].astimezone(zone).date(),
+                    payable_min=row["minutes"],
+                    rate_pence_per_hour=row["rate_pence_per_hour"],
+                    amount_pence=amount,
+                    funding="bank",
+                )
             )
             items.append(row["id"])
     return items
