@@ -3,7 +3,7 @@
 One Python process uses one core. `workers > 1` binds the socket once and forks that many
 processes, each building its own app (its own pool, group committer and Redis client) and
 accepting from the shared socket, so request handling can use every core. The parent only
-forwards SIGINT/SIGTERM and waits; if it dies, the kernel kills the workers too, so a killed
+forwards SIGINT/SIGTERM (as SIGTERM) and waits; if it dies, the kernel kills the workers too, so a killed
 server never leaves orphans answering on its port.
 
 Whatever exists once the app is built (modules, routes, the app itself) is moved out of the
@@ -93,10 +93,12 @@ def _supervise(children: list[int]) -> int:
     """Forward stop signals to the workers; if one exits by itself, stop the others and fail."""
     stopping = False
 
-    def forward(signum: int, _: FrameType | None) -> None:
+    def forward(_signum: int, _: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        _signal_all(children, signum)
+        # As SIGTERM: a Ctrl-C reaches the workers too (one process group), and uvicorn takes a
+        # second SIGINT as "exit now", skipping the shutdown that lets group commits finish.
+        _signal_all(children, signal.SIGTERM)
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
