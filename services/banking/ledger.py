@@ -193,7 +193,12 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     await store.lock_ledger_accounts(conn, tenant_id, sorted(accounts))
     rates = _Rates()
     accruals = [(row, target.accrue_min - accrual_now) for row, target, accrual_now, _ in work]
-    await _accrue(conn, tenant_id, [(row, diff) for row, diff in accruals if diff > 0], rates, now)
+    growing = [
+        (row, diff - await _undo_shortfall(conn, tenant_id, row, "accrual", diff, _accrual_date(row, _own_lots(row))))
+        for row, diff in accruals
+        if diff > 0
+    ]
+    await _accrue(conn, tenant_id, [(row, diff) for row, diff in growing if diff > 0], rates, now)
     for row, diff in accruals:
         if diff < 0:
             await _take_back(conn, tenant_id, row, -diff, rates, now)
@@ -324,6 +329,19 @@ async def _take_back(
         await _shortfall(conn, tenant_id, row, "accrual", left, rate, first.id if first else None, effective_at)
 
 
+async def _undo_shortfall(
+    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, kind: str, minutes: int, effective_at: datetime
+) -> int:
+    """Cancel up to `minutes` of what this visit has on record short of this kind (a row of negative
+    minutes at the rate it was recorded at: a credit on the next invoice); returns the minutes undone.
+    A visit whose reconciliation comes back first undoes what it was charged, then moves minutes."""
+    undone = min(minutes, int(row[f"{kind}_short"]))
+    if undone > 0:
+        rate = await store.shortfall_rate(conn, tenant_id, row["id"], kind)
+        await _shortfall(conn, tenant_id, row, kind, -undone, rate, None, effective_at)
+    return max(0, undone)
+
+
 async def _shortfall(
     conn: asyncpg.Connection,
     tenant_id: UUID,
@@ -384,7 +402,10 @@ async def _deliver(
             await _shortfall(conn, tenant_id, row, "delivery", left, rates.of(row), None, effective_at)
     elif target < delivered:
         await writes.run(conn)
-        returned, _ = rules.first_minutes(await store.delivered_by_lot(conn, tenant_id, row["id"]), delivered - target)
+        undone = await _undo_shortfall(conn, tenant_id, row, "delivery", delivered - target, effective_at)
+        returned, _ = rules.first_minutes(
+            await store.delivered_by_lot(conn, tenant_id, row["id"]), delivered - target - undone
+        )
         writes.postings(
             [
                 _posting(provider_id, "redeploy_return", DELIVERED, person, m, effective_at, None, lot_id, tags)

@@ -351,6 +351,18 @@ async def insert_shortfall(conn: asyncpg.Connection, tenant_id: UUID, fields: di
     )
 
 
+async def shortfall_rate(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, kind: str) -> int:
+    """The rate the visit's latest shortfall of this kind was recorded at."""
+    rate: int = await conn.fetchval(
+        """SELECT rate_pence_per_hour FROM bank_shortfalls WHERE tenant_id = $1 AND visit_id = $2 AND kind = $3
+           ORDER BY recorded_at DESC, id DESC LIMIT 1""",
+        tenant_id,
+        visit_id,
+        kind,
+    )
+    return rate
+
+
 async def insert_hold(
     conn: asyncpg.Connection, tenant_id: UUID, hold: dict[str, Any], pieces: Sequence[tuple[UUID, int]]
 ) -> None:

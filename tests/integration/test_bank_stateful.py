@@ -102,6 +102,7 @@ class BankMachine(RuleBasedStateMachine):
         self.now = BASE
         self.clock = 0  # distinct check-out minutes, so every accrual's expiry is unique
         self.visit_facts: dict[UUID, tuple[int, datetime, int]] = {}  # visit -> (person, expiry, banked)
+        self.short: dict[UUID, int] = {}  # visit -> net minutes on record short of its accrual
 
     def run(self, coroutine: Any) -> Any:
         return self.loop.run_until_complete(coroutine)
@@ -200,7 +201,9 @@ class BankMachine(RuleBasedStateMachine):
         self.run(self._sync(visit))
         self.visit_facts[visit] = (person, expiry, banked)
         if banked > before:
-            self._model_accrue(person, expiry, banked - before)
+            undone = min(self.short.get(visit, 0), banked - before)  # what was charged short comes back first
+            self.short[visit] = self.short.get(visit, 0) - undone
+            self._model_accrue(person, expiry, banked - before - undone)
             return
         left = before - banked
         account = person_account(self.people[person])
@@ -210,6 +213,7 @@ class BankMachine(RuleBasedStateMachine):
             left -= piece
         more = self.model.oldest_first(account, left, self.now, skip=expiry)
         self.model.move(account, None, more)  # the rest is a shortfall, outside the ledger
+        self.short[visit] = self.short.get(visit, 0) + left - sum(m for _, m in more)
 
     # --- redeployment ------------------------------------------------------------------------------
 
@@ -416,6 +420,16 @@ class BankMachine(RuleBasedStateMachine):
         }
         for account in self.model.buckets:
             assert self.model.balance(account) - self.model.held(account) >= 0
+        shortfalls = self.run(
+            self.conn.fetch(
+                """SELECT visit_id, sum(minutes)::int AS net FROM bank_shortfalls WHERE tenant_id = $1
+                   GROUP BY visit_id""",
+                self.tenant,
+            )
+        )
+        assert {row["visit_id"]: row["net"] for row in shortfalls if row["net"]} == {
+            visit: minutes for visit, minutes in self.short.items() if minutes
+        }
         found = self.run(breaches(self.conn))
         assert found == [], found
 

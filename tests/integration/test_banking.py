@@ -13,9 +13,11 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
+from services.banking import store as bank_store
 from services.banking.check import breaches
 from services.banking.jobs import expire_due_lots
 from services.billing.jobs import run_due_invoices
+from services.billing.rules import amount_pence
 from services.cli import main as cli_main
 from tests.support import (
     LONDON,
@@ -367,6 +369,19 @@ async def test_a_transfer_waits_for_a_second_commissioner_and_keeps_lot_expiry(
     assert (await bank.bank(0))["available_min"] == 10
 
 
+async def amend_check_out(client: Client, bank: Bank, visit_id: str, check_out: datetime) -> None:
+    """The provider corrects the first carer's check-out; a commissioner approves it if it waits."""
+    proposed = await client.post(
+        f"/v1/visits/{visit_id}/amendments",
+        json={"carer_id": bank.tw.carers[0], "check_out_at": check_out.isoformat(), "reason_code": "forgot_check_out"},
+        headers=bank.provider,
+    )
+    assert proposed.status_code == 201, proposed.text
+    if proposed.json()["status"] == "pending":
+        decided = await client.post(f"/v1/amendments/{proposed.json()['id']}/approve", headers=bank.commissioner)
+        assert decided.status_code == 200, decided.text
+
+
 async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_shortfall(
     client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
@@ -381,19 +396,7 @@ async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_sh
     assert (await bank.bank(0))["balance_min"] == 5
 
     # The carer in fact left at 08:40: 5 banked, not 25. 5 of the 20 can be taken back; 15 were spent.
-    proposed = await client.post(
-        f"/v1/visits/{visit_id}/amendments",
-        json={
-            "carer_id": bank.tw.carers[0],
-            "check_out_at": local(monday, "08:40").isoformat(),
-            "reason_code": "forgot_check_out",
-        },
-        headers=bank.provider,
-    )
-    assert proposed.status_code == 201, proposed.text
-    if proposed.json()["status"] == "pending":
-        decided = await client.post(f"/v1/amendments/{proposed.json()['id']}/approve", headers=bank.commissioner)
-        assert decided.status_code == 200, decided.text
+    await amend_check_out(client, bank, visit_id, local(monday, "08:40"))
     await reconciled(pool)
     assert (await bank.bank(0))["balance_min"] == 0
     [take_back] = await postings(bank, kind="take_back")
@@ -404,6 +407,43 @@ async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_sh
     [shortfall] = [line for line in invoice.json()["lines"] if line["kind"] == "bank_shortfall"]
     assert (shortfall["payable_min"], shortfall["amount_pence"]) == (15, pence(15))  # 607.5 -> 608
     assert shortfall["visit_id"] == visit_id
+
+    # A second look: the carer did leave at 08:20. The 15 charged short are undone first (a credit at
+    # the same rate for the next invoice), and only the 5 taken back are banked again.
+    await amend_check_out(client, bank, visit_id, local(monday, "08:20"))
+    await reconciled(pool)
+    assert (await bank.bank(0))["balance_min"] == 5
+    unbilled = await bank_store.unbilled_shortfalls(db, UUID(bank.tw.tenant_id), UUID(bank.contract_id))
+    assert [(row["visit_id"], row["minutes"]) for row in unbilled] == [(UUID(visit_id), -15)]
+    assert amount_pence(unbilled[0]["rate_pence_per_hour"], -15) == -pence(15)  # the credit line's amount
+
+
+async def test_a_delivery_charged_short_is_undone_before_minutes_return_to_the_bank(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday, friday = bank.monday, bank.monday + timedelta(days=4)
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked
+    await reconciled(pool)
+    first = (await bank.bank_visit(0, local(friday, "14:00"), 20)).json()["id"]
+    await bank.attend(first, local(friday, "14:00"), 10, outcome=None)  # 10 delivered, 10 released
+    await reconciled(pool)
+    assert (await bank.bank_visit(0, local(friday, "16:00"), 15)).status_code == 201  # holds the last 15
+    state = await bank.bank(0)
+    assert (state["balance_min"], state["available_min"]) == (15, 0)
+
+    # The first visit in fact lasted 20 minutes: the bank has nothing available, so 10 are short.
+    await amend_check_out(client, bank, first, local(friday, "14:20"))
+    await reconciled(pool)
+    shortfalls = "SELECT minutes FROM bank_shortfalls WHERE visit_id = $1 ORDER BY recorded_at"
+    assert [row["minutes"] for row in await db.fetch(shortfalls, UUID(first))] == [10]
+    # And back to 10: the shortfall is undone; nothing was taken from the lots, so nothing returns.
+    await amend_check_out(client, bank, first, local(friday, "14:10"))
+    await reconciled(pool)
+    assert [row["minutes"] for row in await db.fetch(shortfalls, UUID(first))] == [10, -10]
+    state = await bank.bank(0)
+    assert (state["balance_min"], state["held_min"], state["available_min"]) == (15, 15, 0)
+    assert await breaches(db) == []
 
 
 @pytest.mark.parametrize(("action", "credited"), [("credit_note", True), ("forfeit", False)])
