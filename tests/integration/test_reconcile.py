@@ -213,6 +213,7 @@ async def test_a_visit_reconciled_to_the_same_state_is_not_written_again(
     await reconciled(pool)
     row_version = "SELECT xmin::text AS version, reconciled_at, payable_min FROM visits WHERE id = $1"
     before = await db.fetchrow(row_version, visit_id)
+    assert before is not None
     tenant = UUID(world.a.tenant_id)
     async with db.transaction():
         assert await reconcile_service.reconcile_visits(db, tenant, [visit_id], datetime.now(tz=UTC)) == 1
@@ -222,6 +223,7 @@ async def test_a_visit_reconciled_to_the_same_state_is_not_written_again(
     async with db.transaction():
         await reconcile_service.reconcile_visits(db, tenant, [visit_id], datetime.now(tz=UTC))
     after = await db.fetchrow(row_version, visit_id)
+    assert after is not None
     assert after["payable_min"] == before["payable_min"] > 1
     assert after["reconciled_at"] > before["reconciled_at"]
 
