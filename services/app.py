@@ -31,7 +31,7 @@ from services.catalog.api import (
     PersonController,
     ProviderController,
 )
-from services.common.auth import Principal, principal_from_token
+from services.common.auth import Principal, RememberedToken, principal_from_token
 from services.common.deps import DEPENDENCIES
 from services.common.domain import RuleError
 from services.common.errors import (
@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> Litestar:
 
     jwt_auth = JWTCookieAuth[Principal, Token](
         retrieve_user_handler=principal_from_token,
+        token_cls=RememberedToken,
         token_secret=settings.jwt_secret,
         default_token_expiration=timedelta(seconds=settings.token_ttl_s),
         exclude=PUBLIC_PATHS,
