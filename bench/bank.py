@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
-from reconcile import RATES, in_scratch_database, memory_line, say
+from reconcile import RATES, add_scratch_database_args, in_scratch_database, memory_line, say
 from uuid_utils import uuid7
 
 from infra.db import connect, migrate_url
@@ -1193,14 +1193,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a URL with rights to create and drop the bench database (a superuser, to skip FK triggers on load)",
-    )
-    parser.add_argument(
-        "--bench-db", default="carebank_bench_bank", help="dropped and recreated, dropped again at the end"
-    )
+    add_scratch_database_args(parser, "carebank_bench_bank")
     parser.add_argument(
         "--quick", action="store_true", help="15 s of postings, 1,000,000 postings loaded, 1,000 queries"
     )

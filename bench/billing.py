@@ -53,6 +53,7 @@ from reconcile import (
     VISIT_COLUMNS,
     BenchError,
     Cpu,
+    add_scratch_database_args,
     in_scratch_database,
     memory_line,
     pass_lines,
@@ -831,14 +832,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a URL with rights to create and drop the bench database (a superuser, to skip FK triggers on load)",
-    )
-    parser.add_argument(
-        "--bench-db", default="carebank_bench_billing", help="dropped and recreated, dropped again at the end"
-    )
+    add_scratch_database_args(parser, "carebank_bench_billing")
     parser.add_argument("--visits", type=int, default=100_000, help="final visits in each of months A and B")
     parser.add_argument("--people", type=int, default=1_000, help="raised to the visits in one slot of a day")
     parser.add_argument("--carers", type=int, default=100, help=f"raised to what {ROUND}-visit rounds need")

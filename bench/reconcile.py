@@ -875,14 +875,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a URL with rights to create and drop the bench database (a superuser, to skip FK triggers on load)",
-    )
-    parser.add_argument(
-        "--bench-db", default="carebank_bench_reconcile", help="dropped and recreated, dropped again at the end"
-    )
+    add_scratch_database_args(parser, "carebank_bench_reconcile")
     parser.add_argument("--visits", type=int, default=1_000_000, help="visits to load, two events each")
     parser.add_argument("--people", type=int, default=20_000, help="raised to the visits in one slot of a day")
     parser.add_argument("--carers", type=int, default=200, help=f"raised to what {ROUND}-visit rounds need")
@@ -913,6 +906,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.carers < 1 or args.people < 1 or any(size < 1 for size in args.compare):
         parser.error("--carers, --people and --compare sizes must be positive")
     return args
+
+
+def add_scratch_database_args(parser: argparse.ArgumentParser, bench_db: str) -> None:
+    """`--database-url` and `--bench-db`, as `in_scratch_database` uses them."""
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a URL with rights to create and drop the bench database (a superuser, to skip FK triggers on load)",
+    )
+    parser.add_argument("--bench-db", default=bench_db, help="dropped and recreated, dropped again at the end")
 
 
 def in_scratch_database(
