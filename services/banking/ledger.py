@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -194,9 +194,7 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     rates = _Rates()
     accruals = [(row, target.accrue_min - accrual_now) for row, target, accrual_now, _ in work]
     growing = [
-        (row, diff - await _undo_shortfall(conn, tenant_id, row, "accrual", diff, _accrual_date(row, _own_lots(row))))
-        for row, diff in accruals
-        if diff > 0
+        (row, diff - await _undo_shortfall(conn, tenant_id, row, "accrual", diff)) for row, diff in accruals if diff > 0
     ]
     await _accrue(conn, tenant_id, [(row, diff) for row, diff in growing if diff > 0], rates, now)
     for row, diff in accruals:
@@ -330,16 +328,19 @@ async def _take_back(
 
 
 async def _undo_shortfall(
-    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, kind: str, minutes: int, effective_at: datetime
+    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, kind: Literal["accrual", "delivery"], minutes: int
 ) -> int:
     """Cancel up to `minutes` of what this visit has on record short of this kind (a row of negative
     minutes at the rate it was recorded at: a credit on the next invoice); returns the minutes undone.
-    A visit whose reconciliation comes back first undoes what it was charged, then moves minutes."""
+    A visit whose reconciliation comes back first undoes what it was charged, then moves minutes.
+    Dated as the movement it stands for: an accrual's date, or the visit's end for a delivery."""
     undone = min(minutes, int(row[f"{kind}_short"]))
-    if undone > 0:
-        rate = await store.shortfall_rate(conn, tenant_id, row["id"], kind)
-        await _shortfall(conn, tenant_id, row, kind, -undone, rate, None, effective_at)
-    return max(0, undone)
+    if undone <= 0:
+        return 0
+    effective_at = _accrual_date(row, _own_lots(row)) if kind == "accrual" else _visit_end(row)
+    rate = await store.shortfall_rate(conn, tenant_id, row["id"], kind)
+    await _shortfall(conn, tenant_id, row, kind, -undone, rate, None, effective_at)
+    return undone
 
 
 async def _shortfall(
@@ -402,7 +403,7 @@ async def _deliver(
             await _shortfall(conn, tenant_id, row, "delivery", left, rates.of(row), None, effective_at)
     elif target < delivered:
         await writes.run(conn)
-        undone = await _undo_shortfall(conn, tenant_id, row, "delivery", delivered - target, effective_at)
+        undone = await _undo_shortfall(conn, tenant_id, row, "delivery", delivered - target)
         returned, _ = rules.first_minutes(
             await store.delivered_by_lot(conn, tenant_id, row["id"]), delivered - target - undone
         )
