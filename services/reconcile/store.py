@@ -358,6 +358,7 @@ async def sync_attendances(
 ) -> tuple[set[UUID], set[UUID]]:
     """Make the stored paired attendances (visit, carer, in, out) of these visits equal `rows`, touching
     only what differs. Returns (visits whose attendances changed, visits that overlapped a removed one)."""
+    given = _columns(rows)
     removed = await conn.fetch(
         f"""DELETE FROM attendances a
             WHERE a.tenant_id = $1 AND a.visit_id = ANY($6::uuid[])
@@ -365,7 +366,7 @@ async def sync_attendances(
                     SELECT n.visit_id, n.carer_id, n.check_in, n.check_out FROM {_GIVEN.format("n")})
             RETURNING a.visit_id, a.carer_id, a.check_in, a.check_out""",
         tenant_id,
-        *_columns(rows),
+        *given,
         list(visit_ids),
     )
     added = await conn.fetch(
@@ -375,7 +376,7 @@ async def sync_attendances(
                              WHERE a.tenant_id = $1 AND a.visit_id = n.visit_id AND a.carer_id = n.carer_id)
            RETURNING visit_id""",
         tenant_id,
-        *_columns(rows),
+        *given,
     )
     partners: set[UUID] = set()
     if removed:
