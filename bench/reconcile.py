@@ -656,6 +656,7 @@ async def outcome_summary(conn: asyncpg.Connection, tenant_id: UUID) -> list[str
 SQL_STEPS = (
     (store, "lock_visits"),
     (store, "load_visits"),
+    (store, "load_pay_rules"),
     (store, "load_events"),
     (store, "load_amendments"),
     (store, "sync_attendances"),

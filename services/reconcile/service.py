@@ -126,6 +126,8 @@ async def compute(
     """(computed, stored, next check) for each visit, from the database's current inputs (plus
     `extra` amendments, to preview what a proposal would do); `stored` is left empty when not wanted."""
     visits = await store.load_visits(conn, tenant_id, visit_ids, with_stored=with_stored)
+    stored_rules = await store.load_pay_rules(conn, tenant_id, {row["contract_id"] for row in visits})
+    pay_rules_of = {contract_id: msgspec.convert(doc, PayRules) for contract_id, doc in stored_rules.items()}
     events: dict[UUID, list[rules.Event]] = defaultdict(list)
     for row in await store.load_events(conn, tenant_id, visit_ids):
         events[row["visit_id"]].append(_event(row))
@@ -137,14 +139,11 @@ async def compute(
     computed: dict[UUID, State] = {}
     stored: dict[UUID, State] = {}
     next_checks: dict[UUID, datetime | None] = {}
-    pay_rules_of: dict[UUID, PayRules] = {}
     for done, row in enumerate(visits, 1):
         if done % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # let the event loop answer requests between stretches of rules
         plan = _plan(row)
-        pay_rules = pay_rules_of.get(row["contract_id"])
-        if pay_rules is None:
-            pay_rules = pay_rules_of[row["contract_id"]] = msgspec.convert(row["pay_rules"], PayRules)
+        pay_rules = pay_rules_of[row["contract_id"]]
         actual = rules.reconcile(plan, events[row["id"]], amendments[row["id"]], pay_rules, now)
         computed[row["id"]] = State(
             actual.status, _as_wire(actual, now), actual.exceptions, actual.payable_min, actual.banked_min
