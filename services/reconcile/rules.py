@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
+import msgspec
+
 from schemas.catalog import PayRules
 
 EXCEPTION_ORDER = (
@@ -34,8 +36,7 @@ Kind = Literal["check_in", "check_out"]
 Status = Literal["planned", "in_progress", "completed", "missed", "cancelled", "unplanned"]
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     """An accepted event, as reconciliation needs it."""
 
     carer_id: UUID
@@ -46,8 +47,7 @@ class Event:
     outcomes: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
-class Amendment:
+class Amendment(msgspec.Struct, frozen=True):
     """An approved amendment; `decided_at` orders them (the latest decision wins, field by field)."""
 
     carer_id: UUID
@@ -58,8 +58,7 @@ class Amendment:
     planned_min: int | None = None
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """What was planned, and how the visit was cancelled, if it was."""
 
     planned_start: datetime
@@ -76,8 +75,7 @@ class Plan:
     cancellation_confirmed: bool = True
 
 
-@dataclass(frozen=True)
-class Attendance:
+class Attendance(msgspec.Struct, frozen=True):
     """One carer's presence: chosen check-in and check-out (amendments override), and what it pays."""
 
     carer_id: UUID
@@ -94,8 +92,7 @@ class Attendance:
         return self.actual_seconds is not None
 
 
-@dataclass(frozen=True)
-class Actual:
+class Actual(msgspec.Struct, frozen=True):
     """A visit's reconciled state. `place_payables` is one entry per required carer (invoice lines)."""
 
     status: Status
@@ -158,7 +155,9 @@ class _Presence:
 def _presences(events: Iterable[Event], amendments: Sequence[Amendment]) -> list[_Presence]:
     by_carer: dict[UUID, _Presence] = {}
     for event in sorted(events, key=lambda e: (e.occurred_at, e.kind, e.method, e.verified, e.outcomes)):
-        presence = by_carer.setdefault(event.carer_id, _Presence(event.carer_id))
+        presence = by_carer.get(event.carer_id)
+        if presence is None:
+            presence = by_carer[event.carer_id] = _Presence(event.carer_id)
         if event.kind == "check_in" and presence.check_in is None:
             presence.check_in = event  # the earliest check-in
         elif event.kind == "check_out":
@@ -367,8 +366,7 @@ def next_check_at(plan: Plan, actual: Actual, rules: PayRules) -> datetime | Non
     return None
 
 
-@dataclass(frozen=True)
-class Interval:
+class Interval(msgspec.Struct, frozen=True):
     """A carer's paired attendance on a visit."""
 
     visit_id: UUID
