@@ -80,30 +80,30 @@ async def verify_tenant(
     pool: asyncpg.Pool, tenant_id: UUID, start: datetime | None = None, end: datetime | None = None
 ) -> tuple[int, list[UUID]]:
     """Bring every visit up to date, then recompute the tenant's visits from scratch and compare with
-    what is stored. Returns (visits checked, ids whose stored state differs)."""
+    what is stored. Returns (visits checked, ids whose stored state differs).
+
+    Batch by batch, so memory stays bounded however many visits there are: each batch's overlap pass
+    runs over its recomputed attendances and the stored ones they overlap on other visits (a visit
+    whose stored attendances are wrong is reported in its own batch)."""
     now = datetime.now(tz=UTC)
     await drain_queue(pool, now)
     await reconcile_due(pool, now)
+    differing: list[UUID] = []
     async with acquire(pool) as conn:
         visit_ids = await store.tenant_visit_ids(conn, tenant_id, start, end)
-        computed: dict[UUID, service.State] = {}
-        stored: dict[UUID, service.State] = {}
         for offset in range(0, len(visit_ids), BATCH):
-            fresh, kept, _ = await service.compute(conn, tenant_id, visit_ids[offset : offset + BATCH], now)
-            computed.update(fresh)
-            stored.update(kept)
-        # The overlap pass, recomputed too: over these visits and their neighbours' stored attendances.
-        intervals = service.intervals_of(computed)
-        carers = sorted({i.carer_id for i in intervals})
-        neighbours = await store.stored_intervals(conn, tenant_id, carers, visit_ids)
-        intervals += [rules.Interval(r["visit_id"], r["carer_id"], r["check_in"], r["check_out"]) for r in neighbours]
-        overlapping = rules.overlapping_visits(intervals)
-        differing = [
-            v
-            for v, state in computed.items()
-            if dataclasses.replace(
-                state, exceptions=rules.with_overlap(state.exceptions, v in overlapping)
-            ).comparable()
-            != stored[v].comparable()
-        ]
+            computed, stored, _ = await service.compute(conn, tenant_id, visit_ids[offset : offset + BATCH], now)
+            intervals = service.intervals_of(computed)
+            neighbours = await store.stored_partners(
+                conn, tenant_id, [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals], list(computed)
+            )
+            overlapping = rules.overlapping_visits(intervals + [rules.Interval(*n) for n in neighbours])
+            differing += [
+                v
+                for v, state in computed.items()
+                if dataclasses.replace(
+                    state, exceptions=rules.with_overlap(state.exceptions, v in overlapping)
+                ).comparable()
+                != stored[v].comparable()
+            ]
     return len(visit_ids), differing

@@ -350,7 +350,7 @@ async def acknowledge(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID,
 # lateral subquery is kept apart (OFFSET 0) so that it stays one index probe per attendance: as a
 # plain join, a planner with stale statistics hashed every attendance of the tenant for each batch.
 _PARTNERS = """CROSS JOIN LATERAL (
-                   SELECT b.visit_id FROM attendances b
+                   SELECT b.visit_id, b.check_in, b.check_out FROM attendances b
                    WHERE b.tenant_id = $1 AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
                      AND b.check_in < a.check_out AND a.check_in < b.check_out
                      AND b.check_in > a.check_in - interval '2 days'
@@ -433,14 +433,18 @@ async def mark_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Se
     )
 
 
-async def stored_intervals(
-    conn: asyncpg.Connection, tenant_id: UUID, carer_ids: Sequence[UUID], exclude: Sequence[UUID]
-) -> list[asyncpg.Record]:
-    """Stored attendances of these carers on visits other than `exclude` (neighbours for the overlap pass)."""
-    return await conn.fetch(
-        """SELECT visit_id, carer_id, check_in, check_out FROM attendances
-           WHERE tenant_id = $1 AND carer_id = ANY($2::uuid[]) AND NOT (visit_id = ANY($3::uuid[]))""",
+async def stored_partners(
+    conn: asyncpg.Connection, tenant_id: UUID, rows: Sequence[Attendance], exclude: Sequence[UUID]
+) -> list[Attendance]:
+    """Stored attendances, on visits other than `exclude`, that overlap one of `rows` (same carer, times
+    overlapping): the neighbours the overlap pass needs to recompute the flags of `rows`' visits."""
+    if not rows:
+        return []
+    found = await conn.fetch(
+        f"""SELECT DISTINCT b.visit_id, a.carer_id, b.check_in, b.check_out FROM {_GIVEN.format("a")} {_PARTNERS}
+            WHERE NOT (b.visit_id = ANY($6::uuid[]))""",
         tenant_id,
-        list(carer_ids),
+        *_columns(rows),
         list(exclude),
     )
+    return [(row["visit_id"], row["carer_id"], row["check_in"], row["check_out"]) for row in found]
