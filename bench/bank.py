@@ -380,11 +380,18 @@ async def starting_balances(conn: asyncpg.Connection, world: Ledger1, args: argp
         await conn.copy_records_to_table(
             "bank_expiry_queue", records=[(tenant_id, new_id(), lot[1], lot[7]) for lot in lots], columns=QUEUE_COLUMNS
         )
-        # The lock rows sync_visits makes for an account's first accrual.
+        # The lock rows sync_visits makes for an account's first accrual, with the balance a person's
+        # keeps (every posting here credits one account; the pool keeps none).
+        kept: Counter[tuple[UUID, str]] = Counter()
+        for posting in postings:
+            kept[(posting[2], posting[5])] += posting[6]
         await conn.copy_records_to_table(
             "bank_accounts",
-            records=sorted({(tenant_id, lot[2], lot[4]) for lot in lots}),
-            columns=("tenant_id", "provider_id", "account"),
+            records=[
+                (tenant_id, provider_id, account, None if account == rules.POOL else minutes)
+                for (provider_id, account), minutes in sorted(kept.items())
+            ],
+            columns=("tenant_id", "provider_id", "account", "balance"),
         )
     finally:
         await conn.execute("SET session_replication_role = DEFAULT")

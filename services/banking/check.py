@@ -2,6 +2,7 @@
 
 - each ledger (tenant, provider) sums to 0;
 - no person or pool account is below 0 counting holds, and each balance is the sum of its lots;
+- each person's lock row keeps that person's balance (decision 104);
 - no lot has a negative remainder or more held than remains; holds earmark exactly their minutes;
 - the bank equals what each visit's current reconciliation says (accrual net of take-backs and
   shortfalls = banked minutes; a final bank-funded visit's delivery = its places' payable up to
@@ -43,6 +44,8 @@ async def breaches(conn: asyncpg.Connection) -> list[str]:
             found.append(f"{where}: balance {row['balance']} but its lots hold {row['in_lots']}")
         if row["balance"] - row["held"] < 0:
             found.append(f"{where}: below 0 counting holds ({row['balance']} - {row['held']} held)")
+        if rules.is_person_account(row["account"]) and row["kept"] != row["balance"]:
+            found.append(f"{where}: its lock row keeps balance {row['kept']} but its postings say {row['balance']}")
         if row["bad_lot"]:
             found.append(f"{where}: a lot has a negative remainder or more held than remains")
     found += [

@@ -190,13 +190,13 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
         for row, target, accrual_now, _ in work
         if target.accrue_min < accrual_now and POOL in _own_lots(row)
     }
-    await store.lock_ledger_accounts(conn, tenant_id, sorted(accounts))
+    balances = await store.lock_ledger_accounts(conn, tenant_id, sorted(accounts))
     rates = _Rates()
     accruals = [(row, target.accrue_min - accrual_now) for row, target, accrual_now, _ in work]
     growing = [
         (row, diff - await _undo_shortfall(conn, tenant_id, row, "accrual", diff)) for row, diff in accruals if diff > 0
     ]
-    await _accrue(conn, tenant_id, [(row, diff) for row, diff in growing if diff > 0], rates, now)
+    await _accrue(conn, tenant_id, [(row, diff) for row, diff in growing if diff > 0], balances, rates, now)
     for row, diff in accruals:
         if diff < 0:
             await _take_back(conn, tenant_id, row, -diff, rates, now)
@@ -242,18 +242,18 @@ async def _accrue(
     conn: asyncpg.Connection,
     tenant_id: UUID,
     accruals: Sequence[tuple[asyncpg.Record, int]],
+    locked: dict[tuple[UUID, str], int | None],
     rates: _Rates,
     now: datetime,
 ) -> None:
     """owed -> person into each visit's lot; what passes the cap goes owed -> pool into the visit's pool
     lot. Set-wise for a whole batch of visits at any providers (reconciling many outcome-based visits
-    at once): one read of the people's balances, one write of every lot, queue entry and posting;
-    in visit order, each visit's cap judged on the balance the ones before it left."""
+    at once): the people's balances are those their lock rows keep (`locked`, as just locked), and
+    one write makes every lot, queue entry and posting; in visit order, each visit's cap judged on the
+    balance the ones before it left."""
     if not accruals:
         return
-    balances = await store.current_balances(
-        conn, tenant_id, [(row["provider_id"], rules.person_account(row["person_id"])) for row, _ in accruals]
-    )
+    balances = {key: balance or 0 for key, balance in locked.items()}
     new_lots, postings, existing = [], [], []
     for row, minutes in accruals:
         provider_id, person, lots = row["provider_id"], rules.person_account(row["person_id"]), _own_lots(row)

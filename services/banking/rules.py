@@ -27,9 +27,14 @@ def person_account(person_id: UUID) -> str:
     return f"person:{person_id}"
 
 
+def is_person_account(account: str) -> bool:
+    """Whether an account is a person's (the accounts whose lock row keeps their balance)."""
+    return account.startswith("person:")
+
+
 def person_of(account: str) -> UUID | None:
     """The person an account belongs to, or None for the pool and the ledger's own accounts."""
-    return UUID(account.removeprefix("person:")) if account.startswith("person:") else None
+    return UUID(account.removeprefix("person:")) if is_person_account(account) else None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ shortfalls, the expiry queue, balances as of an instant, and what invoices carry
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.banking.rules import LotAvailable
+from services.banking.rules import LotAvailable, is_person_account
 from services.common.ids import new_id
 
 # A lot's remainder: what entered it less what left it (postings effective by $as_of).
@@ -37,29 +38,34 @@ async def lock_accounts(conn: asyncpg.Connection, tenant_id: UUID, provider_id: 
 
 
 # The ANYs let the plan probe the primary key pair by pair (a join with the pairs hashes the table).
-_LOCK = """SELECT a.provider_id, a.account FROM bank_accounts a
+_LOCK = """SELECT a.provider_id, a.account, a.balance FROM bank_accounts a
     WHERE a.tenant_id = $1 AND a.provider_id = ANY($2::uuid[]) AND a.account = ANY($3::text[])
       AND (a.provider_id, a.account) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))
     ORDER BY a.provider_id, a.account FOR UPDATE OF a"""
 
 
-async def lock_ledger_accounts(conn: asyncpg.Connection, tenant_id: UUID, accounts: Sequence[tuple[UUID, str]]) -> None:
+async def lock_ledger_accounts(
+    conn: asyncpg.Connection, tenant_id: UUID, accounts: Sequence[tuple[UUID, str]]
+) -> dict[tuple[UUID, str], int | None]:
     """Lock (provider, account) pairs that may run short, providers in id order and accounts in name
-    order: one statement when every account has its row, as it does after a person's first accrual.
-    Rows made here for new accounts are locked after the existing ones (a row another transaction is
+    order, and return the balance each lock row keeps (a person's; None for the pool): one statement
+    when every account has its row, as it does after a person's first accrual. Rows made here for new
+    accounts (no lots yet: balance 0) are locked after the existing ones (a row another transaction is
     still inserting makes this one wait for it, so the order cannot close a cycle)."""
     ordered = sorted(set(accounts))
     providers, names = [p for p, _ in ordered], [a for _, a in ordered]
-    if len(await conn.fetch(_LOCK, tenant_id, providers, names)) == len(ordered):
-        return
-    await conn.execute(
-        """INSERT INTO bank_accounts (tenant_id, provider_id, account)
-           SELECT $1, * FROM unnest($2::uuid[], $3::text[]) ON CONFLICT DO NOTHING""",
-        tenant_id,
-        providers,
-        names,
-    )
-    await conn.fetch(_LOCK, tenant_id, providers, names)
+    rows = await conn.fetch(_LOCK, tenant_id, providers, names)
+    if len(rows) < len(ordered):
+        await conn.execute(
+            """INSERT INTO bank_accounts (tenant_id, provider_id, account, balance)
+               SELECT $1, provider_id, account, CASE WHEN account = 'pool' THEN NULL ELSE 0 END
+               FROM unnest($2::uuid[], $3::text[]) AS n (provider_id, account) ON CONFLICT DO NOTHING""",
+            tenant_id,
+            providers,
+            names,
+        )
+        rows = await conn.fetch(_LOCK, tenant_id, providers, names)
+    return {(row["provider_id"], row["account"]): row["balance"] for row in rows}
 
 
 async def available_lots(
@@ -123,11 +129,14 @@ class Writes:
     """What one movement writes (lots with their expiry-queue entries, postings, holds with the lots
     they earmark, hold ends, transfers, lots queued again for expiry), sent as one statement of
     data-modifying CTEs: one round trip instead of one per table. Foreign keys between the rows
-    (a posting's lot, a hold's lots) are checked at the end of the statement, when all are in."""
+    (a posting's lot, a hold's lots) are checked at the end of the statement, when all are in.
+    The postings' net for each person's account is added to the balance its lock row keeps, in the
+    same statement (the caller has locked those rows)."""
 
     def __init__(self, tenant_id: UUID) -> None:
         self._args: list[Any] = [tenant_id]
         self._parts: list[str] = []
+        self._balances: defaultdict[tuple[UUID, str], int] = defaultdict(int)
 
     def _add(self, sql: str, *values: Any) -> None:
         """`sql` names the tenant $1 and `values` {0}, {1}, … (numbered here)."""
@@ -161,6 +170,11 @@ class Writes:
         return self
 
     def postings(self, postings: Sequence[dict[str, Any]]) -> Writes:
+        """Postings, each moving its minutes off a person's kept balance or onto it."""
+        for posting in postings:
+            for account, sign in ((posting["from_account"], -1), (posting["to_account"], 1)):
+                if is_person_account(account):
+                    self._balances[(posting["provider_id"], account)] += sign * posting["minutes"]
         if postings:
             self._add(
                 f"""INSERT INTO bank_postings (tenant_id, {_POSTING_COLUMNS})
@@ -241,16 +255,37 @@ class Writes:
         )
         return self
 
+    def _add_balances(self) -> int:
+        """Add the people's balance changes as one UPDATE (a row changed twice in one statement would
+        keep only one change); returns how many lock rows it must change."""
+        changed = sorted((key, delta) for key, delta in self._balances.items() if delta)
+        self._balances.clear()
+        if changed:
+            self._add(
+                """UPDATE bank_accounts a SET balance = a.balance + d.delta
+                   FROM unnest({0}::uuid[], {1}::text[], {2}::int[]) AS d (provider_id, account, delta)
+                   WHERE a.tenant_id = $1 AND a.provider_id = d.provider_id AND a.account = d.account
+                   RETURNING 1""",
+                [provider_id for (provider_id, _), _ in changed],
+                [account for (_, account), _ in changed],
+                [delta for _, delta in changed],
+            )
+        return len(changed)
+
     async def run(self, conn: asyncpg.Connection) -> None:
         """Write everything added so far in one statement (none when nothing was added), and start
-        empty again: a movement that reads after writing runs what it has first."""
+        empty again: a movement that reads after writing runs what it has first. A person's account
+        without its lock row is a bug (every movement locks first): it fails the transaction."""
+        balances = self._add_balances()
         parts, args = self._parts, self._args
         self._parts, self._args = [], args[:1]
-        if len(parts) == 1:
-            await conn.execute(parts[0], *args)
-        elif parts:
-            ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
-            await conn.execute(f"WITH {ctes} SELECT 1", *args)
+        if not parts:
+            return
+        ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
+        counted = f"(SELECT count(*) FROM w{len(parts) - 1})" if balances else "0"
+        changed = await conn.fetchval(f"WITH {ctes} SELECT {counted}", *args)
+        if changed != balances:
+            raise RuntimeError(f"{balances} people's balances to change, {changed} lock rows found")
 
 
 async def delivered_by_lot(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> list[tuple[UUID, int]]:
@@ -508,27 +543,6 @@ async def account_lots(
     )
 
 
-async def current_balances(
-    conn: asyncpg.Connection, tenant_id: UUID, accounts: Sequence[tuple[UUID, str]]
-) -> dict[tuple[UUID, str], int]:
-    """Each (provider, account)'s balance now, as the sum of its lots' remainders (every posting of a
-    person's or the pool's account moves one of its lots), probed account by account: a filter on
-    the account columns of postings at once is planned from their statistics, and while a ledger is
-    young nearly every debit is from `owed`, so the plan would read the whole table."""
-    pairs = sorted(set(accounts))
-    rows = await conn.fetch(
-        f"""SELECT w.provider_id, w.account, coalesce(lots.balance, 0)::int AS balance
-            FROM unnest($2::uuid[], $3::text[]) AS w (provider_id, account)
-            CROSS JOIN LATERAL (
-                SELECT sum({_REMAINING.format(as_of=_FOREVER)}) AS balance FROM bank_lots l
-                WHERE l.tenant_id = $1 AND l.account = w.account AND l.provider_id = w.provider_id) lots""",
-        tenant_id,
-        [provider_id for provider_id, _ in pairs],
-        [account for _, account in pairs],
-    )
-    return {(row["provider_id"], row["account"]): row["balance"] for row in rows}
-
-
 async def bank_providers(conn: asyncpg.Connection, tenant_id: UUID) -> list[UUID]:
     rows = await conn.fetch("SELECT DISTINCT provider_id FROM bank_lots WHERE tenant_id = $1 ORDER BY 1", tenant_id)
     return [row["provider_id"] for row in rows]
@@ -715,7 +729,8 @@ async def unbalanced_ledgers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """People's and pool accounts below 0 counting holds, or whose balance is not the sum of their lots,
-    and lots with a negative remainder or more held than remains (set-wise: one pass per table)."""
+    people's whose lock row keeps another balance (`kept`; none without a lock row), and lots with a
+    negative remainder or more held than remains (set-wise: one pass per table)."""
     return await conn.fetch(
         """WITH moved AS (
                 SELECT tenant_id, to_lot_id AS lot_id, minutes FROM bank_postings WHERE to_lot_id IS NOT NULL
@@ -743,14 +758,21 @@ async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                 SELECT tenant_id, provider_id, account, sum(remaining) AS in_lots, sum(held) AS held,
                        bool_or(remaining < 0 OR held > remaining) AS bad_lot
                 FROM lots GROUP BY tenant_id, provider_id, account)
-            SELECT coalesce(b.tenant_id, a.tenant_id) AS tenant_id,
-                   coalesce(b.provider_id, a.provider_id) AS provider_id,
-                   coalesce(b.account, a.account) AS account, coalesce(b.balance, 0) AS balance,
-                   coalesce(a.in_lots, 0) AS in_lots, coalesce(a.held, 0) AS held, coalesce(a.bad_lot, false) AS bad_lot
+            SELECT coalesce(b.tenant_id, a.tenant_id, k.tenant_id) AS tenant_id,
+                   coalesce(b.provider_id, a.provider_id, k.provider_id) AS provider_id,
+                   coalesce(b.account, a.account, k.account) AS account, coalesce(b.balance, 0) AS balance,
+                   coalesce(a.in_lots, 0) AS in_lots, coalesce(a.held, 0) AS held,
+                   coalesce(a.bad_lot, false) AS bad_lot, k.kept
             FROM balances b FULL JOIN by_account a
               ON a.tenant_id = b.tenant_id AND a.provider_id = b.provider_id AND a.account = b.account
+            FULL JOIN (SELECT tenant_id, provider_id, account, balance AS kept FROM bank_accounts
+                       WHERE account <> 'pool') k
+              ON k.tenant_id = coalesce(b.tenant_id, a.tenant_id)
+             AND k.provider_id = coalesce(b.provider_id, a.provider_id) AND k.account = coalesce(b.account, a.account)
             WHERE coalesce(b.balance, 0) <> coalesce(a.in_lots, 0)
-               OR coalesce(b.balance, 0) - coalesce(a.held, 0) < 0 OR coalesce(a.bad_lot, false)"""
+               OR coalesce(b.balance, 0) - coalesce(a.held, 0) < 0 OR coalesce(a.bad_lot, false)
+               OR (coalesce(b.account, a.account, k.account) LIKE 'person:%'
+                   AND k.kept IS DISTINCT FROM coalesce(b.balance, 0))"""
     )
 
 

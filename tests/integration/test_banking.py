@@ -556,6 +556,31 @@ async def test_check_finds_no_breach_in_a_busy_bank_and_names_one_made_by_hand(
     )
 
 
+async def test_a_persons_lock_row_keeps_the_balance_and_postgres_refuses_it_below_0(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank = await make_bank(client, db, expiry_weeks=12)
+    monday, friday = bank.monday, bank.monday + timedelta(days=4)
+    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked
+    await reconciled(pool)
+    spent = await bank.bank_visit(0, local(friday, "14:00"), 10)
+    await bank.attend(spent.json()["id"], local(friday, "14:00"), 10, outcome=None)  # 10 delivered from the bank
+    await reconciled(pool)
+    account = f"person:{bank.people[0]}"
+    kept = "SELECT balance FROM bank_accounts WHERE account = $1"
+    assert (await bank.bank(0))["balance_min"] == 15
+    assert await db.fetchval(kept, account) == 15
+    assert await db.fetchval("SELECT balance FROM bank_accounts WHERE account = 'pool'") is None
+
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute("UPDATE bank_accounts SET balance = -1 WHERE account = $1", account)
+    await db.execute("UPDATE bank_accounts SET balance = 16 WHERE account = $1", account)
+    assert await breaches(db) == [
+        f"account {account} of {bank.tw.tenant_id}/{bank.tw.providers[0]}: "
+        "its lock row keeps balance 16 but its postings say 15"
+    ]
+
+
 async def test_concurrent_transfers_round_a_ring_and_holds_never_overdraw_or_deadlock(
     client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
