@@ -3,10 +3,11 @@
 Creates a throw-away database (dropped again at the end), seeds one tenant with carers, people,
 two contracts (time and task, outcome based) and a care plan per person, loads `--visits` past
 visits with a check-in and a check-out each by COPY, then times `service.reconcile_visits` over
-all of them in batches of `--batch` visit ids on `--workers` concurrent connections. It also times
-other batch sizes on disjoint slices of already reconciled visits, and splits one batch's time
-into loading inputs, building the rules' inputs, applying the rules, writing the state back and
-the overlapping-visits pass (the split mirrors reconcile_visits; it prints both totals).
+all of them in batches of `--batch` visit ids on `--workers` concurrent connections (or in
+`--processes` processes). Before, it splits one batch's time over the real reconcile_visits' SQL
+steps and the Python between them; after, it times `carebank reconcile`'s recompute-and-compare
+over the whole tenant (`jobs.verify_tenant`, one connection) and other batch sizes on disjoint
+slices of already reconciled visits.
 It prints figures and never asserts: the target (1,000,000 visits in 60 s) is reported as met
 or missed, and the exit code is non-zero only when the benchmark itself broke.
 
@@ -42,11 +43,11 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from infra.db import connect, migrate_url
+from infra.db import connect, create_pool, migrate_url
 from schemas.catalog import Banking, PayRules
 from services.banking import ledger as bank_ledger
 from services.common.ids import new_id
-from services.reconcile import service, store
+from services.reconcile import jobs, service, store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -841,6 +842,23 @@ async def run(url: str, args: argparse.Namespace) -> int:
         for line in await outcome_summary(id_conn, world.tenant_id):
             say(line)
 
+        if not args.skip_verify:
+            say()
+            say("== carebank reconcile: recompute every visit from scratch and compare with what is stored ==")
+            pool = await create_pool(url, max_size=1)
+            try:
+                cpu = Cpu().start()
+                checked, differing = await jobs.verify_tenant(pool, world.tenant_id)
+                cpu.stop()
+            finally:
+                await pool.close()
+            say(
+                f"{checked:,} visits in {cpu.wall:.1f} s = {cpu.wall * 1_000_000 / max(checked, 1):.1f} s per million "
+                f"visits (one connection, batches of {jobs.BATCH:,}); stored state differing: {len(differing):,}"
+            )
+            say(f"  {cpu.line()}")
+            say(f"  {memory_line()}")
+
         sizes_to_try = sorted(set(args.compare))
         if sizes_to_try:
             per_size = min(args.compare_visits, args.visits // len(sizes_to_try))
@@ -901,6 +919,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--compare-visits", type=int, default=100_000, help="visits per batch size compared")
     parser.add_argument("--breakdown-batches", type=int, default=3, help="batches timed step by step (0 skips)")
+    parser.add_argument(
+        "--skip-verify", action="store_true", help="skip timing `carebank reconcile` (recompute and compare) after"
+    )
     args = parser.parse_args(argv)
     if min(args.visits, args.batch, args.workers, args.chunk, args.load_workers, args.processes) < 1:
         parser.error("--visits, --batch, --workers, --processes, --chunk and --load-workers must be positive")
