@@ -77,7 +77,8 @@ async def latest_check_in(
 
 
 class EventRow(NamedTuple):
-    """One accepted event as `visit_events` stores it (tenant and receipt time aside)."""
+    """One accepted event as `visit_events` stores it (tenant and receipt time aside); its fields
+    are the type `visit_event_row`'s, in its order."""
 
     event_id: UUID
     carer_id: UUID
@@ -100,35 +101,20 @@ class EventRow(NamedTuple):
     content_hash: str
 
 
-_EVENT_COLUMN_TYPES = {name: "text" for name in EventRow._fields} | {
-    "event_id": "uuid",
-    "carer_id": "uuid",
-    "provider_id": "uuid",
-    "person_id": "uuid",
-    "posted_visit_id": "uuid",
-    "visit_id": "uuid",
-    "occurred_at": "timestamptz",
-    "lat": "float8",
-    "lon": "float8",
-    "accuracy_m": "float8",
-    "verified": "bool",
-}
-_EVENT_NAMES = ", ".join(EventRow._fields)
-_INSERT_EVENTS = f"""INSERT INTO visit_events (tenant_id, {_EVENT_NAMES})
-    SELECT $1, {", ".join("outcomes::jsonb" if name == "outcomes" else name for name in EventRow._fields)}
-    FROM unnest({", ".join(f"${i + 2}::{_EVENT_COLUMN_TYPES[name]}[]" for i, name in enumerate(EventRow._fields))})
-         AS e({_EVENT_NAMES})
+_INSERT_EVENTS = f"""INSERT INTO visit_events (tenant_id, {", ".join(EventRow._fields)})
+    SELECT $1, {", ".join("e.outcomes::jsonb" if name == "outcomes" else f"e.{name}" for name in EventRow._fields)}
+    FROM unnest($2::visit_event_row[]) AS e
     ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"""
 
 
 async def insert_events(conn: asyncpg.Connection, tenant_id: UUID, rows: list[EventRow]) -> set[UUID]:
-    """Insert in one statement, a bound array per column; returns the event ids written (a
-    concurrent twin wins otherwise)."""
+    """Insert in one statement, the rows bound as one array of `visit_event_row` (migration 0015);
+    returns the event ids written (a concurrent twin wins otherwise)."""
     if not rows:
         return set()
     # In key order, so two groups inserting the same ids (retries) wait on each other, never deadlock.
     rows = sorted(rows, key=lambda row: row.event_id.int)
-    inserted = await conn.fetch(_INSERT_EVENTS, tenant_id, *(list(column) for column in zip(*rows, strict=True)))
+    inserted = await conn.fetch(_INSERT_EVENTS, tenant_id, rows)
     return {row["event_id"] for row in inserted}
 
 

@@ -328,6 +328,32 @@ async def test_accepted_events_cannot_be_changed_or_deleted(
     assert await events_count(db) == 1
 
 
+async def test_events_must_name_a_visit_with_its_person_and_a_carer_of_their_tenant(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """What the dropped foreign keys checked (migration 0015), now checked once per statement."""
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    await client.post("/v1/visit-events", json=event(visit_id=str(visit_id)), headers=world.a.carer_headers[0])
+    copy = """INSERT INTO visit_events (tenant_id, event_id, carer_id, provider_id, person_id, posted_visit_id,
+                  visit_id, kind, occurred_at, method, device_id, verified, content_hash)
+              SELECT tenant_id, $1, {carer}, provider_id, {person}, posted_visit_id, {visit}, kind, occurred_at,
+                  method, device_id, verified, content_hash FROM visit_events"""
+    refused = [
+        (copy.format(carer="carer_id", person="person_id", visit="$2"), uuid4()),  # no such visit
+        (copy.format(carer="carer_id", person="$2", visit="visit_id"), UUID(world.b.person_id)),  # not its person
+        (copy.format(carer="$2", person="person_id", visit="visit_id"), uuid4()),  # no such carer
+        (copy.format(carer="$2", person="person_id", visit="visit_id"), UUID(world.b.carers[0])),  # another tenant's
+    ]
+    for sql, value in refused:
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await db.execute(sql, uuid4(), value)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):  # a re-match is checked too
+        await db.execute("UPDATE visit_events SET visit_id = $1", uuid4())
+    assert await events_count(db) == 1
+    await db.execute(copy.format(carer="$2", person="person_id", visit="visit_id"), uuid4(), UUID(world.a.carers[1]))
+    assert await events_count(db) == 2
+
+
 def test_generated_events_never_break_ingest(client: Client, world: World, db: asyncpg.Connection) -> None:
     """Well-shaped events with random values: every answer is a 2xx or a problem, and a refusal writes nothing."""
     from hypothesis import HealthCheck, given, settings
