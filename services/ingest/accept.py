@@ -66,7 +66,7 @@ class _Group:
         self.subs = submissions
         self.hashes: list[str] = []
         self.results: list[Outcome | None] = [None] * len(submissions)
-        self.visits: dict[UUID, Visit] = {}
+        self.visits: dict[UUID, planning_store.VisitOwnership] = {}
         self.allowed_outcomes: dict[tuple[UUID, UUID], set[str]] = {}
 
     def pending(self) -> list[int]:
@@ -157,10 +157,8 @@ def _known_answer(group: _Group, i: int, row: asyncpg.Record) -> Outcome:
 async def _check_reach(group: _Group) -> None:
     """Visits of another provider or tenant are 404, like missing ones; so are people not with the provider."""
     pending = group.pending()
-    wanted = [group.subs[i].event.visit_id for i in pending if group.subs[i].event.visit_id is not None]
-    group.visits.update(
-        await planning_store.get_visits(group.conn, group.tenant_id, [v for v in wanted if v], with_actual=False)
-    )
+    wanted = [v for v in (group.subs[i].event.visit_id for i in pending) if v is not None]
+    group.visits.update(await planning_store.visit_ownerships(group.conn, group.tenant_id, wanted))
     with_provider: dict[tuple[UUID, UUID], bool] = {}
     for i in pending:
         sub = group.subs[i]
@@ -207,11 +205,14 @@ async def _match(group: _Group) -> dict[int, _Matched]:
     for i in sorted(pending, key=lambda i: (group.subs[i].event.occurred_at, group.subs[i].event.kind != "check_in")):
         sub = group.subs[i]
         event = sub.event
-        try:
-            visit = await _visit_for(group, sub, check_ins, unplanned)
-        except rules.EventProblem as refused:
-            group.results[i] = refused
-            continue
+        if event.visit_id is not None and not event.outcomes:  # the usual case: reach checked, nothing to decide
+            visit = group.visits[event.visit_id]
+        else:
+            try:
+                visit = await _visit_for(group, sub, check_ins, unplanned)
+            except rules.EventProblem as refused:
+                group.results[i] = refused
+                continue
         if event.kind == "check_in":
             check_ins[(visit.person_id, sub.poster.carer_id)].append(rules.CheckIn(visit.id, event.occurred_at))
         matched[i] = _Matched(visit.id, visit.person_id)
@@ -223,7 +224,7 @@ async def _visit_for(
     sub: Submission,
     check_ins: dict[tuple[UUID, UUID], list[rules.CheckIn]],
     unplanned: dict[tuple[UUID, UUID], list[rules.Candidate]],
-) -> Visit:
+) -> planning_store.VisitOwnership:
     event, carer, provider = sub.event, sub.poster.carer_id, sub.poster.provider_id
     if event.visit_id is not None:
         visit = group.visits[event.visit_id]
@@ -251,9 +252,7 @@ async def _visit_for(
         visit_id = rules.match_by_time(event.occurred_at, nearby)
     if visit_id is not None:
         if visit_id not in group.visits:
-            group.visits.update(
-                await planning_store.get_visits(group.conn, group.tenant_id, [visit_id], with_actual=False)
-            )
+            group.visits.update(await planning_store.visit_ownerships(group.conn, group.tenant_id, [visit_id]))
         visit = group.visits[visit_id]
         await group.check_outcomes(event, person, visit.contract_id, visit.outcome_ids)
         return visit
@@ -262,12 +261,12 @@ async def _visit_for(
     if contract_id is None:
         raise _not_found("person", "person_id")
     await group.check_outcomes(event, person, contract_id, [])
-    visit = await planning_store.insert_visit(
+    created = await planning_store.insert_visit(
         group.conn, group.tenant_id, _unplanned_visit(person, provider, contract_id, event)
     )
-    group.visits[visit.id] = visit
-    unplanned[(person, provider)].append(rules.Candidate(visit.id, visit.planned_start))
-    return visit
+    owned = group.visits[created.id] = planning_store.VisitOwnership.of(created)
+    unplanned[(person, provider)].append(rules.Candidate(created.id, created.planned_start))
+    return owned
 
 
 def _unplanned_visit(person_id: UUID, provider_id: UUID, contract_id: UUID, event: VisitEventIn) -> Visit:

@@ -37,31 +37,34 @@ def _refuse(code: str, field: str, message: str, status: int = 422) -> EventProb
     return EventProblem(status, code, [FieldProblem(field, code, message)])
 
 
+# What each method must carry besides its kind; manual carries nothing.
+_METHOD_NEEDS = {"gps": "location", "nfc": "tag", "qr": "tag", "telephony": "phone"}
+
+
 def check_event(event: VisitEventIn, now: datetime, max_event_age_days: int) -> None:
     """The checks that need nothing but the event and the clock; raises EventProblem."""
     if event.occurred_at > now + CLOCK_SKEW:
         raise _refuse("clock_ahead", "occurred_at", "occurred_at is more than 5 minutes ahead of the server clock")
     if event.occurred_at < now - timedelta(days=max_event_age_days):
         raise _refuse("too_old", "occurred_at", f"occurred_at is older than {max_event_age_days} days")
-    texts = [("device_id", event.device_id), ("note", event.note), ("tag", event.tag), ("phone", event.phone)]
-    texts += [(f"outcomes[{i}].outcome_id", o.outcome_id) for i, o in enumerate(event.outcomes)]
-    for field, text in texts:
+    for field, text in (
+        ("device_id", event.device_id),
+        ("note", event.note),
+        ("tag", event.tag),
+        ("phone", event.phone),
+    ):
         if text is not None and "\x00" in text:
             raise _refuse("nul_character", field, "text may not contain NUL characters")
+    for index, outcome in enumerate(event.outcomes):
+        if "\x00" in outcome.outcome_id:
+            raise _refuse("nul_character", f"outcomes[{index}].outcome_id", "text may not contain NUL characters")
     if event.visit_id is None and event.person_id is None:
         raise _refuse("required", "visit_id", "an event names its visit_id, or person_id for an unplanned visit")
     if event.kind == "check_in" and event.outcomes:
         raise _refuse("outcomes_on_check_in", "outcomes", "outcomes are recorded at check-out only")
-    needs = {
-        "gps": ("location", event.location),
-        "nfc": ("tag", event.tag),
-        "qr": ("tag", event.tag),
-        "telephony": ("phone", event.phone),
-    }
-    if event.method in needs:
-        field, value = needs[event.method]
-        if value is None:
-            raise _refuse("required", field, f"a {event.method} event carries {field}")
+    needed = _METHOD_NEEDS.get(event.method)
+    if needed is not None and getattr(event, needed) is None:
+        raise _refuse("required", needed, f"a {event.method} event carries {needed}")
     seen: set[str] = set()
     for index, outcome in enumerate(event.outcomes):
         if outcome.outcome_id in seen:
@@ -82,11 +85,13 @@ def check_outcomes(event: VisitEventIn, known: set[str]) -> None:
 
 def content_hash(event: VisitEventIn, carer_id: UUID) -> str:
     """What makes a resend a duplicate: the content after decoding (instants in UTC, outcomes sorted)."""
-    canonical = msgspec.structs.replace(
-        event,
-        occurred_at=event.occurred_at.astimezone(UTC),
-        outcomes=sorted(event.outcomes, key=lambda o: o.outcome_id),
-    )
+    canonical = event
+    if event.occurred_at.tzinfo is not UTC or len(event.outcomes) > 1:  # else already canonical
+        canonical = msgspec.structs.replace(
+            event,
+            occurred_at=event.occurred_at.astimezone(UTC),
+            outcomes=sorted(event.outcomes, key=lambda o: o.outcome_id),
+        )
     payload = msgspec.json.encode({"carer_id": carer_id, "event": canonical})
     return hashlib.sha256(payload).hexdigest()
 

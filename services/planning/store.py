@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -247,17 +247,42 @@ async def get_visit(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, *
     return visit_from_row(row) if row else None
 
 
-async def get_visits(
-    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], *, with_actual: bool = True
-) -> dict[UUID, Visit]:
-    """Visits by id; `with_actual=False` skips decoding their reconciled state (ingest does not need it)."""
-    columns = _VISIT_COLUMNS if with_actual else _VISIT_COLUMNS.replace(" actual,", " NULL::jsonb AS actual,")
+async def get_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> dict[UUID, Visit]:
+    """Visits by id."""
     rows = await conn.fetch(
-        f"SELECT {columns} FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+        f"SELECT {_VISIT_COLUMNS} FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
         tenant_id,
         list(visit_ids),
     )
     return {row["id"]: visit_from_row(row) for row in rows}
+
+
+class VisitOwnership(NamedTuple):
+    """Whose a visit is and what it may record: what ingest checks an event against."""
+
+    id: UUID
+    person_id: UUID
+    provider_id: UUID
+    contract_id: UUID
+    outcome_ids: list[str]
+    origin: str
+
+    @classmethod
+    def of(cls, visit: Visit) -> VisitOwnership:
+        return cls(visit.id, visit.person_id, visit.provider_id, visit.contract_id, visit.outcome_ids, visit.origin)
+
+
+async def visit_ownerships(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
+) -> dict[UUID, VisitOwnership]:
+    """`VisitOwnership` of visits by id: six columns, not a whole `Visit` decoded per event's visit."""
+    rows = await conn.fetch(
+        """SELECT id, person_id, provider_id, contract_id, outcome_ids, origin FROM visits
+           WHERE tenant_id = $1 AND id = ANY($2::uuid[])""",
+        tenant_id,
+        list(visit_ids),
+    )
+    return {row[0]: VisitOwnership(*row) for row in rows}
 
 
 async def list_visits(
