@@ -82,17 +82,20 @@ async def verify_tenant(
     """Bring every visit up to date, then recompute the tenant's visits from scratch and compare with
     what is stored. Returns (visits checked, ids whose stored state differs).
 
-    Batch by batch, so memory stays bounded however many visits there are: each batch's overlap pass
-    runs over its recomputed attendances and the stored ones they overlap on other visits (a visit
-    whose stored attendances are wrong is reported in its own batch)."""
+    Batch by batch (ids read a page at a time too), so memory stays bounded however many visits
+    there are: each batch's overlap pass runs over its recomputed attendances and the stored ones
+    they overlap on other visits (a visit whose stored attendances are wrong is reported in its own
+    batch)."""
     now = datetime.now(tz=UTC)
     await drain_queue(pool, now)
     await reconcile_due(pool, now)
+    checked = 0
     differing: list[UUID] = []
     async with acquire(pool) as conn:
-        visit_ids = await store.tenant_visit_ids(conn, tenant_id, start, end)
-        for offset in range(0, len(visit_ids), BATCH):
-            computed, stored, _ = await service.compute(conn, tenant_id, visit_ids[offset : offset + BATCH], now)
+        after: UUID | None = None
+        while visit_ids := await store.tenant_visit_ids(conn, tenant_id, start, end, after, BATCH):
+            after, checked = visit_ids[-1], checked + len(visit_ids)
+            computed, stored, _ = await service.compute(conn, tenant_id, visit_ids, now)
             intervals = service.intervals_of(computed)
             neighbours = await store.stored_partners(
                 conn, tenant_id, [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals], list(computed)
@@ -106,4 +109,4 @@ async def verify_tenant(
                 ).comparable()
                 != stored[v].comparable()
             ]
-    return len(visit_ids), differing
+    return checked, differing

@@ -47,15 +47,24 @@ async def due_visits(conn: asyncpg.Connection, now: datetime, limit: int) -> lis
 
 
 async def tenant_visit_ids(
-    conn: asyncpg.Connection, tenant_id: UUID, start: datetime | None, end: datetime | None
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    start: datetime | None,
+    end: datetime | None,
+    after: UUID | None,
+    limit: int,
 ) -> list[UUID]:
+    """The next `limit` of the tenant's visits planned in [start, end), in id order after `after`."""
     rows = await conn.fetch(
         """SELECT id FROM visits WHERE tenant_id = $1
              AND ($2::timestamptz IS NULL OR planned_start >= $2) AND ($3::timestamptz IS NULL OR planned_start < $3)
-           ORDER BY id""",
+             AND ($4::uuid IS NULL OR id > $4)
+           ORDER BY id LIMIT $5""",
         tenant_id,
         start,
         end,
+        after,
+        limit,
     )
     return [row["id"] for row in rows]
 
