@@ -97,9 +97,7 @@ async def verify_tenant(
             after, checked = visit_ids[-1], checked + len(visit_ids)
             computed, stored, _ = await service.compute(conn, tenant_id, visit_ids, now)
             intervals = service.intervals_of(computed)
-            neighbours = await store.stored_partners(
-                conn, tenant_id, [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals], list(computed)
-            )
+            neighbours = await store.stored_partners(conn, tenant_id, service.as_rows(intervals), list(computed))
             overlapping = rules.overlapping_visits(intervals + [rules.Interval(*n) for n in neighbours])
             differing += [
                 v

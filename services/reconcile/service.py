@@ -172,7 +172,7 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
         conn,
         tenant_id,
         list(computed),
-        [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals_of(computed)],
+        as_rows(intervals_of(computed)),
     )
     pairs = await store.overlap_pairs(conn, tenant_id, sorted(moved))
     overlapping = {visit_id for visit_id, _ in pairs}
@@ -209,3 +209,8 @@ def intervals_of(states: dict[UUID, State]) -> list[rules.Interval]:
         and a.actual_seconds is not None
         and a.actual_seconds <= MAX_ATTENDANCE_S
     ]
+
+
+def as_rows(intervals: Sequence[rules.Interval]) -> list[store.Attendance]:
+    """Intervals as the (visit, carer, check-in, check-out) rows the store takes."""
+    return [(i.visit_id, i.carer_id, i.check_in, i.check_out) for i in intervals]
