@@ -157,7 +157,8 @@ def _known_answer(group: _Group, i: int, row: asyncpg.Record) -> Outcome:
 async def _check_reach(group: _Group) -> None:
     """Visits of another provider or tenant are 404, like missing ones; so are people not with the provider."""
     pending = group.pending()
-    wanted = [v for v in (group.subs[i].event.visit_id for i in pending) if v is not None]
+    # Each visit once: a phone's batch names most of its visits twice (check-in and check-out).
+    wanted = list(dict.fromkeys(v for v in (group.subs[i].event.visit_id for i in pending) if v is not None))
     group.visits.update(await planning_store.visit_ownerships(group.conn, group.tenant_id, wanted))
     with_provider: dict[tuple[UUID, UUID], bool] = {}
     for i in pending:
