@@ -556,12 +556,13 @@ async def test_check_finds_no_breach_in_a_busy_bank_and_names_one_made_by_hand(
     )
 
 
-async def test_a_persons_lock_row_keeps_the_balance_and_postgres_refuses_it_below_0(
+async def test_a_persons_lock_row_keeps_the_balance_and_postgres_refuses_it_below_0_or_a_pool_hold(
     client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
     bank = await make_bank(client, db, expiry_weeks=12)
     monday, friday = bank.monday, bank.monday + timedelta(days=4)
-    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked
+    visit_id = await bank.visit_on(0, monday)
+    await bank.attend(visit_id, local(monday, "08:00"), 20)  # 25 banked
     await reconciled(pool)
     spent = await bank.bank_visit(0, local(friday, "14:00"), 10)
     await bank.attend(spent.json()["id"], local(friday, "14:00"), 10, outcome=None)  # 10 delivered from the bank
@@ -574,6 +575,15 @@ async def test_a_persons_lock_row_keeps_the_balance_and_postgres_refuses_it_belo
 
     with pytest.raises(asyncpg.CheckViolationError):
         await db.execute("UPDATE bank_accounts SET balance = -1 WHERE account = $1", account)
+    with pytest.raises(asyncpg.CheckViolationError):  # holds earmark people's lots only, never the pool's
+        await db.execute(
+            """INSERT INTO bank_holds (tenant_id, id, provider_id, account, minutes, visit_id, held_at)
+               VALUES ($1, $2, $3, 'pool', 5, $4, now())""",
+            UUID(bank.tw.tenant_id),
+            uuid4(),
+            UUID(bank.tw.providers[0]),
+            UUID(visit_id),
+        )
     await db.execute("UPDATE bank_accounts SET balance = 16 WHERE account = $1", account)
     assert await breaches(db) == [
         f"account {account} of {bank.tw.tenant_id}/{bank.tw.providers[0]}: "
