@@ -20,14 +20,17 @@ from services.monitoring import jobs
 from services.monitoring.live import AlertPublisher
 from tests.e2e.test_serve import free_port
 from tests.integration.test_ingest import event
-from tests.support import Client, World, build_world, create, credential_headers
+from tests.support import LONDON, Client, World, build_world, create, credential_headers
 
 
 @pytest.fixture
 async def world(client: Client, db: asyncpg.Connection) -> World:
     built = await build_world(client, db)
     tw = built.a
-    schedule = [{"weekday": d, "start": "08:00", "minutes": 30} for d in range(1, 8)]
+    # The plan's own visits are put twelve hours from now, so that their thresholds never fall inside
+    # a test's ticks (an 08:00 visit made tick counts wrong from about 07:00 to 09:00 UTC).
+    far = (datetime.now(tz=LONDON) + timedelta(hours=12)).strftime("%H:00")
+    schedule = [{"weekday": d, "start": far, "minutes": 30} for d in range(1, 8)]
     await create(
         client,
         tw.commissioner,
