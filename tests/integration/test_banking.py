@@ -382,17 +382,27 @@ async def amend_check_out(client: Client, bank: Bank, visit_id: str, check_out: 
         assert decided.status_code == 200, decided.text
 
 
-async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_shortfall(
-    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
-) -> None:
+async def banked_then_spent(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool, spent_min: int
+) -> tuple[Bank, str]:
+    """Person 0 banks 25 minutes on Monday, then a bank-funded visit on Friday delivers `spent_min` of
+    them, both reconciled; returns the bank and Monday's visit."""
     bank = await make_bank(client, db, expiry_weeks=12)
     monday, friday = bank.monday, bank.monday + timedelta(days=4)
     visit_id = await bank.visit_on(0, monday)
     await bank.attend(visit_id, local(monday, "08:00"), 20)  # 25 banked
     await reconciled(pool)
-    spent = await bank.bank_visit(0, local(friday, "14:00"), 20)
-    await bank.attend(spent.json()["id"], local(friday, "14:00"), 20, outcome=None)  # 20 delivered from the bank
+    spent = await bank.bank_visit(0, local(friday, "14:00"), spent_min)
+    await bank.attend(spent.json()["id"], local(friday, "14:00"), spent_min, outcome=None)
     await reconciled(pool)
+    return bank, visit_id
+
+
+async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_shortfall(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    bank, visit_id = await banked_then_spent(client, db, pool, 20)
+    monday = bank.monday
     assert (await bank.bank(0))["balance_min"] == 5
 
     # The carer in fact left at 08:40: 5 banked, not 25. 5 of the 20 can be taken back; 15 were spent.
@@ -559,14 +569,7 @@ async def test_check_finds_no_breach_in_a_busy_bank_and_names_one_made_by_hand(
 async def test_a_persons_lock_row_keeps_the_balance_and_postgres_refuses_it_below_0_or_a_pool_hold(
     client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    bank = await make_bank(client, db, expiry_weeks=12)
-    monday, friday = bank.monday, bank.monday + timedelta(days=4)
-    visit_id = await bank.visit_on(0, monday)
-    await bank.attend(visit_id, local(monday, "08:00"), 20)  # 25 banked
-    await reconciled(pool)
-    spent = await bank.bank_visit(0, local(friday, "14:00"), 10)
-    await bank.attend(spent.json()["id"], local(friday, "14:00"), 10, outcome=None)  # 10 delivered from the bank
-    await reconciled(pool)
+    bank, visit_id = await banked_then_spent(client, db, pool, 10)
     account = f"person:{bank.people[0]}"
     kept = "SELECT balance FROM bank_accounts WHERE account = $1"
     assert (await bank.bank(0))["balance_min"] == 15
