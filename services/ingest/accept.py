@@ -8,14 +8,16 @@ that stored it has committed.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
+import structlog
 
+from infra.db import acquire
 from schemas.common import FieldProblem
 from schemas.identity import Tenant
 from schemas.ingest import EventAnswer, VisitEventIn
@@ -45,6 +47,7 @@ class Submission(NamedTuple):
 
 
 Outcome = EventAnswer | rules.EventProblem
+log = structlog.get_logger("carebank.ingest")
 
 
 def _not_found(what: str, field: str) -> rules.EventProblem:
@@ -84,6 +87,24 @@ class _Group:
                 self.conn, self.tenant_id, person_id, contract_id
             )
         return self.allowed_outcomes[key] | set(extra)
+
+
+# A group PostgreSQL picked as a deadlock's victim was rolled back whole, so it is run again.
+DEADLOCK_TRIES = 3
+
+
+async def accept_committed(pool: asyncpg.Pool, tenant_id: UUID, submissions: list[Submission]) -> list[Outcome]:
+    """`accept` in a transaction of its own, committed when this returns; run again from the start
+    (up to DEADLOCK_TRIES times) when PostgreSQL breaks a deadlock by rolling it back."""
+    for tries_left in range(DEADLOCK_TRIES - 1, -1, -1):
+        try:
+            async with acquire(pool) as conn, conn.transaction():
+                return await accept(conn, tenant_id, submissions, datetime.now(tz=UTC))
+        except asyncpg.DeadlockDetectedError:
+            if not tries_left:
+                raise
+            log.warning("ingest_deadlock_retried", tenant_id=str(tenant_id), size=len(submissions))
+    raise AssertionError("unreachable")
 
 
 async def accept(
@@ -347,10 +368,13 @@ async def _store(group: _Group, matched: dict[int, _Matched]) -> None:
             )
     left = await _rematch(group, matched, lost)
     touched = [match.visit_id for i, match in matched.items() if i not in lost]
+    # The queue rows before the visit rows: the drainer claims queue rows, then locks their visits, so
+    # taking them in the other order could close a cycle with it (an unplanned visit's start moved,
+    # then its queue row awaited while the drainer, holding that row, waited for the visit).
+    await reconcile_store.enqueue(group.conn, group.tenant_id, touched + left)
     unplanned = [v for v in touched if group.visits[v].origin == "unplanned"]
     if unplanned:
         await planning_store.start_unplanned_at_first_check_in(group.conn, group.tenant_id, unplanned)
-    await reconcile_store.enqueue(group.conn, group.tenant_id, touched + left)
 
 
 async def _rematch(group: _Group, matched: dict[int, _Matched], lost: list[int]) -> list[UUID]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,12 +11,11 @@ from litestar import Controller, Request, post
 from litestar.params import JSONBody
 from litestar.response import Response
 
-from infra.db import acquire
 from schemas.ingest import MAX_BATCH, BatchAnswer, EventAnswer, EventBatchIn, VisitEventIn
 from services.common.auth import Principal, allow
 from services.common.deps import Caller
 from services.common.errors import decode_problem, field_problems_of, problem
-from services.ingest.accept import Outcome, Poster, Submission, accept
+from services.ingest.accept import Outcome, Poster, Submission, accept_committed
 from services.ingest.committer import GroupCommitter
 from services.ingest.rules import EventProblem
 from services.monitoring.timers import note_events
@@ -70,8 +68,7 @@ class IngestController(Controller):
         decoded = _decode_batch(await request.body())
         poster = _poster(caller)
         submissions = [Submission(poster, event) for event in decoded if isinstance(event, VisitEventIn)]
-        async with acquire(request.app.state.pool) as conn, conn.transaction():
-            outcomes = await accept(conn, caller.tenant, submissions, datetime.now(tz=UTC))
+        outcomes = await accept_committed(request.app.state.pool, caller.tenant, submissions)
         accepted = [o.visit_id for o in outcomes if isinstance(o, EventAnswer) and o.status == "accepted"]
         noted = note_events(request.app.state, caller.tenant, caller.carer_id, accepted)
         answers = iter([_as_answer(sub, outcome) for sub, outcome in zip(submissions, outcomes, strict=True)])

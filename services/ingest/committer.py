@@ -7,14 +7,12 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
 import structlog
 
-from infra.db import acquire
-from services.ingest.accept import Outcome, Submission, accept
+from services.ingest.accept import Outcome, Submission, accept_committed
 
 log = structlog.get_logger("carebank.ingest")
 
@@ -78,8 +76,7 @@ class GroupCommitter:
 
     async def _commit(self, tenant_id: UUID, items: list[_Waiting]) -> None:
         try:
-            async with acquire(self._pool) as conn, conn.transaction():
-                answers = await accept(conn, tenant_id, [w.submission for w in items], datetime.now(tz=UTC))
+            answers = await accept_committed(self._pool, tenant_id, [w.submission for w in items])
         except Exception as exc:  # every waiter must hear, or its request hangs
             log.exception("group_commit_failed", tenant_id=str(tenant_id), size=len(items))
             for waiting in items:

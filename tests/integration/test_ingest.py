@@ -427,3 +427,32 @@ async def test_an_unplanned_visit_starts_at_its_first_check_in_whatever_arrived_
     shown = (await client.get(f"/v1/visits/{visit_id}", headers=world.a.commissioner)).json()
     expected = at(day, "15:00").astimezone(UTC).isoformat().replace("+00:00", "Z")
     assert (shown["planned_start"], shown["band_start"]) == (expected, expected)
+
+
+async def test_a_group_picked_as_a_deadlock_victim_is_run_again(
+    client: Client, world: World, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.ingest import accept as accept_module
+
+    real_accept = accept_module.accept
+    tries: list[bool] = []
+
+    async def deadlocked_once(*args: Any, **kwargs: Any) -> Any:
+        """Every request's first try is a deadlock's victim, after writing (rolled back with it)."""
+        result = await real_accept(*args, **kwargs)
+        tries.append(len(tries) % 2 == 0)
+        if tries[-1]:
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return result
+
+    monkeypatch.setattr(accept_module, "accept", deadlocked_once)
+    carer = world.a.carer_headers[0]
+    visit_id = str(await visit_at(db, world.a.person_id, yesterday()))
+    single = await client.post("/v1/visit-events", json=event(visit_id=visit_id), headers=carer)
+    assert single.status_code == 201, single.text
+    batch = [event("check_out", at(yesterday(), "08:40"), visit_id=visit_id)]
+    answered = await client.post("/v1/visit-events/batch", json={"events": batch}, headers=carer)
+    assert answered.status_code == 200, answered.text
+    assert [r["status"] for r in answered.json()["results"]] == ["accepted"]
+    assert tries == [True, False, True, False]  # each request refused once, then stored
+    assert await events_count(db) == 2  # once each
