@@ -255,13 +255,21 @@ async def test_the_cap_sends_the_excess_to_the_pool_and_allocation_moves_pool_lo
     assert too_much.json()["code"] == "insufficient_bank"
 
 
+async def banked_on_monday(client: Client, db: asyncpg.Connection, pool: asyncpg.Pool) -> tuple[Bank, str]:
+    """Person 0 banks 25 minutes on Monday (lots expiring after 12 weeks), reconciled; returns the bank
+    and Monday's visit."""
+    bank = await make_bank(client, db, expiry_weeks=12)
+    visit_id = await bank.visit_on(0, bank.monday)
+    await bank.attend(visit_id, local(bank.monday, "08:00"), 20)  # 25 banked
+    await reconciled(pool)
+    return bank, visit_id
+
+
 async def test_a_bank_funded_visit_holds_then_delivers_and_releases_the_rest(
     client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    bank = await make_bank(client, db, expiry_weeks=12)
-    monday, friday = bank.monday, bank.monday + timedelta(days=4)
-    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked
-    await reconciled(pool)
+    bank, _ = await banked_on_monday(client, db, pool)
+    friday = bank.monday + timedelta(days=4)
 
     refused = await bank.bank_visit(0, local(friday, "14:00"), 30)
     assert refused.status_code == 422
@@ -387,11 +395,8 @@ async def banked_then_spent(
 ) -> tuple[Bank, str]:
     """Person 0 banks 25 minutes on Monday, then a bank-funded visit on Friday delivers `spent_min` of
     them, both reconciled; returns the bank and Monday's visit."""
-    bank = await make_bank(client, db, expiry_weeks=12)
-    monday, friday = bank.monday, bank.monday + timedelta(days=4)
-    visit_id = await bank.visit_on(0, monday)
-    await bank.attend(visit_id, local(monday, "08:00"), 20)  # 25 banked
-    await reconciled(pool)
+    bank, visit_id = await banked_on_monday(client, db, pool)
+    friday = bank.monday + timedelta(days=4)
     spent = await bank.bank_visit(0, local(friday, "14:00"), spent_min)
     await bank.attend(spent.json()["id"], local(friday, "14:00"), spent_min, outcome=None)
     await reconciled(pool)
@@ -431,10 +436,8 @@ async def test_an_amendment_that_reduces_banked_time_takes_it_back_or_bills_a_sh
 async def test_a_delivery_charged_short_is_undone_before_minutes_return_to_the_bank(
     client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    bank = await make_bank(client, db, expiry_weeks=12)
-    monday, friday = bank.monday, bank.monday + timedelta(days=4)
-    await bank.attend(await bank.visit_on(0, monday), local(monday, "08:00"), 20)  # 25 banked
-    await reconciled(pool)
+    bank, _ = await banked_on_monday(client, db, pool)
+    friday = bank.monday + timedelta(days=4)
     first = (await bank.bank_visit(0, local(friday, "14:00"), 20)).json()["id"]
     await bank.attend(first, local(friday, "14:00"), 10, outcome=None)  # 10 delivered, 10 released
     await reconciled(pool)
