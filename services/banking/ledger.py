@@ -174,13 +174,11 @@ class _Holidays:
 _HOLIDAYS: dict[str, _Holidays] = {}
 
 
-class _Rates:
+def _rate_of(row: asyncpg.Record) -> int:
     """The rate of a visit's band (each region's holidays kept for the life of the process)."""
-
-    def of(self, row: asyncpg.Record) -> int:
-        region = row["holiday_region"]
-        calendar = _HOLIDAYS.get(region) or _HOLIDAYS.setdefault(region, _Holidays(region))
-        return int(row["rates"][band_of(row["band_start"], ZoneInfo(row["zone"]), calendar)])
+    region = row["holiday_region"]
+    calendar = _HOLIDAYS.get(region) or _HOLIDAYS.setdefault(region, _Holidays(region))
+    return int(row["rates"][band_of(row["band_start"], ZoneInfo(row["zone"]), calendar)])
 
 
 async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime) -> int:
@@ -208,18 +206,17 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
         if target.accrue_min < accrual_now and POOL in _own_lots(row)
     }
     balances = await store.lock_ledger_accounts(conn, tenant_id, sorted(accounts))
-    rates = _Rates()
     accruals = [(row, target.accrue_min - accrual_now) for row, target, accrual_now, _ in work]
     growing = [
         (row, diff - await _undo_shortfall(conn, tenant_id, row, "accrual", diff)) for row, diff in accruals if diff > 0
     ]
-    await _accrue(conn, tenant_id, [(row, diff) for row, diff in growing if diff > 0], balances, rates, now)
+    await _accrue(conn, tenant_id, [(row, diff) for row, diff in growing if diff > 0], balances, now)
     for row, diff in accruals:
         if diff < 0:
-            await _take_back(conn, tenant_id, row, -diff, rates, now)
+            await _take_back(conn, tenant_id, row, -diff, now)
     for row, target, _, delivery_now in work:
         if row["funding"] == "bank" and not target.hold_open:
-            await _deliver(conn, tenant_id, row, target.deliver_min, delivery_now, rates, now)
+            await _deliver(conn, tenant_id, row, target.deliver_min, delivery_now, now)
     return len(work)
 
 
@@ -260,7 +257,6 @@ async def _accrue(
     tenant_id: UUID,
     accruals: Sequence[tuple[asyncpg.Record, int]],
     locked: dict[tuple[UUID, str], int | None],
-    rates: _Rates,
     now: datetime,
 ) -> None:
     """owed -> person into each visit's lot; what passes the cap goes owed -> pool into the visit's pool
@@ -294,7 +290,7 @@ async def _accrue(
                         "provider_id": provider_id,
                         "contract_id": row["contract_id"],
                         "account": account,
-                        "rate_pence_per_hour": rates.of(row),
+                        "rate_pence_per_hour": _rate_of(row),
                         "effective_at": effective_at,
                         "expires_at": effective_at + timedelta(weeks=row["banking"]["expiry_weeks"]),
                         "visit_id": row["id"],
@@ -307,7 +303,7 @@ async def _accrue(
 
 
 async def _take_back(
-    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, minutes: int, rates: _Rates, now: datetime
+    conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, minutes: int, now: datetime
 ) -> None:
     """A reduced accrual: taken back from the visit's own lots first, then the person's other unheld
     lots (oldest expiry first); what cannot be taken back is a shortfall at the lot's rate."""
@@ -340,7 +336,7 @@ async def _take_back(
     await store.insert_postings(conn, tenant_id, postings)
     if left > 0:
         first = next(iter(own.values()), None)
-        rate = first.rate_pence_per_hour if first else rates.of(row)
+        rate = first.rate_pence_per_hour if first else _rate_of(row)
         await _shortfall(conn, tenant_id, row, "accrual", left, rate, first.id if first else None, effective_at)
 
 
@@ -394,7 +390,6 @@ async def _deliver(
     row: asyncpg.Record,
     target: int,
     delivered: int,
-    rates: _Rates,
     now: datetime,
 ) -> None:
     """A final bank-funded visit: post its delivery from the hold and release the rest; a later
@@ -417,7 +412,7 @@ async def _deliver(
         )
         await _move(conn, writes, tenant_id, provider_id, "redeploy", person, DELIVERED, pieces, effective_at, **tags)
         if left := target - delivered - sum(m for _, m in pieces):
-            await _shortfall(conn, tenant_id, row, "delivery", left, rates.of(row), None, effective_at)
+            await _shortfall(conn, tenant_id, row, "delivery", left, _rate_of(row), None, effective_at)
     elif target < delivered:
         await writes.run(conn)
         undone = await _undo_shortfall(conn, tenant_id, row, "delivery", delivered - target)
