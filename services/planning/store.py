@@ -247,16 +247,6 @@ async def get_visit(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, *
     return visit_from_row(row) if row else None
 
 
-async def get_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> dict[UUID, Visit]:
-    """Visits by id."""
-    rows = await conn.fetch(
-        f"SELECT {_VISIT_COLUMNS} FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
-        tenant_id,
-        list(visit_ids),
-    )
-    return {row["id"]: visit_from_row(row) for row in rows}
-
-
 class VisitOwnership(NamedTuple):
     """Whose a visit is and what it may record: what ingest checks an event against."""
 
