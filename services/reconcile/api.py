@@ -76,8 +76,8 @@ class AmendmentController(Controller):
                 planned_min=data.planned_min,
             )
             # Both from the current inputs, so a stale stored state cannot make a rise look like a fall.
-            before, _, _ = await service.compute(conn, tenant, [visit.id], now)
-            after, _, _ = await service.compute(conn, tenant, [visit.id], now, extra={visit.id: [preview]})
+            before = (await service.compute(conn, tenant, [visit.id], now)).states
+            after = (await service.compute(conn, tenant, [visit.id], now, extra={visit.id: [preview]})).states
             payable_before, banked_before = before[visit.id].payable_min, before[visit.id].banked_min
             move = data.move_to_visit_id is not None
             # A move changes two visits; its effect is recorded when it is decided.

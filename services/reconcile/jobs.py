@@ -95,7 +95,8 @@ async def verify_tenant(
         after: UUID | None = None
         while visit_ids := await store.tenant_visit_ids(conn, tenant_id, start, end, after, BATCH):
             after, checked = visit_ids[-1], checked + len(visit_ids)
-            computed, stored, _ = await service.compute(conn, tenant_id, visit_ids, now)
+            result = await service.compute(conn, tenant_id, visit_ids, now)
+            computed, stored = result.states, result.stored
             intervals = service.intervals_of(computed)
             neighbours = await store.stored_partners(conn, tenant_id, service.as_rows(intervals), list(computed))
             overlapping = rules.overlapping_visits(intervals + [rules.Interval(*n) for n in neighbours])

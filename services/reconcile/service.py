@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -42,6 +42,18 @@ class State:
     def comparable(self) -> tuple[Any, ...]:
         actual = msgspec.structs.replace(self.actual, reconciled_at=datetime.min) if self.actual else None
         return (self.status, msgspec.to_builtins(actual), self.exceptions, self.payable_min, self.banked_min)
+
+
+@dataclass
+class Computed:
+    """A batch's recomputed states (`states`), the stored ones when asked for (`stored`), when the clock
+    may next change each (`next_checks`), and the visits the bank may care about (`bank_visits`: those
+    bank-funded or on an outcome-based contract, the only ones `bank.sync_visits` ever posts for)."""
+
+    states: dict[UUID, State] = field(default_factory=dict)
+    stored: dict[UUID, State] = field(default_factory=dict)
+    next_checks: dict[UUID, datetime | None] = field(default_factory=dict)
+    bank_visits: list[UUID] = field(default_factory=list)
 
 
 def _plan(row: asyncpg.Record) -> rules.Plan:
@@ -122,9 +134,9 @@ async def compute(
     extra: dict[UUID, list[rules.Amendment]] | None = None,
     *,
     with_stored: bool = True,
-) -> tuple[dict[UUID, State], dict[UUID, State], dict[UUID, datetime | None]]:
-    """(computed, stored, next check) for each visit, from the database's current inputs (plus
-    `extra` amendments, to preview what a proposal would do); `stored` is left empty when not wanted."""
+) -> Computed:
+    """Each visit's state from the database's current inputs (plus `extra` amendments, to preview what
+    a proposal would do), with its stored state if wanted."""
     visits = await store.load_visits(conn, tenant_id, visit_ids, with_stored=with_stored)
     stored_rules = await store.load_pay_rules(conn, tenant_id, {row["contract_id"] for row in visits})
     pay_rules_of = {contract_id: msgspec.convert(doc, PayRules) for contract_id, doc in stored_rules.items()}
@@ -136,28 +148,28 @@ async def compute(
         amendments[row["visit_id"]].append(_amendment(row))
     for visit_id, more in (extra or {}).items():
         amendments[visit_id] += more
-    computed: dict[UUID, State] = {}
-    stored: dict[UUID, State] = {}
-    next_checks: dict[UUID, datetime | None] = {}
+    result = Computed()
     for done, row in enumerate(visits, 1):
         if done % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # let the event loop answer requests between stretches of rules
         plan = _plan(row)
         pay_rules = pay_rules_of[row["contract_id"]]
         actual = rules.reconcile(plan, events[row["id"]], amendments[row["id"]], pay_rules, now)
-        computed[row["id"]] = State(
+        result.states[row["id"]] = State(
             actual.status, _as_wire(actual, now), actual.exceptions, actual.payable_min, actual.banked_min
         )
         if with_stored:
-            stored[row["id"]] = State(
+            result.stored[row["id"]] = State(
                 row["status"],
                 msgspec.convert(row["actual"], VisitActual) if row["actual"] else None,
                 tuple(row["exceptions"]),
                 row["payable_min"],
                 row["banked_min"],
             )
-        next_checks[row["id"]] = rules.next_check_at(plan, actual, pay_rules)
-    return computed, stored, next_checks
+        result.next_checks[row["id"]] = rules.next_check_at(plan, actual, pay_rules)
+        if plan.funding == "bank" or plan.model == "outcome_based":
+            result.bank_visits.append(row["id"])
+    return result
 
 
 async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime) -> int:
@@ -165,7 +177,8 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     if not visit_ids:
         return 0
     await store.lock_visits(conn, tenant_id, visit_ids)
-    computed, _, next_checks = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
+    result = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
+    computed, next_checks = result.states, result.next_checks
     # The separate pass (DOMAIN.md keeps it out of the pure rules): one carer in two visits at once.
     # Only visits whose attendances changed get a new flag here; the partners of what changed, after.
     moved, old_partners = await store.sync_attendances(
@@ -192,7 +205,7 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     ]
     await store.save_states(conn, tenant_id, states)
     # The bank follows the reconciliation in the same transaction: accruals, corrections, deliveries.
-    await bank_ledger.sync_visits(conn, tenant_id, list(computed), now)
+    await bank_ledger.sync_visits(conn, tenant_id, result.bank_visits, now)
     await store.mark_overlaps(conn, tenant_id, sorted((old_partners | {p for _, p in pairs}) - moved))
     return len(states)
 
