@@ -43,6 +43,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from infra import collector
 from infra.db import connect, create_pool, migrate_url
 from schemas.catalog import Banking, PayRules
 from services.banking import ledger as bank_ledger
@@ -960,6 +961,7 @@ def in_scratch_database(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    collector.settle()  # as the worker and server processes that reconcile do (forked children inherit it)
     banner = f"reconcile benchmark: {args.visits:,} visits, batch {args.batch:,}, {args.workers} workers"
     return in_scratch_database(args, banner, run)
 

@@ -6,16 +6,14 @@ accepting from the shared socket, so request handling can use every core. The pa
 forwards SIGINT/SIGTERM (as SIGTERM) and waits; if it dies, the kernel kills the workers too, so a killed
 server never leaves orphans answering on its port.
 
-Whatever exists once the app is built (modules, routes, the app itself) is moved out of the
-garbage collector's reach (`gc.freeze`), so full collections under load walk only what requests
-allocate.
+Once the app is built, the garbage collector is settled for the work (`infra.collector`): what
+exists then is frozen out of its reach, and young collections run less often.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import os
 import signal
 import socket
@@ -26,6 +24,8 @@ from typing import Any
 
 import uvicorn
 
+from infra import collector
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -35,7 +35,7 @@ def serve(make_app: Callable[[int], Any], host: str, port: int, workers: int = 1
     `make_app(index)` builds the app of worker `index` (0 for the first or only one)."""
     if workers <= 1:
         app = make_app(0)
-        gc.freeze()
+        collector.settle()
         uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
         return 0
     listener = socket.create_server((host, port), backlog=2048)
@@ -57,7 +57,7 @@ def _fork_worker(make_app: Callable[[int], Any], index: int, listener: socket.so
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda signum, _: stop_requested.append(signum))
         config = uvicorn.Config(make_app(index), log_config=None, access_log=False)
-        gc.freeze()
+        collector.settle()
         _Worker(config, stop_requested).run(sockets=[listener])
         code = 0
     except BaseException as exc:  # a child must never return into the parent's code

@@ -36,8 +36,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import collector
     from services.worker import run_worker
 
+    collector.settle()
     with servers_for(settings) as resolved, contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(resolved, once=args.once))
     return 0
@@ -92,6 +94,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from uuid import UUID
     from zoneinfo import ZoneInfo
 
+    from infra import collector
     from infra.db import create_pool
     from services.planning.rules import local_instant
     from services.reconcile.jobs import verify_tenant
@@ -112,6 +115,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await pool.close()
 
+    collector.settle()
     with servers_for(settings, need_redis=False) as resolved:
         checked, differing = asyncio.run(run(_db(resolved)))
     print(json.dumps({"visits": checked, "differing": len(differing), "examples": [str(v) for v in differing[:10]]}))
