@@ -205,12 +205,13 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
         for row, target, accrual_now, _ in work
         if target.accrue_min < accrual_now and POOL in _own_lots(row)
     }
-    balances = await store.lock_ledger_accounts(conn, tenant_id, sorted(accounts))
     accruals = [(row, target.accrue_min - accrual_now) for row, target, accrual_now, _ in work]
-    growing = [
-        (row, diff - await _undo_shortfall(conn, tenant_id, row, "accrual", diff)) for row, diff in accruals if diff > 0
-    ]
-    await _accrue(conn, tenant_id, [(row, diff) for row, diff in growing if diff > 0], balances, now)
+    # What grows is first what was recorded short of it (undone below), and only the rest accrues.
+    growing = [(row, diff - min(diff, int(row["accrual_short"]))) for row, diff in accruals if diff > 0]
+    await _lock_and_accrue(conn, tenant_id, sorted(accounts), [(row, diff) for row, diff in growing if diff > 0], now)
+    for row, diff in accruals:
+        if diff > 0:
+            await _undo_shortfall(conn, tenant_id, row, "accrual", diff)
     for row, diff in accruals:
         if diff < 0:
             await _take_back(conn, tenant_id, row, -diff, now)
@@ -252,6 +253,50 @@ def _accrual_date(row: asyncpg.Record, lots: dict[str, _OwnLot]) -> datetime:
     return first.effective_at if first else _visit_end(row)
 
 
+async def _lock_and_accrue(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    accounts: Sequence[tuple[UUID, str]],
+    accruals: Sequence[tuple[asyncpg.Record, int]],
+    now: datetime,
+) -> None:
+    """Lock the (provider, account) pairs, in order, and accrue: owed -> person into each visit's lot, and
+    what passes the cap owed -> pool into the visit's pool lot. One statement locks and writes
+    (`store.lock_and_accrue`, decision 107), so nothing runs between taking a person's lock and writing
+    under it; everything it needs but the balances is worked out here first. A person whose visits in
+    the batch name different caps (two contracts) is accrued as before: locked first, then written."""
+    if not accruals:
+        await store.lock_ledger_accounts(conn, tenant_id, accounts)
+        return
+    batch = store.AccrualBatch()
+    caps: dict[tuple[UUID, str], int] = {}
+    for row, minutes in accruals:
+        person, cap = rules.person_account(row["person_id"]), row["banking"]["cap_min"]
+        if caps.setdefault((row["provider_id"], person), cap) != cap:
+            await _accrue(conn, tenant_id, accruals, await store.lock_ledger_accounts(conn, tenant_id, accounts), now)
+            return
+        lots = _own_lots(row)
+        effective_at, mine, pool = _accrual_date(row, lots), lots.get(person), lots.get(POOL)
+        batch.add(
+            provider_id=row["provider_id"],
+            account=person,
+            minutes=minutes,
+            cap_min=cap,
+            visit_id=row["id"],
+            contract_id=row["contract_id"],
+            rate=_rate_of(row) if mine is None or pool is None else 0,
+            effective_at=effective_at,
+            expires_at=effective_at + timedelta(weeks=row["banking"]["expiry_weeks"]),
+            person_lot=mine.id if mine else None,
+            pool_lot=pool.id if pool else None,
+        )
+    if not await store.lock_and_accrue(conn, tenant_id, accounts, batch, due_by=now):
+        # An account's first movement: its lock row is made (and locked) first, then all of it again.
+        await store.lock_ledger_accounts(conn, tenant_id, accounts)
+        if not await store.lock_and_accrue(conn, tenant_id, accounts, batch, due_by=now):
+            raise RuntimeError("an account's lock row is missing after it was made")
+
+
 async def _accrue(
     conn: asyncpg.Connection,
     tenant_id: UUID,
@@ -259,13 +304,9 @@ async def _accrue(
     locked: dict[tuple[UUID, str], int | None],
     now: datetime,
 ) -> None:
-    """owed -> person into each visit's lot; what passes the cap goes owed -> pool into the visit's pool
-    lot. Set-wise for a whole batch of visits at any providers (reconciling many outcome-based visits
-    at once): the people's balances are those their lock rows keep (`locked`, as just locked), and
-    one write makes every lot, queue entry and posting; in visit order, each visit's cap judged on the
-    balance the ones before it left."""
-    if not accruals:
-        return
+    """As `_lock_and_accrue`, with the accounts already locked (`locked`: the balances their lock rows
+    keep), each visit's cap judged in Python on the balance the ones before it left: for a person whose
+    visits in one batch name different caps."""
     balances = {key: balance or 0 for key, balance in locked.items()}
     new_lots, postings, existing = [], [], []
     for row, minutes in accruals:

@@ -73,6 +73,145 @@ async def lock_ledger_accounts(
     return {(row["provider_id"], row["account"]): row["balance"] for row in rows}
 
 
+class AccrualBatch:
+    """Accruals for `lock_and_accrue`, one per visit in the order their caps are judged in, as the
+    columns the statement reads: each names its person's lot and pool lot when the visit has them (else
+    new ones are made, with these ids, if minutes go there) and its two postings' ids."""
+
+    def __init__(self) -> None:
+        self.columns: tuple[list[Any], ...] = tuple([] for _ in range(15))
+        self.existing: list[UUID] = []
+
+    def add(
+        self,
+        *,
+        provider_id: UUID,
+        account: str,
+        minutes: int,
+        cap_min: int,
+        visit_id: UUID,
+        contract_id: UUID,
+        rate: int,
+        effective_at: datetime,
+        expires_at: datetime,
+        person_lot: UUID | None,
+        pool_lot: UUID | None,
+    ) -> None:
+        self.existing += [lot for lot in (person_lot, pool_lot) if lot is not None]
+        values = (
+            provider_id,
+            account,
+            minutes,
+            cap_min,
+            visit_id,
+            contract_id,
+            rate,
+            effective_at,
+            expires_at,
+            person_lot or new_id(),
+            person_lot is None,
+            pool_lot or new_id(),
+            pool_lot is None,
+            new_id(),
+            new_id(),
+        )
+        for column, value in zip(self.columns, values, strict=True):
+            column.append(value)
+
+
+# Lock the accounts (as _LOCK), then, only if every one of them has its lock row, split each visit's
+# minutes at its person's cap in visit order, on the balance the lock row keeps (read by the lock, so
+# the latest committed), and write the lots, their queue entries, the postings, the requeued lots and
+# the kept balances. A person's share is what fits under the cap after the person's earlier visits of
+# the batch: with one cap a person, the sequential rules.cap_split over the batch is
+# max(0, min(minutes, max(0, cap - balance) - minutes of the earlier visits)).
+_LOCK_AND_ACCRUE = """WITH locked AS MATERIALIZED (
+        SELECT a.provider_id, a.account, a.balance FROM bank_accounts a
+        WHERE a.tenant_id = $1 AND a.provider_id = ANY($2::uuid[]) AND a.account = ANY($3::text[])
+          AND (a.provider_id, a.account) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))
+        ORDER BY a.provider_id, a.account FOR UPDATE OF a),
+    ready AS MATERIALIZED (SELECT count(*) = cardinality($3::text[]) AS ok FROM locked),
+    split AS MATERIALIZED (
+        SELECT i.*, greatest(0, least(i.minutes, greatest(0, i.cap_min - l.balance)
+                   - coalesce(sum(i.minutes) OVER (PARTITION BY i.provider_id, i.account ORDER BY i.ord
+                                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)))::int
+               AS to_person
+        FROM unnest($4::uuid[], $5::text[], $6::int[], $7::int[], $8::uuid[], $9::uuid[], $10::int[],
+                    $11::timestamptz[], $12::timestamptz[], $13::uuid[], $14::bool[], $15::uuid[], $16::bool[],
+                    $17::uuid[], $18::uuid[])
+             WITH ORDINALITY AS i (provider_id, account, minutes, cap_min, visit_id, contract_id, rate,
+                                   effective_at, expires_at, person_lot, person_lot_new, pool_lot, pool_lot_new,
+                                   person_posting, pool_posting, ord)
+        JOIN locked l ON l.provider_id = i.provider_id AND l.account = i.account
+        WHERE (SELECT ok FROM ready)),
+    shares AS MATERIALIZED (
+        SELECT provider_id, 'accrue' AS kind, account, to_person AS minutes, person_lot AS lot_id,
+               person_lot_new AS new_lot, person_posting AS posting_id, visit_id, contract_id, rate, effective_at,
+               expires_at
+        FROM split WHERE to_person > 0
+        UNION ALL
+        SELECT provider_id, 'cap_overflow', 'pool', minutes - to_person, pool_lot, pool_lot_new, pool_posting,
+               visit_id, contract_id, rate, effective_at, expires_at
+        FROM split WHERE minutes > to_person),
+    lots AS (
+        INSERT INTO bank_lots (tenant_id, id, provider_id, contract_id, account, rate_pence_per_hour, effective_at,
+                               expires_at, visit_id)
+        SELECT $1, lot_id, provider_id, contract_id, account, rate, effective_at, expires_at, visit_id
+        FROM shares WHERE new_lot
+        RETURNING tenant_id, id, expires_at),
+    queued AS (
+        INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+        SELECT tenant_id, id, id, expires_at FROM lots),
+    posted AS (
+        INSERT INTO bank_postings (tenant_id, id, provider_id, kind, from_account, to_account, minutes, to_lot_id,
+                                   visit_id, effective_at)
+        SELECT $1, posting_id, provider_id, kind, 'owed', account, minutes, lot_id, visit_id, effective_at
+        FROM shares),
+    requeued AS (
+        INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+        SELECT l.tenant_id, q.id, l.id, l.expires_at
+        FROM unnest($19::uuid[], $20::uuid[]) AS q (lot_id, id)
+        JOIN bank_lots l ON l.tenant_id = $1 AND l.id = q.lot_id
+        WHERE l.expires_at <= $21 AND (SELECT ok FROM ready)),
+    kept AS (
+        UPDATE bank_accounts a SET balance = a.balance + d.delta
+        FROM (SELECT provider_id, account, sum(to_person)::int AS delta FROM split
+              GROUP BY provider_id, account HAVING sum(to_person) > 0) d
+        WHERE a.tenant_id = $1 AND a.provider_id = d.provider_id AND a.account = d.account)
+    SELECT (SELECT ok FROM ready) AS ok, (SELECT count(*) FROM split) AS accrued"""
+
+
+async def lock_and_accrue(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    accounts: Sequence[tuple[UUID, str]],
+    batch: AccrualBatch,
+    due_by: datetime,
+) -> bool:
+    """Lock (provider, account) pairs (providers in id order, accounts in name order, as
+    `lock_ledger_accounts`) and write the batch's accruals under those locks, in one statement: nothing
+    runs between taking a person's lock and writing. Each person's accounts must be among `accounts`
+    and all of a person's visits in the batch must name one cap. Returns False, having locked what
+    exists and written nothing, when an account has no lock row yet (`lock_ledger_accounts` makes it).
+    The visit's own lots already past expiry (`due_by`) are queued again, as minutes came back to them."""
+    ordered = sorted(set(accounts))
+    existing = sorted(set(batch.existing))
+    row = await conn.fetchrow(
+        _LOCK_AND_ACCRUE,
+        tenant_id,
+        [provider_id for provider_id, _ in ordered],
+        [account for _, account in ordered],
+        *batch.columns,
+        existing,
+        [new_id() for _ in existing],
+        due_by,
+    )
+    assert row is not None
+    if row["ok"] and row["accrued"] != len(batch.columns[0]):
+        raise RuntimeError(f"{len(batch.columns[0])} accruals, {row['accrued']} of them with a locked account")
+    return bool(row["ok"])
+
+
 async def available_lots(
     conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, account: str, now: datetime
 ) -> list[LotAvailable]:
@@ -159,18 +298,17 @@ class Writes:
                 """INSERT INTO bank_lots (tenant_id, id, provider_id, contract_id, account, rate_pence_per_hour,
                                           effective_at, expires_at, visit_id, origin_lot_id)
                    SELECT $1, * FROM unnest({0}::uuid[], {1}::uuid[], {2}::uuid[], {3}::text[], {4}::int[],
-                                            {5}::timestamptz[], {6}::timestamptz[], {7}::uuid[], {8}::uuid[])""",
+                                            {5}::timestamptz[], {6}::timestamptz[], {7}::uuid[], {8}::uuid[])
+                   RETURNING tenant_id, id, expires_at""",
                 *([lot[column] for lot in lots] for column in columns),
                 [lot["expires_at"] for lot in lots],
                 [lot.get("visit_id") for lot in lots],
                 [lot.get("origin_lot_id") for lot in lots],
             )
+            # A lot's first queue entry takes the lot's id (ids are unique; entries queued again get new ones).
             self._add(
-                """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
-                   SELECT $1, * FROM unnest({0}::uuid[], {1}::uuid[], {2}::timestamptz[])""",
-                [new_id() for _ in lots],
-                [lot["id"] for lot in lots],
-                [lot["expires_at"] for lot in lots],
+                f"""INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+                    SELECT tenant_id, id, id, expires_at FROM w{len(self._parts) - 1}"""
             )
         return self
 
