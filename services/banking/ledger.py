@@ -556,33 +556,28 @@ async def allocate(
 
 async def expire_due(conn: asyncpg.Connection, now: datetime, limit: int = 500) -> int:
     """Post the unheld remainder of lots whose expiry has come to `expired` (a held part expires when
-    its hold ends); returns how many queue entries were taken. Call in a transaction."""
-    claimed = await store.take_due_expiries(conn, now, limit)
-    by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
-    for tenant_id, lot_id in sorted(set(claimed)):
-        by_tenant[tenant_id].append(lot_id)
-    by_ledger: dict[tuple[UUID, UUID], list[asyncpg.Record]] = defaultdict(list)
-    for tenant_id, lot_ids in by_tenant.items():
-        for lot in (await store.get_lots(conn, tenant_id, lot_ids)).values():
-            by_ledger[(tenant_id, lot["provider_id"])].append(lot)
+    its hold ends); returns how many queue entries were taken. Call in a transaction. Per ledger: the
+    accounts locked, then one read of each lot's unheld remainder and last movement, and one write."""
+    claimed = await store.take_due_lots(conn, now, limit)
+    by_ledger: dict[tuple[UUID, UUID], dict[UUID, asyncpg.Record]] = defaultdict(dict)
+    for lot in claimed:
+        by_ledger[(lot["tenant_id"], lot["provider_id"])][lot["id"]] = lot  # a lot queued twice comes twice
     for (tenant_id, provider_id), lots in sorted(by_ledger.items()):
-        await store.lock_accounts(conn, tenant_id, provider_id, [lot["account"] for lot in lots])
-        available = await store.lots_available(conn, tenant_id, [lot["id"] for lot in lots])
-        since = await store.last_movement(conn, tenant_id, [lot["id"] for lot in lots])
-        writes = store.Writes(tenant_id)
-        for lot in lots:
-            if available[lot["id"]] > 0:
-                effective_at = rules.expiry_instant(lot["expires_at"], since.get(lot["id"]))
-                await _move(
-                    conn,
-                    writes,
-                    tenant_id,
-                    provider_id,
-                    "expire",
-                    lot["account"],
-                    EXPIRED,
-                    [(lot["id"], available[lot["id"]])],
-                    effective_at,
-                )
-        await writes.run(conn)
+        await store.lock_accounts(conn, tenant_id, provider_id, [lot["account"] for lot in lots.values()])
+        postings = [
+            _posting(
+                provider_id,
+                "expire",
+                lots[lot_id]["account"],
+                EXPIRED,
+                available,
+                rules.expiry_instant(lots[lot_id]["expires_at"], since),
+                lot_id,
+                None,
+                {},
+            )
+            for lot_id, available, since in await store.expiring(conn, tenant_id, sorted(lots))
+            if available > 0
+        ]
+        await store.Writes(tenant_id).postings(postings).run(conn)
     return len(claimed)

@@ -620,19 +620,22 @@ async def list_transfers(
     )
 
 
-async def take_due_expiries(conn: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[UUID, UUID]]:
-    """Claim (tenant, lot) of queue entries whose expiry has come (skipping those another worker
-    holds; a lot queued twice comes twice); call in a transaction."""
-    rows = await conn.fetch(
-        """DELETE FROM bank_expiry_queue q USING (
-               SELECT tenant_id, id FROM bank_expiry_queue WHERE expires_at <= $1
-               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) picked
-           WHERE q.tenant_id = picked.tenant_id AND q.id = picked.id
-           RETURNING q.tenant_id, q.lot_id""",
+async def take_due_lots(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Claim queue entries whose expiry has come (skipping those another worker holds), each with its
+    lot's tenant, id, provider, account and expiry (a lot queued twice comes twice); call in a
+    transaction."""
+    return await conn.fetch(
+        """WITH picked AS (
+               DELETE FROM bank_expiry_queue q USING (
+                   SELECT tenant_id, id FROM bank_expiry_queue WHERE expires_at <= $1
+                   ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+               WHERE q.tenant_id = due.tenant_id AND q.id = due.id
+               RETURNING q.tenant_id, q.lot_id)
+           SELECT l.tenant_id, l.id, l.provider_id, l.account, l.expires_at
+           FROM picked p JOIN bank_lots l ON l.tenant_id = p.tenant_id AND l.id = p.lot_id""",
         now,
         limit,
     )
-    return [(row["tenant_id"], row["lot_id"]) for row in rows]
 
 
 async def requeue_expiry(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID], due_by: datetime) -> None:
@@ -640,21 +643,23 @@ async def requeue_expiry(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Seq
     await Writes(tenant_id).requeue_expiry(lot_ids, due_by).run(conn)
 
 
-async def last_movement(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]) -> dict[UUID, datetime]:
-    """When minutes last entered each lot or a hold on it last ended: an expiry is never dated earlier."""
+async def expiring(
+    conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]
+) -> list[tuple[UUID, int, datetime | None]]:
+    """(lot, unheld remainder, last movement) of each lot: when minutes last entered it or a hold on it
+    last ended (an expiry is never dated earlier). Call with the lots' accounts locked."""
     rows = await conn.fetch(
-        """SELECT lot_id, max(at) AS at FROM (
-               SELECT to_lot_id AS lot_id, effective_at AS at FROM bank_postings
-               WHERE tenant_id = $1 AND to_lot_id = ANY($2::uuid[])
-               UNION ALL
-               SELECT hl.lot_id, e.ended_at FROM bank_hold_lots hl
-               JOIN bank_hold_ends e ON e.tenant_id = hl.tenant_id AND e.hold_id = hl.hold_id
-               WHERE hl.tenant_id = $1 AND hl.lot_id = ANY($2::uuid[])) m
-           GROUP BY lot_id""",
+        f"""SELECT l.id, {_REMAINING.format(as_of=_FOREVER)} - {_HELD_NOW} AS available,
+                   greatest((SELECT max(i.effective_at) FROM bank_postings i
+                             WHERE i.tenant_id = l.tenant_id AND i.to_lot_id = l.id),
+                            (SELECT max(e.ended_at) FROM bank_hold_lots hl
+                             JOIN bank_hold_ends e ON e.tenant_id = hl.tenant_id AND e.hold_id = hl.hold_id
+                             WHERE hl.tenant_id = l.tenant_id AND hl.lot_id = l.id)) AS since
+            FROM bank_lots l WHERE l.tenant_id = $1 AND l.id = ANY($2::uuid[])""",
         tenant_id,
         list(lot_ids),
     )
-    return {row["lot_id"]: row["at"] for row in rows}
+    return [(row["id"], row["available"], row["since"]) for row in rows]
 
 
 # --- reading the bank --------------------------------------------------------------------------

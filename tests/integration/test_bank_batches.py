@@ -6,6 +6,7 @@ while this one waited for the lock, and for a person whose visits in one batch n
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -221,4 +222,50 @@ async def test_a_person_whose_batch_names_two_caps_is_judged_on_each_visits_own(
     await bank.sync(ids)
     assert [await bank.split(visit_id) for visit_id in ids] == [(20, 0), (40, 0), (0, 10), (40, 5)]
     assert await bank.kept(0) == 100
+    assert await breaches(db) == []
+
+
+class Counting(asyncpg.Connection):
+    """A connection that counts the statements it sends with arguments (fetch, fetchrow, fetchval,
+    execute with values: every statement of the ledger; BEGIN and COMMIT go another way)."""
+
+    sent = 0
+
+    async def _execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.sent += 1
+        parent: Any = super()  # asyncpg-stubs leave out the private method every fetch and execute goes through
+        return await parent._execute(query, *args, **kwargs)
+
+
+async def test_an_accrual_batch_and_the_expiry_of_many_lots_take_a_few_statements_each(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    bank = Ledger(db)
+    (contract,) = await bank.seed([600], 3)
+    counting: Counting = await asyncpg.connect(database_url, connection_class=Counting)
+    try:
+        for kind in ("json", "jsonb"):  # as infra.db's connections decode them
+            await counting.set_type_codec(kind, schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
+        ids = [await bank.visit(contract, n % 3, 10 + n) for n in range(20)]
+        await bank.sync(ids[:3])  # every person's lock row made
+        counting.sent = 0
+        await bank.sync(ids[3:], counting)
+        assert counting.sent == 2  # the visits' facts; the locks and every lot, queue entry and posting
+        counting.sent = 0
+        async with counting.transaction():
+            taken = await ledger.expire_due(counting, NOW + timedelta(weeks=13))
+        assert taken == 20
+        assert counting.sent == 4  # the queue entries with their lots; the locks; remainders; postings
+    finally:
+        await counting.close()
+    expired = await db.fetch(
+        "SELECT from_lot_id, minutes, effective_at FROM bank_postings WHERE tenant_id = $1 AND kind = 'expire'",
+        bank.tenant,
+    )
+    lots = await db.fetch("SELECT id, expires_at FROM bank_lots WHERE tenant_id = $1", bank.tenant)
+    assert sorted((row["from_lot_id"], row["effective_at"]) for row in expired) == sorted(
+        (row["id"], row["expires_at"]) for row in lots
+    )
+    assert sum(row["minutes"] for row in expired) == sum(10 + n for n in range(20))
+    assert [await bank.kept(n) for n in range(3)] == [0, 0, 0]
     assert await breaches(db) == []
