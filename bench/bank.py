@@ -62,6 +62,7 @@ import msgspec
 from reconcile import RATES, add_scratch_database_args, in_scratch_database, memory_line, say
 from uuid_utils import uuid7
 
+from infra import collector
 from infra.db import connect, migrate_url
 from schemas.catalog import Banking, PayRules
 from services.banking import balances, ledger, rules, store
@@ -326,7 +327,8 @@ async def starting_balances(conn: asyncpg.Connection, world: Ledger1, args: argp
     """Give every person `--warm-up-visits` accruals of the last 11 weeks (every 50th person four
     times as many of 45 minutes, passing the cap, so the pools hold minutes): the visits, their lots,
     accrue and cap-overflow postings and expiry queue entries COPYed as sync_visits would have
-    written them (same rate, dates, cap split), FK triggers off."""
+    written them (same rate, dates, cap split), and a released hold on each person's earliest lot (a
+    missed bank-funded visit), FK triggers off."""
     rng = random.Random(1)
     now = datetime.now(UTC)
     zone, calendar = ZoneInfo(ZONE), holiday_calendar("GB-ENG")
@@ -371,11 +373,37 @@ async def starting_balances(conn: asyncpg.Connection, world: Ledger1, args: argp
                         visit[15],
                     )
                 )
+    # Each person's earliest lot was also held once by a bank-funded visit that was then missed (the
+    # hold released): a live ledger has a history of holds, and plans made from statistics of empty
+    # hold tables scan them whole for every lot once they fill (decisions 105, 108).
+    credited = {posting[8]: posting[6] for posting in postings}
+    earliest: dict[str, tuple[Any, ...]] = {}
+    for lot in lots:
+        if lot[4] != rules.POOL and lot[4] not in earliest:
+            earliest[lot[4]] = lot
+    missed, holds, hold_lots, hold_ends = [], [], [], []
+    for account, lot in earliest.items():
+        held_at = lot[6] + timedelta(hours=1)
+        start = held_at + timedelta(days=1)
+        ended = start + timedelta(hours=2)
+        if ended > now:
+            continue
+        visit_id, hold_id = new_id(), new_id()
+        person_id = rules.person_of(account)
+        visit = (tenant_id, visit_id, person_id, lot[3], lot[2], start, 30, 1, "bank", "commissioner", "approved")
+        missed.append((*visit, "missed", start, 0, 0, ended))
+        minutes = min(15, credited[lot[1]])
+        holds.append((tenant_id, hold_id, lot[2], account, minutes, visit_id, held_at))
+        hold_lots.append((tenant_id, hold_id, lot[1], minutes))
+        hold_ends.append((tenant_id, hold_id, "released", ended))
     t0 = time.perf_counter()
     await conn.execute("SET session_replication_role = replica")
     try:
-        await conn.copy_records_to_table("visits", records=visits, columns=VISIT_COLUMNS)
+        await conn.copy_records_to_table("visits", records=visits + missed, columns=VISIT_COLUMNS)
         await conn.copy_records_to_table("bank_lots", records=lots, columns=LOT_COLUMNS)
+        await conn.copy_records_to_table("bank_holds", records=holds, columns=HOLD_COLUMNS)
+        await conn.copy_records_to_table("bank_hold_lots", records=hold_lots, columns=HOLD_LOT_COLUMNS)
+        await conn.copy_records_to_table("bank_hold_ends", records=hold_ends, columns=HOLD_END_COLUMNS)
         await conn.copy_records_to_table("bank_postings", records=postings, columns=POSTING_COLUMNS)
         await conn.copy_records_to_table(
             "bank_expiry_queue", records=[(tenant_id, new_id(), lot[1], lot[7]) for lot in lots], columns=QUEUE_COLUMNS
@@ -398,7 +426,8 @@ async def starting_balances(conn: asyncpg.Connection, world: Ledger1, args: argp
     pool = sum(posting[6] for posting in postings if posting[3] == "cap_overflow")
     say(
         f"starting balances: {len(visits):,} reconciled visits with {len(lots):,} lots and {len(postings):,} postings "
-        f"({pool:,} minutes in the pools) COPYed in {time.perf_counter() - t0:.1f} s"
+        f"({pool:,} minutes in the pools), {len(holds):,} released holds of missed bank-funded visits, COPYed in "
+        f"{time.perf_counter() - t0:.1f} s"
     )
 
 
@@ -1250,6 +1279,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    collector.settle()  # as the worker and server processes that move banked minutes do (decision 115)
     banner = (
         f"bank benchmark: {args.duration:.0f} s of postings on {args.workers} connections, "
         f"{args.postings:,} postings loaded for as-of queries"
