@@ -626,7 +626,7 @@ async def drive(w: Worker, world: Ledger1, args: argparse.Namespace, start: floa
             kind, next_expiry = "expire", now + 1.0
         else:
             kind = choose(w)
-        if kind == "accrue" and len(w.to_accrue) < args.accrual_batch and w.ran_out_at is None:
+        if len(w.to_accrue) < args.accrual_batch and w.ran_out_at is None:  # accruals turn into bookings
             w.ran_out_at = now - start
         t0 = time.perf_counter()
         try:
