@@ -207,7 +207,7 @@ async def sync_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     }
     accruals = [(row, target.accrue_min - accrual_now) for row, target, accrual_now, _ in work]
     # What grows is first what was recorded short of it (undone below), and only the rest accrues.
-    growing = [(row, diff - min(diff, int(row["accrual_short"]))) for row, diff in accruals if diff > 0]
+    growing = [(row, diff - _short_to_undo(row, "accrual", diff)) for row, diff in accruals if diff > 0]
     await _lock_and_accrue(conn, tenant_id, sorted(accounts), [(row, diff) for row, diff in growing if diff > 0], now)
     for row, diff in accruals:
         if diff > 0:
@@ -381,6 +381,11 @@ async def _take_back(
         await _shortfall(conn, tenant_id, row, "accrual", left, rate, first.id if first else None, effective_at)
 
 
+def _short_to_undo(row: asyncpg.Record, kind: Literal["accrual", "delivery"], minutes: int) -> int:
+    """How much of `minutes` first cancels what the visit has on record short of this kind."""
+    return min(minutes, int(row[f"{kind}_short"]))
+
+
 async def _undo_shortfall(
     conn: asyncpg.Connection, tenant_id: UUID, row: asyncpg.Record, kind: Literal["accrual", "delivery"], minutes: int
 ) -> int:
@@ -388,7 +393,7 @@ async def _undo_shortfall(
     minutes at the rate it was recorded at: a credit on the next invoice); returns the minutes undone.
     A visit whose reconciliation comes back first undoes what it was charged, then moves minutes.
     Dated as the movement it stands for: an accrual's date, or the visit's end for a delivery."""
-    undone = min(minutes, int(row[f"{kind}_short"]))
+    undone = _short_to_undo(row, kind, minutes)
     if undone <= 0:
         return 0
     effective_at = _accrual_date(row, _own_lots(row)) if kind == "accrual" else _visit_end(row)

@@ -119,17 +119,13 @@ class AccrualBatch:
             column.append(value)
 
 
-# Lock the accounts (as _LOCK), then, only if every one of them has its lock row, split each visit's
+# Lock the accounts (_LOCK), then, only if every one of them has its lock row, split each visit's
 # minutes at its person's cap in visit order, on the balance the lock row keeps (read by the lock, so
 # the latest committed), and write the lots, their queue entries, the postings, the requeued lots and
 # the kept balances. A person's share is what fits under the cap after the person's earlier visits of
 # the batch: with one cap a person, the sequential rules.cap_split over the batch is
 # max(0, min(minutes, max(0, cap - balance) - minutes of the earlier visits)).
-_LOCK_AND_ACCRUE = """WITH locked AS MATERIALIZED (
-        SELECT a.provider_id, a.account, a.balance FROM bank_accounts a
-        WHERE a.tenant_id = $1 AND a.provider_id = ANY($2::uuid[]) AND a.account = ANY($3::text[])
-          AND (a.provider_id, a.account) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))
-        ORDER BY a.provider_id, a.account FOR UPDATE OF a),
+_LOCK_AND_ACCRUE = f"""WITH locked AS MATERIALIZED ({_LOCK}),
     ready AS MATERIALIZED (SELECT count(*) = cardinality($3::text[]) AS ok FROM locked),
     split AS MATERIALIZED (
         SELECT i.*, greatest(0, least(i.minutes, greatest(0, i.cap_min - l.balance)
