@@ -250,11 +250,6 @@ async def get_lots(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[
     return {row["id"]: row for row in rows}
 
 
-async def insert_lots(conn: asyncpg.Connection, tenant_id: UUID, lots: Sequence[dict[str, Any]]) -> None:
-    """New lots, each also queued for its expiry."""
-    await Writes(tenant_id).lots(lots).run(conn)
-
-
 _POSTING_COLUMNS = (
     "id, provider_id, kind, from_account, to_account, minutes, from_lot_id, to_lot_id, visit_id, transfer_id, "
     "note, recorded_by, effective_at"
