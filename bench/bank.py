@@ -9,7 +9,10 @@ Creates a throw-away database (dropped again at the end) and runs two parts in i
    `--duration` seconds, each operation in its own transaction as the API and the reconciliation
    worker run it (account locks, append-only triggers and foreign keys all on): accruals
    (`sync_visits` over `--accrual-batch` reconciled outcome-based visits, as a reconciliation batch
-   calls it), corrections (a visit's banked minutes reduced, then `sync_visits`: take-backs),
+   calls it; 200 by default, decision 117: at thousands of postings a second the worker's
+   once-a-second drain finds thousands of visits queued and takes them 2,000 a batch, so its
+   accrual batches are hundreds; `--accrual-batch 20` is the light-load shape, reported beside it),
+   corrections (a visit's banked minutes reduced, then `sync_visits`: take-backs),
    bank-funded bookings (visit row + `place_visit_hold`) and their deliveries (visit completed or
    missed, then `sync_visits`), transfers (`request_transfer`, then `decide_transfer`),
    allocations from the pool (`allocate`) and, on one connection about once a second, the expiry
@@ -1241,14 +1244,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cap-min", type=int, default=600, help="the contracts' cap in part 1 (passing it feeds the pool)"
     )
     parser.add_argument("--warm-up-visits", type=int, default=4, help="accruals per person before part 1 is timed")
-    parser.add_argument("--accrual-batch", type=int, default=20, help="visits per sync_visits call for accruals")
+    parser.add_argument(
+        "--accrual-batch",
+        type=int,
+        default=200,
+        help="visits per sync_visits call for accruals [200: the worker's batches under load, decision 117]",
+    )
     parser.add_argument(
         "--analyze-every",
         type=float,
         default=0.0,
         help="ANALYZE the bank tables every this many seconds during part 1, as autovacuum would [0: never]",
     )
-    parser.add_argument("--accrual-visits", type=int, help="reconciled visits waiting to accrue [duration x 4,000]")
+    parser.add_argument("--accrual-visits", type=int, help="reconciled visits waiting to accrue [duration x 12,000]")
     parser.add_argument("--postings", type=int, help="postings loaded in part 2 [10,000,000; --quick 1,000,000]")
     parser.add_argument("--as-of-providers", type=int, default=3, help="providers in part 2")
     parser.add_argument("--chunk-people", type=int, default=2_000, help="people per generated COPY chunk in part 2")
@@ -1267,7 +1275,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.postings = args.postings or (1_000_000 if args.quick else 10_000_000)
     args.queries = args.queries or (1_000 if args.quick else 2_000)
     args.query_seconds = args.query_seconds or (15.0 if args.quick else 45.0)
-    args.accrual_visits = args.accrual_visits or int(args.duration * 4_000)
+    args.accrual_visits = args.accrual_visits or int(args.duration * 12_000)
     if min(args.workers, args.providers, args.people, args.accrual_batch, args.as_of_providers, args.load_workers) < 1:
         parser.error(
             "--workers, --providers, --people, --accrual-batch, --as-of-providers, --load-workers must be positive"
