@@ -109,7 +109,9 @@ async def _take_exactly(
 ) -> list[tuple[UUID, int]]:
     """(lot, minutes) pieces of the account's available lots covering `minutes`, oldest expiry first;
     422 `insufficient_bank` naming `field` when they fall short. Call with the account locked."""
-    pieces = rules.take_oldest_first(await store.available_lots(conn, tenant_id, provider_id, account, now), minutes)
+    pieces = rules.take_oldest_first(
+        await store.available_lots(conn, tenant_id, provider_id, account, now, minutes), minutes
+    )
     if (covered := sum(m for _, m in pieces)) < minutes:
         raise RuleError("insufficient_bank", f"{covered} minutes are available, {minutes} are needed", field)
     return pieces
@@ -355,8 +357,8 @@ async def _take_back(
     available = await store.lots_available(conn, tenant_id, own_ids) if own_ids else {}
     pieces, left = rules.first_minutes([(lot_id, available.get(lot_id, 0)) for lot_id in own_ids], minutes)
     if left > 0:
-        others = await store.available_lots(conn, tenant_id, provider_id, person, now)
-        more = rules.take_oldest_first([lot for lot in others if lot.lot_id not in account_of], left)
+        others = await store.available_lots(conn, tenant_id, provider_id, person, now, left, excluding=account_of)
+        more = rules.take_oldest_first(others, left)
         pieces += more
         left -= sum(m for _, m in more)
     effective_at = _accrual_date(row, own)
@@ -453,8 +455,9 @@ async def _deliver(
         delivered += sum(m for _, m in taken)
     if target > delivered:
         await writes.run(conn)  # the hold's end first: what it released is available again
+        short = target - delivered
         pieces = rules.take_oldest_first(
-            await store.available_lots(conn, tenant_id, provider_id, person, now), target - delivered
+            await store.available_lots(conn, tenant_id, provider_id, person, now, short), short
         )
         await _move(conn, writes, tenant_id, provider_id, "redeploy", person, DELIVERED, pieces, effective_at, **tags)
         if left := target - delivered - sum(m for _, m in pieces):

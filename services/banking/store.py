@@ -4,8 +4,8 @@ shortfalls, the expiry queue, balances as of an instant, and what invoices carry
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -208,25 +208,53 @@ async def lock_and_accrue(
     return bool(row["ok"])
 
 
+_LOTS_PAGE = 64
+_BEFORE_ANY_LOT = (datetime.min.replace(tzinfo=UTC), UUID(int=0))
+
+
 async def available_lots(
-    conn: asyncpg.Connection, tenant_id: UUID, provider_id: UUID, account: str, now: datetime
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    provider_id: UUID,
+    account: str,
+    now: datetime,
+    covering: int,
+    *,
+    excluding: Collection[UUID] = (),
+    page: int = _LOTS_PAGE,
 ) -> list[LotAvailable]:
-    """The account's unexpired lots with minutes that no hold earmarks (OFFSET 0 keeps the subquery
-    whole, so each lot's sums are computed once, not once for the filter and again for the output)."""
-    rows = await conn.fetch(
-        f"""SELECT id, expires_at, effective_at, available FROM (
-                SELECT l.id, l.expires_at, l.effective_at,
+    """The account's unexpired lots with minutes that no hold earmarks, oldest expiry first (then
+    oldest lot, then id: `rules.take_oldest_first`'s order), read a page at a time until those not
+    in `excluding` cover `covering` minutes, or to the last lot when they fall short. A pool fed by
+    years of cap overflows is not read whole for one allocation, only its oldest lots (decision 118)."""
+    found: list[LotAvailable] = []
+    covered = 0
+    expires_after, (effective_after, id_after) = now, _BEFORE_ANY_LOT
+    while covered < covering:
+        rows = await conn.fetch(
+            f"""SELECT l.id, l.expires_at, l.effective_at,
                        {_REMAINING.format(as_of=_FOREVER)} - {_HELD_NOW} AS available
                 FROM bank_lots l WHERE l.tenant_id = $1 AND l.provider_id = $2 AND l.account = $3
-                  AND l.expires_at > $4
-                OFFSET 0) lots
-            WHERE available > 0""",
-        tenant_id,
-        provider_id,
-        account,
-        now,
-    )
-    return [LotAvailable(row["id"], row["expires_at"], row["effective_at"], row["available"]) for row in rows]
+                  AND l.expires_at > $4 AND l.expires_at >= $5
+                  AND (l.expires_at, l.effective_at, l.id) > ($5, $6, $7)
+                ORDER BY l.expires_at, l.effective_at, l.id LIMIT $8""",
+            tenant_id,
+            provider_id,
+            account,
+            now,
+            expires_after,
+            effective_after,
+            id_after,
+            page,
+        )
+        for row in rows:
+            if row["available"] > 0 and row["id"] not in excluding:
+                found.append(LotAvailable(row["id"], row["expires_at"], row["effective_at"], row["available"]))
+                covered += row["available"]
+        if len(rows) < page:
+            break
+        expires_after, effective_after, id_after = rows[-1]["expires_at"], rows[-1]["effective_at"], rows[-1]["id"]
+    return found
 
 
 async def lots_available(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID]) -> dict[UUID, int]:
