@@ -4,6 +4,7 @@
 - no person or pool account is below 0 counting holds, and each balance is the sum of its lots;
 - each person's lock row keeps that person's balance (decision 104);
 - no lot has a negative remainder or more held than remains; holds earmark exactly their minutes;
+- no lot past its expiry keeps unheld minutes without a queue entry for the expiry job;
 - the bank equals what each visit's current reconciliation says (accrual net of take-backs and
   shortfalls = banked minutes; a final bank-funded visit's delivery = its places' payable up to
   their share, with no hold left; an unfinished one still holds);
@@ -48,6 +49,8 @@ async def breaches(conn: asyncpg.Connection) -> list[str]:
             found.append(f"{where}: its lock row keeps balance {row['kept']} but its postings say {row['balance']}")
         if row["bad_lot"]:
             found.append(f"{where}: a lot has a negative remainder or more held than remains")
+        if row["stuck_lot"]:
+            found.append(f"{where}: a lot past its expiry keeps unheld minutes and is not queued to expire")
     found += [
         f"{row['what']} {row['id']} of {row['tenant_id']}: names a provider, contract, visit or lot it may not"
         for row in await store.reference_breaches(conn)

@@ -292,10 +292,10 @@ async def _lock_and_accrue(
             person_lot=mine.id if mine else None,
             pool_lot=pool.id if pool else None,
         )
-    if not await store.lock_and_accrue(conn, tenant_id, accounts, batch, due_by=now):
+    if not await store.lock_and_accrue(conn, tenant_id, accounts, batch):
         # An account's first movement: its lock row is made (and locked) first, then all of it again.
         await store.lock_ledger_accounts(conn, tenant_id, accounts)
-        if not await store.lock_and_accrue(conn, tenant_id, accounts, batch, due_by=now):
+        if not await store.lock_and_accrue(conn, tenant_id, accounts, batch):
             raise RuntimeError("an account's lock row is missing after it was made")
 
 
@@ -342,7 +342,7 @@ async def _accrue(
             tags = {"visit_id": row["id"]}
             postings.append(_posting(provider_id, kind, OWED, account, share, effective_at, None, lot_id, tags))
     # New lots are queued for expiry as they are made; minutes added to an expired lot expire again.
-    await store.Writes(tenant_id).lots(new_lots).postings(postings).requeue_expiry(existing, due_by=now).run(conn)
+    await store.Writes(tenant_id).lots(new_lots).postings(postings).requeue_expiry(existing).run(conn)
 
 
 async def _take_back(
@@ -451,7 +451,7 @@ async def _deliver(
         taken, _ = rules.first_minutes(pieces, max(0, target - delivered))
         await _move(conn, writes, tenant_id, provider_id, "redeploy", person, DELIVERED, taken, effective_at, **tags)
         writes.end_hold(row["hold_id"], "posted" if taken else "released", now, None)
-        writes.requeue_expiry([lot_id for lot_id, _ in pieces], due_by=now)
+        writes.requeue_expiry([lot_id for lot_id, _ in pieces])
         delivered += sum(m for _, m in taken)
     if target > delivered:
         await writes.run(conn)  # the hold's end first: what it released is available again
@@ -474,7 +474,7 @@ async def _deliver(
                 for lot_id, m in returned
             ]
         )
-        writes.requeue_expiry([lot_id for lot_id, _ in returned], due_by=now)
+        writes.requeue_expiry([lot_id for lot_id, _ in returned])
     await writes.run(conn)
 
 
@@ -532,7 +532,7 @@ async def decide_transfer(
         tags = {"transfer_id": transfer["id"], "recorded_by": by, "note": transfer["review_ref"]}
         await _move(conn, writes, tenant_id, provider_id, "transfer", giver, receiver, pieces, now, **tags)
     writes.end_hold(hold["id"], "posted" if approve else "released", now, by)
-    writes.requeue_expiry([lot_id for lot_id, _ in pieces], due_by=now)
+    writes.requeue_expiry([lot_id for lot_id, _ in pieces])
     await writes.run(conn)
 
 

@@ -42,6 +42,9 @@ async def lock_accounts(conn: asyncpg.Connection, tenant_id: UUID, provider_id: 
     await lock_ledger_accounts(conn, tenant_id, [(provider_id, account) for account in accounts])
 
 
+# A lot whose first expiry-queue entry (it carries the lot's id) is gone: the expiry job has taken it.
+_EXPIRY_TAKEN = "NOT EXISTS (SELECT 1 FROM bank_expiry_queue e WHERE e.tenant_id = l.tenant_id AND e.id = l.id)"
+
 # The ANYs let the plan probe the primary key pair by pair (a join with the pairs hashes the table).
 _LOCK = """SELECT a.provider_id, a.account, a.balance FROM bank_accounts a
     WHERE a.tenant_id = $1 AND a.provider_id = ANY($2::uuid[]) AND a.account = ANY($3::text[])
@@ -168,7 +171,7 @@ _LOCK_AND_ACCRUE = f"""WITH locked AS MATERIALIZED ({_LOCK}),
         SELECT l.tenant_id, q.id, l.id, l.expires_at
         FROM unnest($19::uuid[], $20::uuid[]) AS q (lot_id, id)
         JOIN bank_lots l ON l.tenant_id = $1 AND l.id = q.lot_id
-        WHERE l.expires_at <= $21 AND (SELECT ok FROM ready)),
+        WHERE {_EXPIRY_TAKEN} AND (SELECT ok FROM ready)),
     kept AS (
         UPDATE bank_accounts a SET balance = a.balance + d.delta
         FROM (SELECT provider_id, account, sum(to_person)::int AS delta FROM split
@@ -182,14 +185,14 @@ async def lock_and_accrue(
     tenant_id: UUID,
     accounts: Sequence[tuple[UUID, str]],
     batch: AccrualBatch,
-    due_by: datetime,
 ) -> bool:
     """Lock (provider, account) pairs (providers in id order, accounts in name order, as
     `lock_ledger_accounts`) and write the batch's accruals under those locks, in one statement: nothing
     runs between taking a person's lock and writing. Each person's accounts must be among `accounts`
     and all of a person's visits in the batch must name one cap. Returns False, having locked what
     exists and written nothing, when an account has no lock row yet (`lock_ledger_accounts` makes it).
-    The visit's own lots already past expiry (`due_by`) are queued again, as minutes came back to them."""
+    The visit's own lots whose expiry the job has already taken are queued again, as minutes came back
+    to them (`Writes.requeue_expiry`)."""
     ordered = sorted(set(accounts))
     existing = sorted(set(batch.existing))
     row = await conn.fetchrow(
@@ -200,7 +203,6 @@ async def lock_and_accrue(
         *batch.columns,
         existing,
         [new_id() for _ in existing],
-        due_by,
     )
     assert row is not None
     if row["ok"] and row["accrued"] != len(batch.columns[0]):
@@ -347,20 +349,24 @@ class Writes:
             )
         return self
 
-    def requeue_expiry(self, lot_ids: Sequence[UUID], due_by: datetime) -> Writes:
-        """Queue again those of these (existing) lots already past expiry: minutes came back to them,
-        or a hold on them ended, and what is unheld now must expire too."""
+    def requeue_expiry(self, lot_ids: Sequence[UUID]) -> Writes:
+        """Queue again those of these (existing) lots whose expiry the job has already taken: minutes
+        came back to them, or a hold on them ended, and what is unheld now must expire too. Whether
+        the job has taken it is read from the queue, not from a clock: the job may run with a later
+        `now` than the caller (a reconciliation batch keeps the instant it started at), and a lot it
+        has taken while held must still expire once the hold lets go. The caller holds the lots'
+        account lock, which the job takes before it reads what is unheld, so a job that has claimed
+        the entry but not yet read sees what this writes."""
         if lot_ids:
             unique = sorted(set(lot_ids))
             self._add(
-                """INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
-                   SELECT l.tenant_id, q.id, l.id, l.expires_at
-                   FROM unnest({0}::uuid[], {1}::uuid[]) AS q (lot_id, id)
-                   JOIN bank_lots l ON l.tenant_id = $1 AND l.id = q.lot_id
-                   WHERE l.expires_at <= {2}""",
+                f"""INSERT INTO bank_expiry_queue (tenant_id, id, lot_id, expires_at)
+                    SELECT l.tenant_id, q.id, l.id, l.expires_at
+                    FROM unnest({{0}}::uuid[], {{1}}::uuid[]) AS q (lot_id, id)
+                    JOIN bank_lots l ON l.tenant_id = $1 AND l.id = q.lot_id
+                    WHERE {_EXPIRY_TAKEN}""",
                 unique,
                 [new_id() for _ in unique],
-                due_by,
             )
         return self
 
@@ -451,15 +457,19 @@ class Writes:
 
 
 async def delivered_by_lot(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID) -> list[tuple[UUID, int]]:
-    """What a bank-funded visit took from each lot, net of returns, latest delivery first."""
+    """What a bank-funded visit took from each lot, net of returns, in the order minutes go back: latest
+    delivery first, and within one delivery the reverse of the order it took them in (latest expiry
+    first), so what returns goes to the lots that live longest, not to one that may have expired."""
     rows = await conn.fetch(
-        """SELECT lot_id, sum(out) AS net FROM (
+        """SELECT d.lot_id, sum(d.out) AS net FROM (
                SELECT from_lot_id AS lot_id, minutes AS out, effective_at FROM bank_postings
                WHERE tenant_id = $1 AND visit_id = $2 AND kind = 'redeploy'
                UNION ALL
                SELECT to_lot_id, -minutes, effective_at FROM bank_postings
                WHERE tenant_id = $1 AND visit_id = $2 AND kind = 'redeploy_return') d
-           GROUP BY lot_id HAVING sum(out) > 0 ORDER BY max(effective_at) DESC, lot_id""",
+           JOIN bank_lots l ON l.tenant_id = $1 AND l.id = d.lot_id
+           GROUP BY d.lot_id, l.expires_at, l.effective_at HAVING sum(d.out) > 0
+           ORDER BY max(d.effective_at) DESC, l.expires_at DESC, l.effective_at DESC, d.lot_id DESC""",
         tenant_id,
         visit_id,
     )
@@ -655,11 +665,6 @@ async def take_due_lots(conn: asyncpg.Connection, now: datetime, limit: int) -> 
         now,
         limit,
     )
-
-
-async def requeue_expiry(conn: asyncpg.Connection, tenant_id: UUID, lot_ids: Sequence[UUID], due_by: datetime) -> None:
-    """Queue again those of these lots already past expiry (see `Writes.requeue_expiry`)."""
-    await Writes(tenant_id).requeue_expiry(lot_ids, due_by).run(conn)
 
 
 async def expiring(
@@ -896,8 +901,9 @@ async def unbalanced_ledgers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """People's and pool accounts below 0 counting holds, or whose balance is not the sum of their lots,
-    people's whose lock row keeps another balance (`kept`; none without a lock row), and lots with a
-    negative remainder or more held than remains (set-wise: one pass per table)."""
+    people's whose lock row keeps another balance (`kept`; none without a lock row), lots with a
+    negative remainder or more held than remains (`bad_lot`), and lots past expiry with unheld minutes
+    that nothing queues to expire (`stuck_lot`; set-wise: one pass per table)."""
     return await conn.fetch(
         """WITH moved AS (
                 SELECT tenant_id, to_lot_id AS lot_id, minutes FROM bank_postings WHERE to_lot_id IS NOT NULL
@@ -909,12 +915,16 @@ async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                 WHERE NOT EXISTS (SELECT 1 FROM bank_hold_ends e WHERE e.tenant_id = hl.tenant_id
                                     AND e.hold_id = hl.hold_id)
                 GROUP BY hl.tenant_id, hl.lot_id),
+            queued AS (SELECT DISTINCT tenant_id, lot_id FROM bank_expiry_queue),
             lots AS (
                 SELECT l.tenant_id, l.provider_id, l.account, coalesce(r.remaining, 0) AS remaining,
-                       coalesce(h.held, 0) AS held
+                       coalesce(h.held, 0) AS held,
+                       l.expires_at <= now() AND q.lot_id IS NULL
+                       AND coalesce(r.remaining, 0) > coalesce(h.held, 0) AS stuck
                 FROM bank_lots l
                 LEFT JOIN remaining r ON r.tenant_id = l.tenant_id AND r.lot_id = l.id
-                LEFT JOIN held h ON h.tenant_id = l.tenant_id AND h.lot_id = l.id),
+                LEFT JOIN held h ON h.tenant_id = l.tenant_id AND h.lot_id = l.id
+                LEFT JOIN queued q ON q.tenant_id = l.tenant_id AND q.lot_id = l.id),
             balances AS (
                 SELECT tenant_id, provider_id, account, sum(amount) AS balance FROM (
                     SELECT tenant_id, provider_id, to_account AS account, minutes AS amount FROM bank_postings
@@ -923,13 +933,13 @@ async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
                 GROUP BY tenant_id, provider_id, account),
             by_account AS (
                 SELECT tenant_id, provider_id, account, sum(remaining) AS in_lots, sum(held) AS held,
-                       bool_or(remaining < 0 OR held > remaining) AS bad_lot
+                       bool_or(remaining < 0 OR held > remaining) AS bad_lot, bool_or(stuck) AS stuck_lot
                 FROM lots GROUP BY tenant_id, provider_id, account)
             SELECT coalesce(b.tenant_id, a.tenant_id, k.tenant_id) AS tenant_id,
                    coalesce(b.provider_id, a.provider_id, k.provider_id) AS provider_id,
                    coalesce(b.account, a.account, k.account) AS account, coalesce(b.balance, 0) AS balance,
                    coalesce(a.in_lots, 0) AS in_lots, coalesce(a.held, 0) AS held,
-                   coalesce(a.bad_lot, false) AS bad_lot, k.kept
+                   coalesce(a.bad_lot, false) AS bad_lot, coalesce(a.stuck_lot, false) AS stuck_lot, k.kept
             FROM balances b FULL JOIN by_account a
               ON a.tenant_id = b.tenant_id AND a.provider_id = b.provider_id AND a.account = b.account
             FULL JOIN (SELECT tenant_id, provider_id, account, balance AS kept FROM bank_accounts
@@ -938,6 +948,7 @@ async def account_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
              AND k.provider_id = coalesce(b.provider_id, a.provider_id) AND k.account = coalesce(b.account, a.account)
             WHERE coalesce(b.balance, 0) <> coalesce(a.in_lots, 0)
                OR coalesce(b.balance, 0) - coalesce(a.held, 0) < 0 OR coalesce(a.bad_lot, false)
+               OR coalesce(a.stuck_lot, false)
                OR (coalesce(b.account, a.account, k.account) LIKE 'person:%'
                    AND k.kept IS DISTINCT FROM coalesce(b.balance, 0))"""
     )
