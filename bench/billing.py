@@ -571,6 +571,11 @@ async def run_by_steps(
         )
         await _timed_sql(
             stages,
+            "SQL lock_run_visits",
+            billing_store.lock_run_visits(conn, tenant.id, contract.id, bounds.ends_at, stale),
+        )
+        await _timed_sql(
+            stages,
             f"reconcile_visits of the stale visits ({len(stale):,})",
             reconcile_service.reconcile_visits(conn, tenant.id, stale, now),
         )

@@ -125,6 +125,9 @@ async def run_invoice(
         return existing, False
     # Bring the contract's visits up to date first: the clock may have settled or missed some.
     stale = await store.visits_to_refresh(conn, tenant.id, contract.id, bounds.ends_at, now)
+    # Every visit the run may touch is locked first, in id order, as reconciliation takes them, and
+    # before reconciling the stale ones takes bank accounts (decision 120).
+    await store.lock_run_visits(conn, tenant.id, contract.id, bounds.ends_at, stale)
     await reconcile_service.reconcile_visits(conn, tenant.id, stale, now)
 
     holidays = holiday_calendar(tenant.holiday_region)

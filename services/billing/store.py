@@ -49,6 +49,32 @@ async def visits_to_refresh(
     return [row["id"] for row in rows]
 
 
+async def lock_run_visits(
+    conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID, ends_at: datetime, stale: Sequence[UUID]
+) -> None:
+    """Lock, in id order, every visit a run of the contract may bill or adjust: those planned before
+    `ends_at` not yet billed, those billed whose state was written again, and `stale` (the ones the
+    run reconciles first). Reconciliation locks visits in id order and then bank accounts; a run
+    that locked its final visits in planned order after reconciling the stale ones (accounts
+    included) could wait on the worker crosswise."""
+    await conn.fetchval(
+        """SELECT count(*) FROM (
+           SELECT 1 FROM visits v
+           WHERE v.tenant_id = $1 AND v.contract_id = $2
+             AND ((v.planned_start < $3
+                   AND NOT EXISTS (SELECT 1 FROM visit_billing b WHERE b.tenant_id = v.tenant_id AND b.visit_id = v.id))
+                  OR EXISTS (SELECT 1 FROM visit_billing b
+                             WHERE b.tenant_id = v.tenant_id AND b.visit_id = v.id AND b.rebill)
+                  OR v.id = ANY($4::uuid[]))
+           ORDER BY v.id
+           FOR NO KEY UPDATE OF v) locked""",
+        tenant_id,
+        contract_id,
+        ends_at,
+        list(stale),
+    )
+
+
 _VISIT_FIELDS = """v.id, v.planned_start, v.band_start, v.planned_min, v.carers_required, v.funding, v.status,
     v.cancellation, v.actual, v.exceptions, p.reference AS person_reference"""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -15,8 +15,12 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
+from infra.db import connect
 from infra.settings import Settings
 from services.app import create_app
+from services.billing import run as billing_run
+from services.catalog import store as catalog_store
+from services.identity import store as identity_store
 from tests.support import (
     LONDON,
     RATES,
@@ -455,3 +459,57 @@ async def test_ingest_reconciliation_and_invoicing_work_without_redis(
         paid = {line["date"]: line["payable_min"] for line in response.json()["lines"] if line["band"] == "day"}
         assert paid[monday.isoformat()] == 30
         assert paid[(monday + timedelta(days=1)).isoformat()] == 0  # checked in, never out: no pair
+
+
+async def test_a_run_locks_its_visits_in_the_order_reconciliation_does(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """A run used to lock its final visits in planned order; reconciliation locks in id order. With a
+    visit planned earlier but made later, each could hold one and wait for the other (decision 120)."""
+    monday = settled_monday()
+    await plan_week(client, world, monday)
+    visits = await visits_by_start(client, world)
+    days = [monday, monday + timedelta(days=6)]
+    for day in days:  # both completed and reconciled: final, so the run bills them without reconciling
+        await post_events(client, world, visits[utc_key(at(day, "08:00"))], at(day, "08:00"), at(day, "08:30"))
+    await reconciled(pool)
+    first, last = sorted(UUID(visits[utc_key(at(day, "08:00"))]) for day in days)
+    # The visit made later (the greater id) moves before the other in planned order.
+    await db.execute(
+        "UPDATE visits SET planned_start = (SELECT planned_start FROM visits WHERE id = $2) - interval '1 minute' "
+        "WHERE id = $1",
+        last,
+        first,
+    )
+    tenant_id, contract_id = UUID(world.a.tenant_id), UUID(world.a.contracts[0])
+    tenant = await identity_store.get_tenant(db, tenant_id)
+    contract = await catalog_store.get_contract(db, tenant_id, contract_id)
+    assert tenant is not None
+    assert contract is not None
+
+    async def invoice_run(conn: asyncpg.Connection) -> bool:
+        async with conn.transaction():
+            _, created = await billing_run.run_invoice(conn, tenant, contract, "P0", monday, datetime.now(tz=UTC))
+        return created
+
+    worker, runner = await connect(database_url), await connect(database_url)
+    try:
+        holding = worker.transaction()
+        await holding.start()
+        await worker.execute("SELECT 1 FROM visits WHERE id = $1 FOR NO KEY UPDATE", first)
+        running = asyncio.create_task(invoice_run(runner))
+        for _ in range(300):  # until the run waits for the visit this transaction holds
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if waiting or running.done():
+                break
+            await asyncio.sleep(0.01)
+        assert waiting
+        # The run must not hold the other visit already: this takes it at once, with no deadlock.
+        await asyncio.wait_for(worker.execute("SELECT 1 FROM visits WHERE id = $1 FOR NO KEY UPDATE", last), 5)
+        await holding.commit()
+        assert await running
+    finally:
+        await worker.close()
+        await runner.close()
