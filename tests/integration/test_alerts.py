@@ -28,9 +28,11 @@ async def world(client: Client, db: asyncpg.Connection) -> World:
     built = await build_world(client, db)
     tw = built.a
     # The plan's own visits are put twelve hours from now, so that their thresholds never fall inside
-    # a test's ticks (an 08:00 visit made tick counts wrong from about 07:00 to 09:00 UTC).
-    far = (datetime.now(tz=LONDON) + timedelta(hours=12)).strftime("%H:00")
-    schedule = [{"weekday": d, "start": far, "minutes": 30} for d in range(1, 8)]
+    # a test's ticks (an 08:00 visit made tick counts wrong from about 07:00 to 09:00 UTC). The plan
+    # starts on that visit's date: from noon on, the same hour today lies twelve hours back, and its
+    # missed threshold less than twelve hours before the visit was made, which raises an alert.
+    far = datetime.now(tz=LONDON) + timedelta(hours=12)
+    schedule = [{"weekday": d, "start": far.strftime("%H:00"), "minutes": 30} for d in range(1, 8)]
     await create(
         client,
         tw.commissioner,
@@ -41,7 +43,7 @@ async def world(client: Client, db: asyncpg.Connection) -> World:
             "weekly_min": 210,
             "outcomes": [],
             "schedule": schedule,
-            "valid_from": datetime.now(tz=UTC).date().isoformat(),
+            "valid_from": far.date().isoformat(),
             "horizon_days": 1,
         },
     )
