@@ -3,7 +3,8 @@
 - each ledger (tenant, provider) sums to 0;
 - no person or pool account is below 0 counting holds, and each balance is the sum of its lots;
 - each person's lock row keeps that person's balance (decision 104);
-- no lot has a negative remainder or more held than remains; holds earmark exactly their minutes;
+- no lot has a negative remainder or more held than remains; holds earmark exactly their minutes,
+  of their own account's lots;
 - no lot past its expiry keeps unheld minutes without a queue entry for the expiry job;
 - the bank equals what each visit's current reconciliation says (accrual net of take-backs and
   shortfalls = banked minutes; a final bank-funded visit's delivery = its places' payable up to
@@ -55,10 +56,12 @@ async def breaches(conn: asyncpg.Connection) -> list[str]:
         f"{row['what']} {row['id']} of {row['tenant_id']}: names a provider, contract, visit or lot it may not"
         for row in await store.reference_breaches(conn)
     ]
-    found += [
-        f"hold {row['id']} of {row['tenant_id']}: {row['minutes']} minutes but earmarks {row['earmarked']}"
-        for row in await store.hold_breaches(conn)
-    ]
+    for row in await store.hold_breaches(conn):
+        where = f"hold {row['id']} of {row['tenant_id']}"
+        if row["minutes"] != row["earmarked"]:
+            found.append(f"{where}: {row['minutes']} minutes but earmarks {row['earmarked']}")
+        if row["foreign_lot"]:
+            found.append(f"{where}: earmarks a lot of another account or provider")
     found += await _visit_breaches(conn)
     missing = APPEND_ONLY - await store.append_only_tables(conn)
     found += [f"table {table} has no append-only trigger" for table in sorted(missing)]

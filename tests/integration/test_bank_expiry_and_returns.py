@@ -1,10 +1,11 @@
-"""Two ways minutes went wrong, found in review (session 6), and the check that now sees the first:
+"""Two ways minutes went wrong, found in review (session 6), and what `carebank check` now also sees:
 
 - a hold released by a reconciliation whose `now` is before its lot's expiry, after the expiry job
   had already taken the lot's queue entry (while it was held), left the released minutes in the lot
   forever: nothing queued it again, so they never expired and no credit note came;
 - a bank-funded visit delivered less after an amendment returned its minutes to the lot it took
-  from first (the one expiring first, maybe expired already), not the reverse of the order taken."""
+  from first (the one expiring first, maybe expired already), not the reverse of the order taken;
+- the check now also names a lot past expiry that nothing queues, and a hold on another ledger's lot."""
 
 from __future__ import annotations
 
@@ -132,3 +133,18 @@ async def test_check_names_a_lot_past_expiry_that_nothing_queues(db: asyncpg.Con
     assert len(found) == 1
     assert str(bank.tenant) in found[0]
     assert "past its expiry keeps unheld minutes and is not queued to expire" in found[0]
+
+
+async def test_check_names_a_hold_on_another_providers_lot(db: asyncpg.Connection) -> None:
+    """A person with two providers has an account of the same name at each; a hold is of one ledger."""
+    bank = Ledger(db)
+    (contract,) = await bank.seed([600], 1)
+    visit_id = await bank.visit(contract, 0, 45)
+    await bank.sync([visit_id])
+    (lot_id,) = [row["id"] for row in await db.fetch("SELECT id FROM bank_lots WHERE tenant_id = $1", bank.tenant)]
+    other = new_id()
+    await db.execute("INSERT INTO providers (tenant_id, id, code, name) VALUES ($1, $2, 'O', 'O')", bank.tenant, other)
+    hold = {"id": new_id(), "account": rules.person_account(bank.people[0]), "minutes": 10, "held_at": NOW}
+    hold |= {"visit_id": visit_id}  # any visit: the hold's owner is not what is checked here
+    await store.Writes(bank.tenant).hold(hold | {"provider_id": other}, [(lot_id, 10)]).run(db)
+    assert await breaches(db) == [f"hold {hold['id']} of {bank.tenant}: earmarks a lot of another account or provider"]
