@@ -460,7 +460,7 @@ async def _deliver(
             await store.available_lots(conn, tenant_id, provider_id, person, now, short), short
         )
         await _move(conn, writes, tenant_id, provider_id, "redeploy", person, DELIVERED, pieces, effective_at, **tags)
-        if left := target - delivered - sum(m for _, m in pieces):
+        if left := short - sum(m for _, m in pieces):
             await _shortfall(conn, tenant_id, row, "delivery", left, _rate_of(row), None, effective_at)
     elif target < delivered:
         await writes.run(conn)

@@ -979,13 +979,14 @@ async def hold_breaches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Holds whose earmarked lots do not add up to the hold, or that earmark another account's or
     another provider's lots."""
     return await conn.fetch(
-        """SELECT h.tenant_id, h.id, h.minutes, coalesce(sum(hl.minutes), 0) AS earmarked,
-                  coalesce(bool_or(l.account <> h.account OR l.provider_id <> h.provider_id), false) AS foreign_lot
-           FROM bank_holds h LEFT JOIN bank_hold_lots hl ON hl.tenant_id = h.tenant_id AND hl.hold_id = h.id
-           LEFT JOIN bank_lots l ON l.tenant_id = hl.tenant_id AND l.id = hl.lot_id
-           GROUP BY h.tenant_id, h.id, h.minutes
-           HAVING h.minutes <> coalesce(sum(hl.minutes), 0)
-               OR bool_or(l.account <> h.account OR l.provider_id <> h.provider_id)"""
+        """SELECT * FROM (
+               SELECT h.tenant_id, h.id, h.minutes, coalesce(sum(hl.minutes), 0) AS earmarked,
+                      coalesce(bool_or(l.account <> h.account OR l.provider_id <> h.provider_id), false)
+                          AS foreign_lot
+               FROM bank_holds h LEFT JOIN bank_hold_lots hl ON hl.tenant_id = h.tenant_id AND hl.hold_id = h.id
+               LEFT JOIN bank_lots l ON l.tenant_id = hl.tenant_id AND l.id = hl.lot_id
+               GROUP BY h.tenant_id, h.id, h.minutes) holds
+           WHERE minutes <> earmarked OR foreign_lot"""
     )
 
 
