@@ -656,7 +656,6 @@ async def outcome_summary(conn: asyncpg.Connection, tenant_id: UUID) -> list[str
 
 # What reconcile_visits calls between its Python steps: the store's statements and the bank's sync.
 SQL_STEPS = (
-    (store, "lock_visits"),
     (store, "load_visits"),
     (store, "load_pay_rules"),
     (store, "load_events"),

@@ -174,6 +174,8 @@ def _presences(events: Iterable[Event], amendments: Sequence[Amendment]) -> list
             presence.out_at, presence.out_amended = amendment.check_out_at, True
         if amendment.extension_min is not None:
             presence.extension_min = amendment.extension_min
+    if len(by_carer) < 2:  # the usual visit: one carer, nothing to order
+        return list(by_carer.values())
     # Carers by check-in time (those without one last), the carer id breaking ties.
     return sorted(
         by_carer.values(), key=lambda p: (p.in_at is None, p.in_at.timestamp() if p.in_at else 0.0, str(p.carer_id))
@@ -193,7 +195,10 @@ _RANK = {name: rank for rank, name in enumerate(EXCEPTION_ORDER)}
 
 def _ordered(exceptions: Iterable[str]) -> tuple[str, ...]:
     """Exceptions once each, in DOMAIN.md's order."""
-    return tuple(sorted(set(exceptions), key=_RANK.__getitem__))
+    unique = set(exceptions)
+    if not unique:  # most attendances and visits: nothing to order
+        return ()
+    return tuple(sorted(unique, key=_RANK.__getitem__))
 
 
 def reconcile(

@@ -80,11 +80,19 @@ async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
 
 
 async def load_visits(
-    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], *, with_stored: bool = True
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    visit_ids: Sequence[UUID],
+    *,
+    with_stored: bool = True,
+    lock: bool = False,
 ) -> list[asyncpg.Record]:
     """Each visit's plan facts, contract model and key outcomes, and its stored state if wanted (decoding
-    the stored `actual` is a good part of the read, so it is left out when only the inputs are needed)."""
+    the stored `actual` is a good part of the read, so it is left out when only the inputs are needed).
+    With `lock`, the read also locks the visits as `lock_visits` does (in id order: PostgreSQL locks the
+    rows after sorting them) and returns each as its latest committed version."""
     stored = "v.status, v.actual, v.exceptions, v.payable_min, v.banked_min," if with_stored else ""
+    locking = "ORDER BY v.id FOR NO KEY UPDATE OF v" if lock else ""
     return await conn.fetch(
         f"""SELECT v.id, v.contract_id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin,
                   v.approval, v.cancellation, {stored}
@@ -94,9 +102,10 @@ async def load_visits(
                           AND p.contract_id = v.contract_id AND (o ->> 'key')::boolean
                           AND (o ->> 'id') = ANY(v.outcome_ids)) AS key_outcomes
            FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
-           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])""",
+           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
+           {locking}""",
         tenant_id,
-        list(visit_ids),
+        sorted(set(visit_ids)) if lock else list(visit_ids),
     )
 
 
@@ -160,14 +169,14 @@ _EXCEPTIONS = """(s.exceptions || CASE WHEN coalesce(s.overlapping, 'overlapping
                                THEN ARRAY['overlapping_visits'] ELSE ARRAY[]::text[] END)"""
 
 
-async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequence[dict[str, Any]]) -> list[UUID]:
-    """Write the reconciled state of the visits whose state differs from the stored one, in one statement;
-    returns their ids. A visit computed to what is stored keeps its row (and its `reconciled_at`): writing
+async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequence[dict[str, Any]]) -> None:
+    """Write the reconciled state of the visits whose state differs from the stored one, in one statement.
+    A visit computed to what is stored keeps its row (and its `reconciled_at`): writing
     it again would only add a row version and ten index entries. Each state's `overlapping` is the
     overlap pass's flag, or None to keep the stored one (its attendances did not change)."""
     if not states:
-        return []
-    rows = await conn.fetch(
+        return
+    await conn.execute(
         f"""UPDATE visits v SET status = s.status, actual = s.actual, exceptions = {_EXCEPTIONS},
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
                   reconciled_at = s.reconciled_at
@@ -181,8 +190,7 @@ async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequenc
            WHERE v.tenant_id = $1 AND v.id = s.id
              AND (v.status, v.actual - 'reconciled_at', v.exceptions, v.payable_min, v.banked_min, v.next_check_at)
                  IS DISTINCT FROM
-                 (s.status, s.actual - 'reconciled_at', {_EXCEPTIONS}, s.payable_min, s.banked_min, s.next_check_at)
-           RETURNING v.id""",
+                 (s.status, s.actual - 'reconciled_at', {_EXCEPTIONS}, s.payable_min, s.banked_min, s.next_check_at)""",
         tenant_id,
         [s["id"] for s in states],
         [s["status"] for s in states],
@@ -201,7 +209,6 @@ async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequenc
         tenant_id,
         [s["id"] for s in states],
     )
-    return [row["id"] for row in rows]
 
 
 _AMENDMENT_COLUMNS = """id, visit_id, carer_id, reason_code, note, check_in_at, check_out_at, extension_min,

@@ -257,3 +257,44 @@ async def test_a_visit_queued_again_is_not_drained_before_the_change_commits(
         await ingest.close()
         await drainer.close()
     assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
+
+
+async def test_two_reconciliations_of_a_visit_take_turns_and_the_later_reads_what_the_earlier_committed(
+    world: World, db: asyncpg.Connection, database_url: str
+) -> None:
+    """The read of a batch's visits locks them (decision 121): a second reconciliation waits at that
+    read, then reads the first one's committed input, so it cannot write a state computed from the
+    input as it was before."""
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    tenant = UUID(world.a.tenant_id)
+    first, second = await connect(database_url), await connect(database_url)
+    try:
+        changing = first.transaction()
+        await changing.start()
+        await first.execute(
+            """UPDATE visits SET cancellation = '{"by": "provider", "short_notice": false}' WHERE id = $1""",
+            visit_id,
+        )
+        await reconcile_service.reconcile_visits(first, tenant, [visit_id], datetime.now(tz=UTC))
+
+        async def reconcile_again() -> None:
+            async with second.transaction():
+                await reconcile_service.reconcile_visits(second, tenant, [visit_id], datetime.now(tz=UTC))
+
+        waiting = asyncio.create_task(reconcile_again())
+        second_pid = second.get_server_pid()
+        for _ in range(100):
+            wait = await db.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", second_pid)
+            if wait == "Lock":
+                break
+            await asyncio.sleep(0.05)
+        assert wait == "Lock"  # the second waits at its read of the visit
+        assert not waiting.done()
+        await changing.commit()
+        await asyncio.wait_for(waiting, 10)
+    finally:
+        await first.close()
+        await second.close()
+    row = await db.fetchrow("SELECT status, payable_min FROM visits WHERE id = $1", visit_id)
+    assert row is not None
+    assert (row["status"], row["payable_min"]) == ("cancelled", 0)
