@@ -388,32 +388,40 @@ async def sync_attendances(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], rows: Sequence[Attendance]
 ) -> tuple[set[UUID], set[UUID]]:
     """Make the stored paired attendances (visit, carer, in, out) of these visits equal `rows`, touching
-    only what differs. Returns (visits whose attendances changed, visits that overlapped a removed one)."""
-    given = _columns(rows)
-    removed = await conn.fetch(
-        f"""DELETE FROM attendances a
-            WHERE a.tenant_id = $1 AND a.visit_id = ANY($6::uuid[])
-              AND (a.visit_id, a.carer_id, a.check_in, a.check_out) NOT IN (
-                    SELECT n.visit_id, n.carer_id, n.check_in, n.check_out FROM {_GIVEN.format("n")})
-            RETURNING a.visit_id, a.carer_id, a.check_in, a.check_out""",
+    only what differs. Returns (visits whose attendances changed, visits that overlapped a removed one).
+
+    The stored ones are read and compared here, so each statement sends only what it changes (a first
+    reconciliation sends its rows once, to the insert). The caller holds the visits' locks, and only
+    reconciliation writes attendances, so nothing changes them between the read and the writes."""
+    stored = await conn.fetch(
+        """SELECT visit_id, carer_id, check_in, check_out FROM attendances
+           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])""",
         tenant_id,
-        *given,
         list(visit_ids),
     )
-    added = await conn.fetch(
-        f"""INSERT INTO attendances (tenant_id, visit_id, carer_id, check_in, check_out)
-           SELECT $1, n.* FROM {_GIVEN.format("n")}
-           ON CONFLICT (tenant_id, visit_id, carer_id) DO NOTHING
-           RETURNING visit_id""",
-        tenant_id,
-        *given,
-    )
+    given = set(rows)
+    have: set[Attendance] = {(r["visit_id"], r["carer_id"], r["check_in"], r["check_out"]) for r in stored}
+    gone = [row for row in have if row not in given]
+    new = [row for row in rows if row not in have]
+    if gone:
+        await conn.execute(
+            f"""DELETE FROM attendances a USING {_GIVEN.format("g")}
+                WHERE a.tenant_id = $1 AND a.visit_id = g.visit_id AND a.carer_id = g.carer_id""",
+            tenant_id,
+            *_columns(gone),
+        )
+    if new:
+        await conn.execute(
+            f"""INSERT INTO attendances (tenant_id, visit_id, carer_id, check_in, check_out)
+               SELECT $1, n.* FROM {_GIVEN.format("n")}""",
+            tenant_id,
+            *_columns(new),
+        )
     partners: set[UUID] = set()
-    if removed:
-        gone = [(r["visit_id"], r["carer_id"], r["check_in"], r["check_out"]) for r in removed]
+    if gone:
         found = f"SELECT DISTINCT b.visit_id FROM {_GIVEN.format('a')} {_PARTNERS}"
         partners = {row["visit_id"] for row in await conn.fetch(found, tenant_id, *_columns(gone))}
-    return {row["visit_id"] for row in removed} | {row["visit_id"] for row in added}, partners
+    return {row[0] for row in gone} | {row[0] for row in new}, partners
 
 
 async def overlap_pairs(
