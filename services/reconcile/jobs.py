@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import structlog
 
 from infra.db import acquire
@@ -104,7 +104,7 @@ async def verify_tenant(
             differing += [
                 v
                 for v, state in computed.items()
-                if dataclasses.replace(
+                if msgspec.structs.replace(
                     state, exceptions=rules.with_overlap(state.exceptions, v in overlapping)
                 ).comparable()
                 != stored[v].comparable()

@@ -29,9 +29,9 @@ MAX_ATTENDANCE_S = 2 * 24 * 3600  # longer is a mistake awaiting amendment: not 
 YIELD_EVERY = 50
 
 
-@dataclass(frozen=True)
-class State:
-    """A visit's reconciled state as stored (without the time it was computed)."""
+class State(msgspec.Struct, frozen=True):
+    """A visit's reconciled state as stored (without the time it was computed). A struct, not a frozen
+    dataclass: one is made for every visit reconciled, and a struct is made in a tenth of the time."""
 
     status: str
     actual: VisitActual | None
@@ -202,11 +202,10 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
             "payable_min": state.payable_min,
             "banked_min": state.banked_min,
             "next_check_at": next_checks[visit_id],
-            "reconciled_at": now,
         }
         for visit_id, state in computed.items()
     ]
-    await store.save_states(conn, tenant_id, states)
+    await store.save_states(conn, tenant_id, states, now)
     # The bank follows the reconciliation in the same transaction: accruals, corrections, deliveries.
     await bank_ledger.sync_visits(conn, tenant_id, result.bank_visits, now)
     await store.mark_overlaps(conn, tenant_id, sorted((old_partners | {p for _, p in pairs}) - moved))

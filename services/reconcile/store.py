@@ -169,23 +169,24 @@ _EXCEPTIONS = """(s.exceptions || CASE WHEN coalesce(s.overlapping, 'overlapping
                                THEN ARRAY['overlapping_visits'] ELSE ARRAY[]::text[] END)"""
 
 
-async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequence[dict[str, Any]]) -> None:
+async def save_states(
+    conn: asyncpg.Connection, tenant_id: UUID, states: Sequence[dict[str, Any]], reconciled_at: datetime
+) -> None:
     """Write the reconciled state of the visits whose state differs from the stored one, in one statement.
     A visit computed to what is stored keeps its row (and its `reconciled_at`): writing
-    it again would only add a row version and ten index entries. Each state's `overlapping` is the
+    it again would only add a row version and its index entries. Each state's `overlapping` is the
     overlap pass's flag, or None to keep the stored one (its attendances did not change)."""
     if not states:
         return
     await conn.execute(
         f"""UPDATE visits v SET status = s.status, actual = s.actual, exceptions = {_EXCEPTIONS},
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
-                  reconciled_at = s.reconciled_at
+                  reconciled_at = $9::timestamptz
            FROM (SELECT id, status, actual::jsonb AS actual, string_to_array(exceptions, ',') AS exceptions,
-                        payable_min, banked_min, next_check_at, reconciled_at, overlapping
+                        payable_min, banked_min, next_check_at, overlapping
                  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-                             $8::timestamptz[], $9::timestamptz[], $10::boolean[])
-                      AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, reconciled_at,
-                           overlapping)
+                             $8::timestamptz[], $10::boolean[])
+                      AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, overlapping)
                 ) s
            WHERE v.tenant_id = $1 AND v.id = s.id
              AND (v.status, v.actual - 'reconciled_at', v.exceptions, v.payable_min, v.banked_min, v.next_check_at)
@@ -199,7 +200,7 @@ async def save_states(conn: asyncpg.Connection, tenant_id: UUID, states: Sequenc
         [s["payable_min"] for s in states],
         [s["banked_min"] for s in states],
         [s["next_check_at"] for s in states],
-        [s["reconciled_at"] for s in states],
+        reconciled_at,
         [s["overlapping"] for s in states],
     )
     # An invoiced visit that was reconciled again is for the next run to look at (billing compares).
