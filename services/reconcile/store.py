@@ -105,7 +105,7 @@ async def load_visits(
            WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
            {locking}""",
         tenant_id,
-        sorted(set(visit_ids)) if lock else list(visit_ids),
+        list(visit_ids),
     )
 
 
