@@ -50,6 +50,7 @@ from infra.db import migrate_url
 from schemas.catalog import Banking, PayRules
 from services.common.ids import new_id
 from services.common.pagination import encode_cursor
+from services.planning import store as planning_store
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -191,10 +192,10 @@ async def plan_visits(
             )
         )
     async with conn.transaction():
-        await conn.copy_records_to_table(
-            "visits",
-            records=records,
-            columns=(
+        await planning_store.copy_visits(
+            conn,
+            records,
+            (
                 "tenant_id",
                 "id",
                 "person_id",

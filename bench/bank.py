@@ -73,6 +73,7 @@ from services.billing.rules import band_of
 from services.common.domain import RuleError
 from services.common.ids import new_id
 from services.identity.rules import holiday_calendar
+from services.planning import store as planning_store
 from services.reconcile import store as reconcile_store
 
 TARGET_POSTINGS_PER_S = 5_000.0
@@ -321,7 +322,7 @@ async def copy_visits(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> 
     """COPY visit rows that are consistent by construction, without the per-row FK triggers."""
     await conn.execute("SET session_replication_role = replica")
     try:
-        await conn.copy_records_to_table("visits", records=rows, columns=VISIT_COLUMNS)
+        await planning_store.copy_visits(conn, rows, VISIT_COLUMNS)
     finally:
         await conn.execute("SET session_replication_role = DEFAULT")
 
@@ -402,7 +403,7 @@ async def starting_balances(conn: asyncpg.Connection, world: Ledger1, args: argp
     t0 = time.perf_counter()
     await conn.execute("SET session_replication_role = replica")
     try:
-        await conn.copy_records_to_table("visits", records=visits + missed, columns=VISIT_COLUMNS)
+        await planning_store.copy_visits(conn, visits + missed, VISIT_COLUMNS)
         await conn.copy_records_to_table("bank_lots", records=lots, columns=LOT_COLUMNS)
         await conn.copy_records_to_table("bank_holds", records=holds, columns=HOLD_COLUMNS)
         await conn.copy_records_to_table("bank_hold_lots", records=hold_lots, columns=HOLD_LOT_COLUMNS)

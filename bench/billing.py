@@ -72,6 +72,7 @@ from services.catalog import store as catalog_store
 from services.common.ids import new_id
 from services.identity import store as identity_store
 from services.identity.rules import holiday_calendar
+from services.planning import store as planning_store
 from services.reconcile import service as reconcile_service
 
 TARGET_SECONDS = 10.0
@@ -318,7 +319,7 @@ async def load(url: str, world: World, days: list[tuple[date, int]], workers: in
             await conn.execute("SET session_replication_role = replica")  # consistent by construction
         for day_index, (day, visits) in todo:
             rows, events = generate_day(world, day, visits, day_index)
-            await conn.copy_records_to_table("visits", records=rows, columns=BILLING_VISIT_COLUMNS)
+            await planning_store.copy_visits(conn, rows, BILLING_VISIT_COLUMNS)
             await conn.copy_records_to_table("visit_events", records=events, columns=EVENT_COLUMNS)
             loaded += len(rows)
 

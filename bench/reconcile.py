@@ -48,6 +48,7 @@ from infra.db import connect, create_pool, migrate_url
 from schemas.catalog import Banking, PayRules
 from services.banking import ledger as bank_ledger
 from services.common.ids import new_id
+from services.planning import store as planning_store
 from services.reconcile import jobs, service, store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,7 +202,8 @@ class Cpu:
 
 async def sizes(conn: asyncpg.Connection) -> str:
     row = await conn.fetchrow(
-        """SELECT pg_database_size(current_database()) AS db, pg_total_relation_size('visits') AS visits,
+        """SELECT pg_database_size(current_database()) AS db,
+                  pg_total_relation_size('visit_plans') + pg_total_relation_size('visit_states') AS visits,
                   pg_total_relation_size('visit_events') AS events"""
     )
     assert row is not None
@@ -451,7 +453,7 @@ async def load(url: str, world: World, chunk: int, workers: int, fk_checks: bool
             t0 = time.perf_counter()
             visits, events = generate(world, first, min(first + chunk, world.visits))
             t1 = time.perf_counter()
-            await conn.copy_records_to_table("visits", records=visits, columns=VISIT_COLUMNS)
+            await planning_store.copy_visits(conn, visits, VISIT_COLUMNS)
             await conn.copy_records_to_table("visit_events", records=events, columns=EVENT_COLUMNS)
             gen_s += t1 - t0
             copy_s += time.perf_counter() - t1
@@ -656,6 +658,7 @@ async def outcome_summary(conn: asyncpg.Connection, tenant_id: UUID) -> list[str
 
 # What reconcile_visits calls between its Python steps: the store's statements and the bank's sync.
 SQL_STEPS = (
+    (store, "lock_visits"),
     (store, "load_visits"),
     (store, "load_pay_rules"),
     (store, "load_events"),
@@ -784,7 +787,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
         )
         await load(url, world, args.chunk, args.load_workers, args.fk_checks)
         t0 = time.perf_counter()
-        await conn.execute("VACUUM (ANALYZE) visits")
+        await conn.execute("VACUUM (ANALYZE) visit_plans, visit_states")
         await conn.execute("VACUUM (ANALYZE) visit_events")
         await conn.execute("ANALYZE")
         await conn.execute("CHECKPOINT")
@@ -818,9 +821,9 @@ async def run(url: str, args: argparse.Namespace) -> int:
             for line in profile_lines(profile):
                 say(line)
             t0 = time.perf_counter()
-            await id_conn.execute("VACUUM (ANALYZE) visits, attendances")
+            await id_conn.execute("VACUUM (ANALYZE) visit_states, attendances")
             say(
-                f"  (VACUUM (ANALYZE) visits, attendances after the rolled-back batches: "
+                f"  (VACUUM (ANALYZE) visit_states, attendances after the rolled-back batches: "
                 f"{time.perf_counter() - t0:.1f} s, not timed)"
             )
 
@@ -873,7 +876,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
             for size in sizes_to_try:
                 t0 = time.perf_counter()
                 # The same starting point for each size: the dead row versions of the runs before vacuumed.
-                await id_conn.execute("VACUUM (ANALYZE) visits, attendances")
+                await id_conn.execute("VACUUM (ANALYZE) visit_states, attendances")
                 vacuum_s += time.perf_counter() - t0
                 results[size] = await recompute(conns, id_conn, world.tenant_id, now, size, per_size, after)
                 after = results[size].after
@@ -881,7 +884,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
                 say(f"              {results[size].cpu.line()}")
             best = min(results, key=lambda s: results[s].per_million)
             say(f"  fastest: batch {best:,} ({results[best].per_million:.1f} s per million)")
-            say(f"  (VACUUM (ANALYZE) visits, attendances before each size: {vacuum_s:.1f} s in all, not timed)")
+            say(f"  (VACUUM (ANALYZE) visit_states, attendances before each size: {vacuum_s:.1f} s in all, not timed)")
             say(f"  {memory_line()}")
 
     finally:

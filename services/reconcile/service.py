@@ -134,12 +134,10 @@ async def compute(
     extra: dict[UUID, list[rules.Amendment]] | None = None,
     *,
     with_stored: bool = True,
-    lock: bool = False,
 ) -> Computed:
     """Each visit's state from the database's current inputs (plus `extra` amendments, to preview what
-    a proposal would do), with its stored state if wanted. With `lock`, the visits are locked (in id
-    order) by the same read, before any other input is read."""
-    visits = await store.load_visits(conn, tenant_id, visit_ids, with_stored=with_stored, lock=lock)
+    a proposal would do), with its stored state if wanted."""
+    visits = await store.load_visits(conn, tenant_id, visit_ids, with_stored=with_stored)
     stored_rules = await store.load_pay_rules(conn, tenant_id, {row["contract_id"] for row in visits})
     pay_rules_of = {contract_id: msgspec.convert(doc, PayRules) for contract_id, doc in stored_rules.items()}
     events: dict[UUID, list[rules.Event]] = defaultdict(list)
@@ -179,8 +177,9 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     if not visit_ids:
         return 0
     # Locked so that two reconciliations of one visit take turns and the later reads what the earlier
-    # committed: the read of the visits locks them, and every other input is read after it.
-    result = await compute(conn, tenant_id, visit_ids, now, with_stored=False, lock=True)
+    # committed: every input is read after the lock, by statements that start after it was granted.
+    await store.lock_visits(conn, tenant_id, visit_ids)
+    result = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
     computed, next_checks = result.states, result.next_checks
     # The separate pass (DOMAIN.md keeps it out of the pure rules): one carer in two visits at once.
     # Only visits whose attendances changed get a new flag here; the partners of what changed, after.

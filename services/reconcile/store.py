@@ -41,9 +41,12 @@ async def take_queued(conn: asyncpg.Connection, limit: int) -> list[tuple[UUID, 
 async def due_visits(conn: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[UUID, UUID]]:
     """Visits whose state may have changed with the clock."""
     rows = await conn.fetch(
-        "SELECT tenant_id, id FROM visits WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2", now, limit
+        """SELECT tenant_id, visit_id FROM visit_states WHERE next_check_at <= $1
+           ORDER BY next_check_at LIMIT $2""",
+        now,
+        limit,
     )
-    return [(row["tenant_id"], row["id"]) for row in rows]
+    return [(row["tenant_id"], row["visit_id"]) for row in rows]
 
 
 async def tenant_visit_ids(
@@ -70,29 +73,26 @@ async def tenant_visit_ids(
 
 
 async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
-    """Lock the visits (in id order: no deadlocks) so two reconciliations of one visit take turns and
-    the later one reads what the earlier committed."""
+    """Lock the visits' states (in id order: no deadlocks) so two reconciliations of one visit take turns
+    and the later one reads what the earlier committed. A statement of its own, before the inputs are
+    read: a read that locked the states would still see the plan rows as its snapshot had them."""
     await conn.execute(
-        "SELECT 1 FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+        """SELECT 1 FROM visit_states WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
+           ORDER BY visit_id FOR NO KEY UPDATE""",
         tenant_id,
         sorted(set(visit_ids)),
     )
 
 
 async def load_visits(
-    conn: asyncpg.Connection,
-    tenant_id: UUID,
-    visit_ids: Sequence[UUID],
-    *,
-    with_stored: bool = True,
-    lock: bool = False,
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], *, with_stored: bool = True
 ) -> list[asyncpg.Record]:
     """Each visit's plan facts, contract model and key outcomes, and its stored state if wanted (decoding
-    the stored `actual` is a good part of the read, so it is left out when only the inputs are needed).
-    With `lock`, the read also locks the visits as `lock_visits` does (in id order: PostgreSQL locks the
-    rows after sorting them) and returns each as its latest committed version."""
-    stored = "v.status, v.actual, v.exceptions, v.payable_min, v.banked_min," if with_stored else ""
-    locking = "ORDER BY v.id FOR NO KEY UPDATE OF v" if lock else ""
+    the stored `actual` is a good part of the read, so it is left out when only the inputs are needed,
+    and then the states are not read at all)."""
+    stored, states = (
+        ("s.status, s.actual, s.exceptions, s.payable_min, s.banked_min,", _STATES_OF_V) if with_stored else ("", "")
+    )
     return await conn.fetch(
         f"""SELECT v.id, v.contract_id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin,
                   v.approval, v.cancellation, {stored}
@@ -101,12 +101,14 @@ async def load_visits(
                         WHERE p.tenant_id = v.tenant_id AND p.person_id = v.person_id
                           AND p.contract_id = v.contract_id AND (o ->> 'key')::boolean
                           AND (o ->> 'id') = ANY(v.outcome_ids)) AS key_outcomes
-           FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
-           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
-           {locking}""",
+           FROM visit_plans v {states} JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
+           WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])""",
         tenant_id,
         list(visit_ids),
     )
+
+
+_STATES_OF_V = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id = v.id"
 
 
 async def load_pay_rules(conn: asyncpg.Connection, tenant_id: UUID, contract_ids: Iterable[UUID]) -> dict[UUID, Any]:
@@ -179,7 +181,7 @@ async def save_states(
     if not states:
         return
     await conn.execute(
-        f"""UPDATE visits v SET status = s.status, actual = s.actual, exceptions = {_EXCEPTIONS},
+        f"""UPDATE visit_states v SET status = s.status, actual = s.actual, exceptions = {_EXCEPTIONS},
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
                   reconciled_at = $9::timestamptz
            FROM (SELECT id, status, actual::jsonb AS actual, string_to_array(exceptions, ',') AS exceptions,
@@ -188,7 +190,7 @@ async def save_states(
                              $8::timestamptz[], $10::boolean[])
                       AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, overlapping)
                 ) s
-           WHERE v.tenant_id = $1 AND v.id = s.id
+           WHERE v.tenant_id = $1 AND v.visit_id = s.id
              AND (v.status, v.actual - 'reconciled_at', v.exceptions, v.payable_min, v.banked_min, v.next_check_at)
                  IS DISTINCT FROM
                  (s.status, s.actual - 'reconciled_at', {_EXCEPTIONS}, s.payable_min, s.banked_min, s.next_check_at)""",
@@ -447,12 +449,12 @@ async def mark_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Se
         return
     await conn.execute(
         f"""WITH overlapping AS ({_OVERLAPS})
-            UPDATE visits v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
-                || CASE WHEN v.id IN (SELECT visit_id FROM overlapping) THEN ARRAY['overlapping_visits']
+            UPDATE visit_states v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
+                || CASE WHEN v.visit_id IN (SELECT visit_id FROM overlapping) THEN ARRAY['overlapping_visits']
                         ELSE ARRAY[]::text[] END
-            WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])
+            WHERE v.tenant_id = $1 AND v.visit_id = ANY($2::uuid[])
               AND ('overlapping_visits' = ANY(v.exceptions))
-                  IS DISTINCT FROM (v.id IN (SELECT visit_id FROM overlapping))""",
+                  IS DISTINCT FROM (v.visit_id IN (SELECT visit_id FROM overlapping))""",
         tenant_id,
         list(visit_ids),
     )

@@ -220,7 +220,7 @@ async def test_a_visit_reconciled_to_the_same_state_is_not_written_again(
     response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=world.a.carer_headers[0])
     assert response.status_code == 200
     await reconciled(pool)
-    row_version = "SELECT xmin::text AS version, reconciled_at, payable_min FROM visits WHERE id = $1"
+    row_version = "SELECT xmin::text AS version, reconciled_at, payable_min FROM visit_states WHERE visit_id = $1"
     before = await db.fetchrow(row_version, visit_id)
     assert before is not None
     tenant = UUID(world.a.tenant_id)
