@@ -84,6 +84,9 @@ async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     )
 
 
+_JOIN_STATES = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id = v.id"
+
+
 async def load_visits(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], *, with_stored: bool = True
 ) -> list[asyncpg.Record]:
@@ -91,7 +94,7 @@ async def load_visits(
     the stored `actual` is a good part of the read, so it is left out when only the inputs are needed,
     and then the states are not read at all)."""
     stored, states = (
-        ("s.status, s.actual, s.exceptions, s.payable_min, s.banked_min,", _STATES_OF_V) if with_stored else ("", "")
+        ("s.status, s.actual, s.exceptions, s.payable_min, s.banked_min,", _JOIN_STATES) if with_stored else ("", "")
     )
     return await conn.fetch(
         f"""SELECT v.id, v.contract_id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin,
@@ -106,9 +109,6 @@ async def load_visits(
         tenant_id,
         list(visit_ids),
     )
-
-
-_STATES_OF_V = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id = v.id"
 
 
 async def load_pay_rules(conn: asyncpg.Connection, tenant_id: UUID, contract_ids: Iterable[UUID]) -> dict[UUID, Any]:
