@@ -295,9 +295,10 @@ class VisitOwnership(NamedTuple):
 async def visit_ownerships(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
 ) -> dict[UUID, VisitOwnership]:
-    """`VisitOwnership` of visits by id: six columns, not a whole `Visit` decoded per event's visit."""
+    """`VisitOwnership` of visits by id: six columns, not a whole `Visit` decoded per event's visit (all
+    of the plan's, so read from `visit_plans` without the state the `visits` view would join)."""
     rows = await conn.fetch(
-        """SELECT id, person_id, provider_id, contract_id, outcome_ids, origin FROM visits
+        """SELECT id, person_id, provider_id, contract_id, outcome_ids, origin FROM visit_plans
            WHERE tenant_id = $1 AND id = ANY($2::uuid[])""",
         tenant_id,
         list(visit_ids),
