@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from infra.db import MIGRATIONS_DIR, MigrationError, connect, load_migrations, migrate
+from infra.db import MIGRATIONS_DIR, MigrationError, connect, create_pool, load_migrations, migrate
 
 # Installation tables: not tenant data, so they are not distributed by tenant_id.
 INSTALLATION_TABLES = {"schema_migrations", "admin_credentials"}
@@ -141,3 +141,17 @@ async def test_the_citus_check_catches_a_breach(db: asyncpg.Connection) -> None:
     assert any("things_code_key" in b for b in breaches)
     assert any("parts_thing_id_fkey" in b for b in breaches)
     assert "loose has no primary key" in breaches
+
+
+async def test_connections_and_pools_run_without_jit(database_url: str) -> None:
+    """Decision 123: JIT compilation costs more than carebank's statements take to run."""
+    conn = await connect(database_url)
+    try:
+        assert await conn.fetchval("SHOW jit") == "off"
+    finally:
+        await conn.close()
+    pool = await create_pool(database_url, max_size=1)
+    try:
+        assert await pool.fetchval("SHOW jit") == "off"
+    finally:
+        await pool.close()
