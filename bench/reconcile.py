@@ -494,7 +494,7 @@ class IdPages:
             if size <= 0:
                 return []
             rows = await self._conn.fetch(
-                "SELECT id FROM visits WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                "SELECT id FROM visit_plans WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                 self._tenant_id,
                 self.after,
                 size,
@@ -590,13 +590,13 @@ async def recompute_in_processes(
 ) -> Pass:
     """The same pass split into `processes` contiguous slices of visit ids, each reconciled by a process
     of its own on `workers` connections, so the Python work can use more than one core."""
-    total = min(limit, await id_conn.fetchval("SELECT count(*) FROM visits WHERE tenant_id = $1", tenant_id))
+    total = min(limit, await id_conn.fetchval("SELECT count(*) FROM visit_plans WHERE tenant_id = $1", tenant_id))
     shares = [total * (k + 1) // processes - total * k // processes for k in range(processes)]
     starts = [ZERO_ID]
     for k in range(1, processes):
         starts.append(
             await id_conn.fetchval(
-                "SELECT id FROM visits WHERE tenant_id = $1 ORDER BY id OFFSET $2 LIMIT 1",
+                "SELECT id FROM visit_plans WHERE tenant_id = $1 ORDER BY id OFFSET $2 LIMIT 1",
                 tenant_id,
                 total * k // processes - 1,
             )
@@ -613,7 +613,7 @@ async def recompute_in_processes(
         )
     cpu.stop(ended_backends_s=sum(r[3] for r in results))
     last = await id_conn.fetchval(
-        "SELECT id FROM visits WHERE tenant_id = $1 ORDER BY id OFFSET $2 LIMIT 1", tenant_id, total - 1
+        "SELECT id FROM visit_plans WHERE tenant_id = $1 ORDER BY id OFFSET $2 LIMIT 1", tenant_id, total - 1
     )
     return Pass(
         sum(r[0] for r in results), cpu.wall, [b for r in results for b in r[1]], cpu, last, sum(r[2] for r in results)
@@ -701,14 +701,14 @@ async def breakdown(
     """Mean time of each SQL step of reconcile_visits over `samples` batches spread over the table
     (each rolled back, so the visits stay as loaded), the whole call's mean, and a cProfile of the
     last batch's call (run again, rolled back too)."""
-    total = await id_conn.fetchval("SELECT count(*) FROM visits WHERE tenant_id = $1", tenant_id)
+    total = await id_conn.fetchval("SELECT count(*) FROM visit_plans WHERE tenant_id = $1", tenant_id)
     stages: dict[str, float] = {}
     whole = 0.0
     ids: list[UUID] = []
     for k in range(samples):
         offset = max(0, (total - batch) * k // max(samples - 1, 1))
         rows = await id_conn.fetch(
-            "SELECT id FROM visits WHERE tenant_id = $1 ORDER BY id OFFSET $2 LIMIT $3", tenant_id, offset, batch
+            "SELECT id FROM visit_plans WHERE tenant_id = $1 ORDER BY id OFFSET $2 LIMIT $3", tenant_id, offset, batch
         )
         ids = [row["id"] for row in rows]
         async with _rolled_back(conn):

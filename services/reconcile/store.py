@@ -59,7 +59,9 @@ async def tenant_visit_ids(
 ) -> list[UUID]:
     """The next `limit` of the tenant's visits planned in [start, end), in id order after `after`."""
     rows = await conn.fetch(
-        """SELECT id FROM visits WHERE tenant_id = $1
+        # `visit_plans`, not the `visits` view: PostgreSQL cannot carry `id > $4` over the view's join,
+        # so through it each page would scan the states from the tenant's first visit.
+        """SELECT id FROM visit_plans WHERE tenant_id = $1
              AND ($2::timestamptz IS NULL OR planned_start >= $2) AND ($3::timestamptz IS NULL OR planned_start < $3)
              AND ($4::uuid IS NULL OR id > $4)
            ORDER BY id LIMIT $5""",
@@ -315,10 +317,10 @@ async def stored_payable(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UU
     return row["payable_min"], row["banked_min"]
 
 
-_OPEN = """ARRAY(SELECT k FROM unnest(v.exceptions) k
+_OPEN = """ARRAY(SELECT k FROM unnest(s.exceptions) k
                   WHERE ($2::text IS NULL OR k = $2)
                     AND NOT EXISTS (SELECT 1 FROM exception_acks x
-                                    WHERE x.tenant_id = v.tenant_id AND x.visit_id = v.id AND x.kind = k))"""
+                                    WHERE x.tenant_id = s.tenant_id AND x.visit_id = s.visit_id AND x.kind = k))"""
 
 
 async def open_exceptions(
@@ -332,14 +334,16 @@ async def open_exceptions(
     after: UUID | None = None,
     limit: int = 50,
 ) -> list[VisitExceptions]:
-    """Visits with exceptions on their current state that nobody has acknowledged."""
+    """Visits with exceptions on their current state that nobody has acknowledged. Read from the two
+    tables rather than the `visits` view, so that the page's `id > after` applies to the states' index of
+    visits with exceptions (the view's join would not carry it over)."""
     rows = await conn.fetch(
         f"""SELECT * FROM (
-                SELECT v.id, v.person_id, v.provider_id, v.planned_start, v.status, {_OPEN} AS exceptions
-                FROM visits v
-                WHERE v.tenant_id = $1 AND cardinality(v.exceptions) > 0
+                SELECT v.id, v.person_id, v.provider_id, v.planned_start, s.status, {_OPEN} AS exceptions
+                FROM visit_states s JOIN visit_plans v ON v.tenant_id = s.tenant_id AND v.id = s.visit_id
+                WHERE s.tenant_id = $1 AND cardinality(s.exceptions) > 0
                   AND ($3::uuid IS NULL OR v.provider_id = $3) AND ($4::uuid IS NULL OR v.person_id = $4)
-                  AND ($5::uuid IS NULL OR v.id = $5) AND ($6::uuid IS NULL OR v.id > $6)
+                  AND ($5::uuid IS NULL OR s.visit_id = $5) AND ($6::uuid IS NULL OR s.visit_id > $6)
             ) open WHERE cardinality(exceptions) > 0
             ORDER BY id LIMIT $7""",
         tenant_id,
