@@ -493,13 +493,8 @@ class IdPages:
             size = min(self._batch, self.remaining)
             if size <= 0:
                 return []
-            rows = await self._conn.fetch(
-                "SELECT id FROM visit_plans WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                self._tenant_id,
-                self.after,
-                size,
-            )
-            ids: list[UUID] = [row["id"] for row in rows]
+            # The pages `carebank reconcile` reads, with no planned-start range.
+            ids = await store.tenant_visit_ids(self._conn, self._tenant_id, None, None, self.after, size)
             if ids:
                 self.after = ids[-1]
             self.remaining = self.remaining - len(ids) if len(ids) == size else 0
