@@ -5,7 +5,7 @@ contract's rules and `now`; the same inputs in any order give the same answer.""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -31,6 +31,7 @@ EXCEPTION_ORDER = (
 WINDOW_BEFORE = timedelta(minutes=60)
 WINDOW_AFTER_END = timedelta(minutes=120)
 OVERRUN_AFTER = timedelta(minutes=15)
+OVERRUN_AFTER_S = OVERRUN_AFTER.total_seconds()
 
 Kind = Literal["check_in", "check_out"]
 Status = Literal["planned", "in_progress", "completed", "missed", "cancelled", "unplanned"]
@@ -139,7 +140,7 @@ def short_notice_pay(planned_min: int, pct: int) -> int:
     return planned_min * pct // 100
 
 
-@dataclass
+@dataclass(slots=True)
 class _Presence:
     carer_id: UUID
     check_in: Event | None = None
@@ -149,24 +150,31 @@ class _Presence:
     in_amended: bool = False
     out_amended: bool = False
     extension_min: int = 0
-    last_outcomes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    last_outcomes: tuple[tuple[str, str], ...] = ()
 
 
-def _presences(events: Iterable[Event], amendments: Sequence[Amendment]) -> list[_Presence]:
+def _event_order(event: Event) -> tuple[datetime, str, str, bool, tuple[tuple[str, str], ...]]:
+    return (event.occurred_at, event.kind, event.method, event.verified, event.outcomes)
+
+
+def _presences(events: Sequence[Event], amendments: Sequence[Amendment]) -> list[_Presence]:
     by_carer: dict[UUID, _Presence] = {}
-    for event in sorted(events, key=lambda e: (e.occurred_at, e.kind, e.method, e.verified, e.outcomes)):
+    for event in sorted(events, key=_event_order) if len(events) > 1 else events:
         presence = by_carer.get(event.carer_id)
         if presence is None:
             presence = by_carer[event.carer_id] = _Presence(event.carer_id)
-        if event.kind == "check_in" and presence.check_in is None:
-            presence.check_in = event  # the earliest check-in
+        if event.kind == "check_in":
+            if presence.check_in is None:
+                presence.check_in = event  # the earliest check-in
         elif event.kind == "check_out":
             presence.check_out = event  # the latest check-out (sorted ascending)
     for presence in by_carer.values():
-        presence.in_at = presence.check_in.occurred_at if presence.check_in else None
-        presence.out_at = presence.check_out.occurred_at if presence.check_out else None
-        presence.last_outcomes = presence.check_out.outcomes if presence.check_out else ()
-    for amendment in sorted(amendments, key=lambda a: a.decided_at):
+        if presence.check_in is not None:
+            presence.in_at = presence.check_in.occurred_at
+        if presence.check_out is not None:
+            presence.out_at = presence.check_out.occurred_at
+            presence.last_outcomes = presence.check_out.outcomes
+    for amendment in sorted(amendments, key=_decided) if amendments else ():
         presence = by_carer.setdefault(amendment.carer_id, _Presence(amendment.carer_id))
         if amendment.check_in_at is not None:
             presence.in_at, presence.in_amended = amendment.check_in_at, True
@@ -182,9 +190,13 @@ def _presences(events: Iterable[Event], amendments: Sequence[Amendment]) -> list
     )
 
 
+def _decided(amendment: Amendment) -> datetime:
+    return amendment.decided_at
+
+
 def _effective_planned_min(plan: Plan, amendments: Sequence[Amendment]) -> int:
     planned = plan.planned_min
-    for amendment in sorted(amendments, key=lambda a: a.decided_at):
+    for amendment in sorted(amendments, key=_decided) if amendments else ():
         if amendment.planned_min is not None:
             planned = amendment.planned_min
     return planned
@@ -196,8 +208,8 @@ _RANK = {name: rank for rank, name in enumerate(EXCEPTION_ORDER)}
 def _ordered(exceptions: Iterable[str]) -> tuple[str, ...]:
     """Exceptions once each, in DOMAIN.md's order."""
     unique = set(exceptions)
-    if not unique:  # most attendances and visits: nothing to order
-        return ()
+    if len(unique) < 2:  # most attendances and visits: nothing to order
+        return tuple(unique)
     return tuple(sorted(unique, key=_RANK.__getitem__))
 
 
@@ -228,12 +240,16 @@ def reconcile(
         return Actual(status, planned_min, (), (None,) * places, (0,) * places, 0, ())
 
     planned_end = plan.planned_start + timedelta(minutes=planned_min)
-    window = (plan.planned_start - WINDOW_BEFORE, planned_end + WINDOW_AFTER_END)
+    window_start, window_end = plan.planned_start - WINDOW_BEFORE, planned_end + WINDOW_AFTER_END
     counted_ids = {p.carer_id for p in presences[:places]}
-    open_presence = any(p.in_at is not None and (p.out_at is None or p.out_at <= p.in_at) for p in presences)
-    paired_counted = sum(
-        1 for p in presences if p.carer_id in counted_ids and p.in_at and p.out_at and p.out_at > p.in_at
-    )
+    open_presence = False
+    paired_counted = 0
+    for p in presences:
+        if p.in_at is not None:
+            if p.out_at is None or p.out_at <= p.in_at:
+                open_presence = True
+            elif p.carer_id in counted_ids:
+                paired_counted += 1
     settled = now >= planned_end + timedelta(hours=rules.settle_h)
     if awaiting_approval:
         status = "unplanned"
@@ -242,6 +258,9 @@ def reconcile(
     else:
         status = "in_progress"
     final = status == "completed"
+    short_below_s = (planned_min - rules.grace_min) * 60
+    overrun_above_s = planned_min * 60 + OVERRUN_AFTER_S
+    pays = not awaiting_approval and plan.approved
 
     attendances: list[Attendance] = []
     for presence in presences:
@@ -254,24 +273,28 @@ def reconcile(
             found.append("no_check_in")
         if final and not paired and in_at is not None:
             found.append("no_check_out")
-        chosen = [
-            e
-            for e, amended in ((presence.check_in, presence.in_amended), (presence.check_out, presence.out_amended))
-            if e is not None and not amended
-        ]
-        if any(e.method == "gps" and not e.verified for e in chosen):
+        # The events that chose a time (an amended time has none); what they say of how they were made.
+        check_in = None if presence.in_amended else presence.check_in
+        check_out = None if presence.out_amended else presence.check_out
+        if (check_in is not None and check_in.method == "gps" and not check_in.verified) or (
+            check_out is not None and check_out.method == "gps" and not check_out.verified
+        ):
             found.append("outside_geofence")
-        outside = any(t is not None and not (window[0] <= t <= window[1]) for t in (in_at, out_at))
+        outside = (in_at is not None and not (window_start <= in_at <= window_end)) or (
+            out_at is not None and not (window_start <= out_at <= window_end)
+        )
         if outside:
             found.append("outside_window")
-        if any(e.method == "manual" for e in chosen):
+        if (check_in is not None and check_in.method == "manual") or (
+            check_out is not None and check_out.method == "manual"
+        ):
             found.append("manual_event")
         # Until an unplanned visit's minutes are approved there is nothing to be short of or over.
-        timed = actual_seconds is not None and not awaiting_approval
-        if timed and actual_seconds is not None and actual_seconds < (planned_min - rules.grace_min) * 60:
-            found.append("short_visit")
-        if timed and actual_seconds is not None and actual_seconds > planned_min * 60 + OVERRUN_AFTER.total_seconds():
-            found.append("overrun")
+        if actual_seconds is not None and not awaiting_approval:
+            if actual_seconds < short_below_s:
+                found.append("short_visit")
+            if actual_seconds > overrun_above_s:
+                found.append("overrun")
         if not counted:
             found.append("extra_carer")
         verified = (
@@ -283,7 +306,7 @@ def reconcile(
             and presence.check_out.verified
         )
         payable = 0
-        if counted and not awaiting_approval and plan.approved:
+        if counted and pays:
             payable = time_and_task_payable(
                 None if outside else actual_seconds, planned_min, presence.extension_min, rules
             )
@@ -328,8 +351,9 @@ def reconcile(
             if banked < rules.min_bankable_min:
                 banked = 0
 
-    place_carers = tuple(a.carer_id for a in counted_attendances) + (None,) * (places - len(counted_attendances))
-    place_payables = tuple(a.payable_min for a in counted_attendances) + (0,) * (places - len(counted_attendances))
+    empty_places = places - len(counted_attendances)
+    place_carers = tuple([a.carer_id for a in counted_attendances]) + (None,) * empty_places
+    place_payables = tuple([a.payable_min for a in counted_attendances]) + (0,) * empty_places
     return Actual(
         status, planned_min, tuple(attendances), place_carers, place_payables, banked, _ordered(visit_exceptions)
     )
