@@ -42,6 +42,7 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
+from machine import reference_line
 
 from infra import collector
 from infra.db import connect, create_pool, migrate_url
@@ -772,6 +773,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
     await migrate_url(url)
     conn = await asyncpg.connect(url)
     try:
+        say(await reference_line(conn))
         t0 = time.perf_counter()
         world = await seed(conn, args.visits, args.people, args.carers)
         people = len(world.person_ids)
@@ -834,6 +836,7 @@ async def run(url: str, args: argparse.Namespace) -> int:
             say(line)
         verdict = "met" if first.per_million <= TARGET_SECONDS_PER_MILLION else "missed"
         say(f"  target <= {TARGET_SECONDS_PER_MILLION:.0f} s per million visits: {verdict}")
+        say(f"  {await reference_line(id_conn)}")
         say(f"  {memory_line()}")
         say(f"  {await sizes(id_conn)}")
         say("  what the rules made of them (not timed):")
