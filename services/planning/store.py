@@ -463,9 +463,11 @@ async def set_planned_min(conn: asyncpg.Connection, tenant_id: UUID, visit_id: U
 async def start_unplanned_at_first_check_in(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]
 ) -> None:
-    """An unplanned visit starts (and is priced) at its earliest check-in, whichever event arrived first."""
+    """An unplanned visit starts (and is priced) at its earliest check-in, whichever event arrived first.
+    The plan table itself, not the `visits` view: an UPDATE on a table re-checks `approval = 'pending'`
+    against a row that an approval committed while this statement waited for it (decision 125)."""
     await conn.execute(
-        """UPDATE visits v SET planned_start = f.first_in, band_start = f.first_in, updated_at = now()
+        """UPDATE visit_plans v SET planned_start = f.first_in, band_start = f.first_in, updated_at = now()
            FROM (SELECT visit_id, min(occurred_at) AS first_in FROM visit_events
                  WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND kind = 'check_in' GROUP BY visit_id) f
            WHERE v.tenant_id = $1 AND v.id = f.visit_id AND v.origin = 'unplanned' AND v.approval = 'pending'

@@ -200,7 +200,8 @@ async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUI
 async def _apply(conn: asyncpg.Connection, tenant_id: UUID, amendment: Amendment, now: datetime) -> None:
     """An approved amendment: approve an unplanned visit it sizes, and reconcile what it touches."""
     if amendment.planned_min is not None:
-        visit = await planning_store.get_visit(conn, tenant_id, amendment.visit_id)
+        # Locked before it is read: approval writes what it read back (decision 125).
+        visit = await planning_store.get_visit(conn, tenant_id, amendment.visit_id, lock=True)
         assert visit is not None
         await planning_store.approve_visit(conn, tenant_id, visit)
         await planning_store.set_planned_min(conn, tenant_id, visit.id, amendment.planned_min)

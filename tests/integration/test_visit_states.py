@@ -4,10 +4,12 @@ reconciliation writes only the state."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -65,6 +67,46 @@ async def test_an_update_that_changes_nothing_writes_neither_row(world: World, d
     before = await versions(db, visit_id)
     await db.execute("UPDATE visits SET status = status, planned_min = planned_min WHERE id = $1", visit_id)
     assert await versions(db, visit_id) == before
+
+
+async def until_waiting_for_a_lock(db: asyncpg.Connection, pid: int, task: asyncio.Task[Any]) -> None:
+    """Return once backend `pid` waits for a lock (or `task` has ended, which the caller's asserts catch)."""
+    for _ in range(500):
+        if task.done() or await db.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        ):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+async def test_an_update_through_the_view_that_waited_keeps_what_the_other_committed(
+    world: World, db: asyncpg.Connection, database_url: str
+) -> None:
+    """Two UPDATEs through the view, each of other columns of one row: the second waits for the first's
+    lock, then writes only what it changed over the first's committed values (decision 125; 0018 wrote
+    every column back from its snapshot, undoing the first)."""
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    first, second = await connect(database_url), await connect(database_url)
+    try:
+        transaction = first.transaction()
+        await transaction.start()
+        await first.execute("UPDATE visits SET planned_min = 55 WHERE id = $1", visit_id)
+        await first.execute("UPDATE visits SET payable_min = 11 WHERE id = $1", visit_id)
+        waiting = asyncio.create_task(
+            second.execute("UPDATE visits SET carers_required = 2, banked_min = 3 WHERE id = $1", visit_id)
+        )
+        await until_waiting_for_a_lock(db, second.get_server_pid(), waiting)
+        await transaction.commit()
+        await waiting
+    finally:
+        await first.close()
+        await second.close()
+    row = await db.fetchrow(
+        "SELECT planned_min, carers_required, payable_min, banked_min FROM visits WHERE id = $1", visit_id
+    )
+    assert row is not None
+    assert tuple(row) == (55, 2, 11, 3)
 
 
 async def test_a_visit_key_cannot_change_through_the_view(world: World, db: asyncpg.Connection) -> None:
