@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,15 +70,23 @@ async def test_an_update_that_changes_nothing_writes_neither_row(world: World, d
     assert await versions(db, visit_id) == before
 
 
-async def until_waiting_for_a_lock(db: asyncpg.Connection, pid: int, task: asyncio.Task[Any]) -> None:
-    """Return once backend `pid` waits for a lock (or `task` has ended, which the caller's asserts catch)."""
+async def until_waiting_for_a_lock(
+    db: asyncpg.Connection, task: asyncio.Task[Any], *, pid: int | None = None, other_than: Sequence[int] = ()
+) -> None:
+    """Return once backend `pid` (without it: any backend of this database but `db`'s and `other_than`,
+    such as a pool's connection) waits for a lock; fail if `task` ends or nothing waits first."""
     for _ in range(500):
-        if task.done() or await db.fetchval(
-            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        if await db.fetchval(
+            """SELECT count(*) > 0 FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+                 AND ($1::int IS NULL OR pid = $1) AND pid <> ALL($2::int[])""",
+            pid,
+            list(other_than),
         ):
             return
+        assert not task.done(), "the statement finished without waiting for a lock"
         await asyncio.sleep(0.02)
-    raise AssertionError(f"backend {pid} never waited for a lock")
+    raise AssertionError(f"no backend ({pid or 'any'}) waited for a lock")
 
 
 async def test_an_update_through_the_view_that_waited_keeps_what_the_other_committed(
@@ -96,7 +105,7 @@ async def test_an_update_through_the_view_that_waited_keeps_what_the_other_commi
         waiting = asyncio.create_task(
             second.execute("UPDATE visits SET carers_required = 2, banked_min = 3 WHERE id = $1", visit_id)
         )
-        await until_waiting_for_a_lock(db, second.get_server_pid(), waiting)
+        await until_waiting_for_a_lock(db, waiting, pid=second.get_server_pid())
         await transaction.commit()
         await waiting
     finally:

@@ -105,16 +105,8 @@ async def test_a_check_in_that_waited_for_an_approval_leaves_the_approved_visit_
         # `accept_committed` is what the ingest endpoint's group committer runs (here in this loop: the
         # test client would block it until the app answers).
         arriving = asyncio.create_task(accept_committed(pool, tenant, check_in(world, at(day, "15:00"))))
-        for _ in range(500):  # until the check-in's connection (one of the pool's) waits for a lock
-            waiting = await db.fetchval(
-                """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                     AND wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND pid <> $1""",
-                decider.get_server_pid(),
-            )
-            if waiting or arriving.done():
-                break
-            await asyncio.sleep(0.02)
-        assert waiting, "the check-in did not wait for the approval"
+        # Until the check-in's connection (one of the pool's) waits for the approval's lock.
+        await until_waiting_for_a_lock(db, arriving, other_than=[decider.get_server_pid()])
         await transaction.commit()
         (answer,) = await arriving
     finally:
@@ -148,7 +140,7 @@ async def test_an_approval_that_waited_for_a_check_in_keeps_the_moved_start(
                 await _apply(decider, tenant, sizing(world, visit_id, 40), datetime.now(tz=UTC))
 
         deciding = asyncio.create_task(decide())
-        await until_waiting_for_a_lock(db, decider.get_server_pid(), deciding)
+        await until_waiting_for_a_lock(db, deciding, pid=decider.get_server_pid())
         await transaction.commit()
         await deciding
     finally:
