@@ -176,6 +176,8 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     """Recompute these visits' state and store what changed; returns how many were reconciled."""
     if not visit_ids:
         return 0
+    # A visit's events may count on another visit (an approved move): that one is reconciled too.
+    visit_ids = list(dict.fromkeys([*visit_ids, *await store.move_targets(conn, tenant_id, visit_ids)]))
     # Locked so that two reconciliations of one visit take turns and the later reads what the earlier
     # committed: every input is read after the lock, by statements that start after it was granted.
     await store.lock_visits(conn, tenant_id, visit_ids)

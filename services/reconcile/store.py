@@ -74,6 +74,19 @@ async def tenant_visit_ids(
     return [row["id"] for row in rows]
 
 
+async def move_targets(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[UUID]:
+    """Visits that approved moves send carers' events to from these visits: an event that arrives later
+    on a visit it was moved from counts on the target, so the target is reconciled with it."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT move_to_visit_id FROM amendments
+           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND status = 'approved'
+             AND move_to_visit_id IS NOT NULL""",
+        tenant_id,
+        list(visit_ids),
+    )
+    return [row["move_to_visit_id"] for row in rows]
+
+
 async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
     """Lock the visits' states (in id order: no deadlocks) so two reconciliations of one visit take turns
     and the later one reads what the earlier committed. A statement of its own, before the inputs are

@@ -318,3 +318,40 @@ async def test_an_unplanned_visit_is_not_approved_without_its_minutes(
     refused = await client.post(f"/v1/visits/{response.json()['visit_id']}/approve", headers=world.a.commissioner)
     assert refused.status_code == 422
     assert refused.json()["code"] == "use_an_amendment"
+
+
+async def test_an_event_arriving_on_the_visit_a_carer_was_moved_from_counts_on_the_target(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding: the late check-out reconciled only the visit it was posted to, so the visit the
+    carer had been moved to kept `no_check_out` and paid 0."""
+    tw = world.a
+    right = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": at(yesterday(), "09:00").isoformat(),
+            "planned_min": 30,
+        },
+    )
+    wrong = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
+    made = await propose(
+        client,
+        tw.provider_headers[0],
+        wrong,
+        carer_id=tw.carers[0],
+        move_to_visit_id=right["id"],
+        reason_code="wrong_visit_selected",
+    )
+    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+    assert approved.status_code == 200, approved.text
+    late_out = event("check_out", at(yesterday(), "09:30"), visit_id=str(wrong))
+    assert (await client.post("/v1/visit-events", json=late_out, headers=tw.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    shown = await get_visit(client, world, UUID(right["id"]))
+    assert shown["status"] == "completed"
+    assert shown["exceptions"] == []
+    assert shown["actual"]["payable_min"] == 30
