@@ -121,6 +121,7 @@ class AmendmentController(Controller):
                     "banked_before": banked_before,
                     "banked_after": banked_after,
                     "decided_payable_before": payable_before if automatic else None,
+                    "decided_payable_after": payable_after if automatic else None,
                 },
             )
             if automatic:

@@ -99,6 +99,8 @@ async def test_a_decrease_approves_itself(
     )
     assert made.json()["status"] == "approved"
     assert made.json()["auto_approved"] is True
+    # the automatic decision keeps its trail as a commissioner's does (a review finding: `_after` was null)
+    assert (made.json()["decided_payable_before"], made.json()["decided_payable_after"]) == (30, 15)
     assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 15
 
 
