@@ -20,8 +20,8 @@ from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
 from tests.integration.test_ingest import at, event, visit_at, yesterday
-from tests.integration.test_planning import plan_body
-from tests.support import Client, World, build_world, create, reconciled
+from tests.integration.test_planning import monday_weeks_ago, plan_body
+from tests.support import RATES, Client, World, build_world, create, reconciled
 
 
 @pytest.fixture
@@ -298,3 +298,60 @@ async def test_two_reconciliations_of_a_visit_take_turns_and_the_later_reads_wha
     row = await db.fetchrow("SELECT status, payable_min FROM visits WHERE id = $1", visit_id)
     assert row is not None
     assert (row["status"], row["payable_min"]) == ("cancelled", 0)
+
+
+async def test_a_visit_s_key_outcomes_are_those_of_its_own_care_plan(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding: key outcomes were gathered from every plan of the person on the contract, so an
+    outcome the current plan no longer calls key (an ended plan did) kept a met visit from banking."""
+    tw = world.a
+    contract = await create(
+        client,
+        tw.commissioner,
+        "/v1/contracts",
+        {
+            "provider_id": tw.providers[0],
+            "model": "outcome_based",
+            "period": "week",
+            "rates": RATES,
+            "valid_from": "2026-01-05",
+        },
+    )
+
+    def plan(outcomes: list[dict[str, Any]], valid_from: Any, **valid_to: str) -> dict[str, Any]:
+        return {
+            "person_id": tw.person_id,
+            "contract_id": contract["id"],
+            "weekly_min": 7 * 30,
+            "outcomes": outcomes,
+            "schedule": [
+                {"weekday": d, "start": "12:00", "minutes": 30, "outcome_ids": [o["id"] for o in outcomes]}
+                for d in range(1, 8)
+            ],
+            "valid_from": valid_from.isoformat(),
+            **valid_to,
+        }
+
+    ended = monday_weeks_ago(3)
+    wash = {"id": "wash", "domain": "personal_care", "text": "washed", "key": True}
+    await create(
+        client, tw.commissioner, "/v1/care-plans", plan([wash], ended, valid_to=(ended + timedelta(days=6)).isoformat())
+    )
+    eat = {"id": "eat", "domain": "food_and_drink", "text": "ate", "key": True}
+    current = [{**wash, "key": False}, eat]
+    await create(client, tw.commissioner, "/v1/care-plans", plan(current, (yesterday() - timedelta(days=1)).date()))
+    start = at(yesterday(), "12:00")
+    visit_id = await db.fetchval(
+        "SELECT id FROM visits WHERE person_id = $1 AND planned_start = $2", UUID(tw.person_id), start
+    )
+    met = [{"outcome_id": "eat", "status": "met"}]
+    for body in (
+        event("check_in", start, visit_id=str(visit_id)),
+        event("check_out", start + timedelta(minutes=20), visit_id=str(visit_id), outcomes=met),
+    ):
+        assert (await client.post("/v1/visit-events", json=body, headers=tw.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    shown = await visit(client, world, visit_id)
+    assert shown["exceptions"] == ["short_visit"]  # no outcomes_not_met: wash is not key in this plan
+    assert (shown["actual"]["payable_min"], shown["actual"]["banked_min"]) == (30, 10)
