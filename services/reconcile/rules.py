@@ -372,18 +372,20 @@ def _unmet_key_outcomes(key_outcomes: frozenset[str], counted: Sequence[_Presenc
 def _delivered_minutes(attendances: Sequence[Attendance]) -> int:
     """Time at least one carer was present (the union of intervals), to the nearest minute, ties up."""
     intervals = sorted((a.check_in, a.check_out) for a in attendances if a.check_in and a.check_out)
-    total = 0
+    total = timedelta()
     current: tuple[datetime, datetime] | None = None
     for start, end in intervals:
         if current is None or start > current[1]:
             if current is not None:
-                total += int((current[1] - current[0]).total_seconds())
+                total += current[1] - current[0]
             current = (start, end)
         else:
             current = (current[0], max(current[1], end))
     if current is not None:
-        total += int((current[1] - current[0]).total_seconds())
-    return (total + 30) // 60
+        total += current[1] - current[0]
+    # Exact to the microsecond until here, then whole seconds once (cutting each stretch lost a second each).
+    seconds = total // timedelta(seconds=1)
+    return (seconds + 30) // 60
 
 
 def next_check_at(plan: Plan, actual: Actual, rules: PayRules) -> datetime | None:

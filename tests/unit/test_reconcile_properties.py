@@ -105,3 +105,21 @@ def test_overlaps_are_one_carer_in_two_visits_at_once() -> None:
     assert rules.overlapping_visits(spans) == {a, b}
     assert rules.with_overlap(("short_visit",), True) == ("short_visit", "overlapping_visits")
     assert rules.with_overlap(("overlapping_visits", "manual_event"), False) == ("manual_event",)
+
+
+def test_delivered_time_is_rounded_once_over_the_whole_union() -> None:
+    """A review finding: each stretch of presence was cut to whole seconds before they were added, so two
+    carers' separate stretches of 600.6 s and 869.6 s (1470.2 s, 24.5 minutes and a bit: 25) made 1469 s
+    (24), and the visit banked 6 minutes instead of 5."""
+    a, b = UUID(int=1), UUID(int=2)
+    met = (("wash", "met"),)
+    events = [
+        rules.Event(a, "check_in", START),
+        rules.Event(a, "check_out", START + timedelta(seconds=600, milliseconds=600), outcomes=met),
+        rules.Event(b, "check_in", START + timedelta(minutes=15)),
+        rules.Event(b, "check_out", START + timedelta(minutes=15, seconds=869, milliseconds=600), outcomes=met),
+    ]
+    plan = rules.Plan(START, 30, carers_required=2, model="outcome_based", key_outcomes=frozenset({"wash"}))
+    actual = rules.reconcile(plan, events, [], PayRules(), START + timedelta(days=2))
+    assert actual.place_payables == (30, 30)
+    assert actual.banked_min == 5
