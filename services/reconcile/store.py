@@ -139,15 +139,21 @@ async def load_pay_rules(conn: asyncpg.Connection, tenant_id: UUID, contract_ids
 
 
 async def load_events(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """The visits' events, after approved moves (a carer's events on the wrong visit count on the right one).
+    """The visits' events, after approved moves (a carer's events on the wrong visit count on the right one;
+    when a carer's events on one visit were moved more than once, the latest decision says where).
 
     Moves are looked up first (there are usually none), so the events are read by index on visit_id."""
     wanted = list(visit_ids)
+    # The latest move of each (visit, carer) that moved anything from or to these visits: an earlier
+    # target must not keep counting events a later move sent elsewhere.
     moves = await conn.fetch(
         """SELECT DISTINCT ON (visit_id, carer_id) visit_id AS from_visit, carer_id, move_to_visit_id AS to_visit
-           FROM amendments
+           FROM amendments m
            WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
-             AND (visit_id = ANY($2::uuid[]) OR move_to_visit_id = ANY($2::uuid[]))
+             AND (m.visit_id, m.carer_id) IN (
+                   SELECT visit_id, carer_id FROM amendments
+                   WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
+                     AND (visit_id = ANY($2::uuid[]) OR move_to_visit_id = ANY($2::uuid[])))
            ORDER BY visit_id, carer_id, decided_at DESC""",
         tenant_id,
         wanted,
@@ -171,13 +177,19 @@ async def load_events(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
 
 
 async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """Approved amendments of the visits (a move's other fields apply to the visit moved to)."""
+    """Approved amendments of the visits (a move's other fields apply to the visit moved to; a move that a
+    later move of the same carer's events superseded applies nowhere)."""
     return await conn.fetch(
         """SELECT coalesce(move_to_visit_id, visit_id) AS visit_id, carer_id, decided_at, check_in_at,
                   check_out_at, extension_min, planned_min
-           FROM amendments
+           FROM amendments a
            WHERE tenant_id = $1 AND status = 'approved'
-             AND coalesce(move_to_visit_id, visit_id) = ANY($2::uuid[])""",
+             AND coalesce(move_to_visit_id, visit_id) = ANY($2::uuid[])
+             AND (move_to_visit_id IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM amendments later
+                   WHERE later.tenant_id = a.tenant_id AND later.visit_id = a.visit_id
+                     AND later.carer_id = a.carer_id AND later.status = 'approved'
+                     AND later.move_to_visit_id IS NOT NULL AND later.decided_at > a.decided_at))""",
         tenant_id,
         list(visit_ids),
     )

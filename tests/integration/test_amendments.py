@@ -10,6 +10,8 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from services.reconcile import jobs
+from services.reconcile import service as reconcile_service
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
 from tests.support import Client, World, build_world, create, credential_headers, reconciled
@@ -357,3 +359,54 @@ async def test_an_event_arriving_on_the_visit_a_carer_was_moved_from_counts_on_t
     assert shown["status"] == "completed"
     assert shown["exceptions"] == []
     assert shown["actual"]["payable_min"] == 30
+
+
+async def test_a_carer_moved_twice_counts_only_on_the_latest_target(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding: after a move was corrected by a second move, the first target kept an attendance
+    (completed, `no_check_in`) and, reconciled on its own, counted the carer's events again: paid twice."""
+    tw = world.a
+    targets = [
+        await create(
+            client,
+            tw.commissioner,
+            "/v1/visits",
+            {
+                "person_id": tw.person_id,
+                "contract_id": tw.contracts[0],
+                "planned_start": at(yesterday(), hhmm).isoformat(),
+                "planned_min": 30,
+            },
+        )
+        for hhmm in ("09:00", "09:10")
+    ]
+    wrong = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "09:00")),
+        event("check_out", at(yesterday(), "09:30")),
+    )
+    for target in targets:
+        made = await propose(
+            client,
+            tw.provider_headers[0],
+            wrong,
+            carer_id=tw.carers[0],
+            move_to_visit_id=target["id"],
+            reason_code="wrong_visit_selected",
+        )
+        approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+        assert approved.status_code == 200, approved.text
+    first, second = [await get_visit(client, world, UUID(target["id"])) for target in targets]
+    assert (first["status"], first["actual"], first["exceptions"]) == ("missed", None, [])
+    assert second["actual"]["payable_min"] == 30
+    # and each visit recomputed on its own says the same as what is stored
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
+    for target in targets:
+        alone = await reconcile_service.compute(db, UUID(tw.tenant_id), [UUID(target["id"])], datetime.now(tz=UTC))
+        state = alone.states[UUID(target["id"])]
+        assert state.payable_min == (0 if target is targets[0] else 30)
