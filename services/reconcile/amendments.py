@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from schemas.reconcile import AmendmentCreate
-from services.common.domain import RuleError
+from services.common.domain import RuleError, check_instant
 
 
 def check_amendment(data: AmendmentCreate, *, unplanned: bool) -> None:
     """A note for `other`; extensions and moves with their own reason; planned minutes only for
-    unplanned visits; and something to change."""
+    unplanned visits; times within 2000-2100; and something to change."""
+    for field, instant in (("check_in_at", data.check_in_at), ("check_out_at", data.check_out_at)):
+        if instant is not None:
+            check_instant(instant, field)
     if data.reason_code == "other" and not (data.note and data.note.strip()):
         raise RuleError("required", "a note is required when the reason is other", "note")
     if data.extension_min is not None and data.reason_code != "extended_visit_authorised":

@@ -142,6 +142,10 @@ async def test_the_proposer_may_not_decide_and_other_commissioners_may(
             },
             "check_out_at",
         ),
+        # a review finding: instants that overflow date arithmetic were a 500
+        ({"reason_code": "no_signal", "check_out_at": "0001-01-01T00:00:00+01:00"}, "check_out_at"),
+        ({"reason_code": "no_signal", "check_in_at": "9999-12-31T23:59:59-01:00"}, "check_in_at"),
+        ({"reason_code": "no_signal", "check_out_at": "1900-01-01T00:00:00Z"}, "check_out_at"),
     ],
 )
 async def test_bad_amendments_are_422(
