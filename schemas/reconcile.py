@@ -21,6 +21,21 @@ ReasonCode = Literal[
     "other",
 ]
 
+ExceptionKind = Literal[
+    "no_check_in",
+    "no_check_out",
+    "outside_geofence",
+    "outside_window",
+    "manual_event",
+    "short_visit",
+    "overrun",
+    "outcomes_not_met",
+    "single_handed",
+    "extra_carer",
+    "unplanned",
+    "overlapping_visits",
+]
+
 
 class AmendmentCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A correction of one carer's attendance on a visit; events themselves never change."""

@@ -12,7 +12,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from schemas.common import Page
 from schemas.planning import Visit
-from schemas.reconcile import Amendment, AmendmentCreate, VisitExceptions
+from schemas.reconcile import Amendment, AmendmentCreate, ExceptionKind, VisitExceptions
 from services.catalog import store as catalog_store
 from services.common.auth import Principal, allow, provider_scope
 from services.common.deps import Caller, Conn
@@ -221,7 +221,7 @@ class ExceptionController(Controller):
         self,
         conn: Conn,
         caller: Caller,
-        kind: Annotated[str | None, QueryParameter()] = None,
+        kind: Annotated[ExceptionKind | None, QueryParameter()] = None,
         provider_id: Annotated[UUID | None, QueryParameter()] = None,
         person_id: Annotated[UUID | None, QueryParameter()] = None,
         limit: LimitParam = 50,

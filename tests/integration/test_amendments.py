@@ -275,6 +275,10 @@ async def test_open_exceptions_and_acknowledgement(
         await client.get("/v1/exceptions", params={"kind": "short_visit"}, headers=world.a.commissioner)
     ).json()
     assert short_only["items"][0]["exceptions"] == ["short_visit"]
+    # a review finding: a misspelt kind answered 200 with no exceptions, as if there were none
+    misspelt = await client.get("/v1/exceptions", params={"kind": "short-visit"}, headers=world.a.commissioner)
+    assert misspelt.status_code == 422, misspelt.text
+    assert misspelt.json()["errors"][0]["field"] == "kind"
     acked = await client.post(f"/v1/visits/{visit_id}/exceptions/manual_event/ack", headers=world.a.provider_headers[0])
     assert acked.status_code == 200
     assert acked.json()["exceptions"] == ["short_visit"]

@@ -4,12 +4,14 @@ answer does not depend on the order events arrive in."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 from uuid import UUID
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.catalog import PayRules
+from schemas.reconcile import ExceptionKind
 from services.reconcile import rules
 
 START = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
@@ -123,3 +125,7 @@ def test_delivered_time_is_rounded_once_over_the_whole_union() -> None:
     actual = rules.reconcile(plan, events, [], PayRules(), START + timedelta(days=2))
     assert actual.place_payables == (30, 30)
     assert actual.banked_min == 5
+
+
+def test_the_exceptions_filter_knows_every_exception_in_order() -> None:
+    assert get_args(ExceptionKind) == rules.EXCEPTION_ORDER
