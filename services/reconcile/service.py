@@ -176,6 +176,8 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     """Recompute these visits' state and store what changed; returns how many were reconciled."""
     if not visit_ids:
         return 0
+    # The visits these ones' events were moved to follow them: which events count there can change too.
+    visit_ids = sorted(set(visit_ids) | set(await store.move_targets(conn, tenant_id, visit_ids)))
     # Locked so that two reconciliations of one visit take turns and the later reads what the earlier
     # committed: every input is read after the lock, by statements that start after it was granted.
     await store.lock_visits(conn, tenant_id, visit_ids)

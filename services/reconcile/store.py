@@ -86,6 +86,19 @@ async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     )
 
 
+async def move_targets(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[UUID]:
+    """Every visit an approved amendment ever moved events of these visits to: a change to a moved-from
+    visit (a late event of the moved carer, a later move of the same events) may change them too."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT move_to_visit_id FROM amendments
+           WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
+             AND visit_id = ANY($2::uuid[])""",
+        tenant_id,
+        list(visit_ids),
+    )
+    return [row["move_to_visit_id"] for row in rows]
+
+
 _JOIN_STATES = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id = v.id"
 
 

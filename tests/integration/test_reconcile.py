@@ -298,3 +298,70 @@ async def test_two_reconciliations_of_a_visit_take_turns_and_the_later_reads_wha
     row = await db.fetchrow("SELECT status, payable_min FROM visits WHERE id = $1", visit_id)
     assert row is not None
     assert (row["status"], row["payable_min"]) == ("cancelled", 0)
+
+
+async def test_an_event_arriving_on_a_visit_whose_events_were_moved_reconciles_the_visit_moved_to(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A carer's events on a wrong visit count on the visit they were moved to, also those that arrive
+    after the move: that visit must be reconciled with them, as the recompute from scratch does."""
+    tw = world.a
+    day = yesterday()
+    wrong = await visit_at(db, tw.person_id, day)
+    right = await visit_at(db, tw.person_id, day - timedelta(days=1))
+    carer = tw.carer_headers[0]
+    posted = await client.post(
+        "/v1/visit-events", json=event("check_in", at(day, "08:00"), visit_id=str(wrong)), headers=carer
+    )
+    assert posted.status_code == 201
+    await reconciled(pool)
+    made = await client.post(
+        f"/v1/visits/{wrong}/amendments",
+        json={"carer_id": tw.carers[0], "move_to_visit_id": str(right), "reason_code": "wrong_visit_selected"},
+        headers=tw.provider_headers[0],
+    )
+    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+    assert approved.status_code == 200, approved.text
+    assert (await visit(client, world, right))["actual"]["attendances"][0]["check_out"] is None
+    # the phone, back online, sends the check-out for the visit it had selected
+    posted = await client.post(
+        "/v1/visit-events", json=event("check_out", at(day, "08:30"), visit_id=str(wrong)), headers=carer
+    )
+    assert posted.status_code == 201
+    await reconciled(pool)
+    moved = await visit(client, world, right)
+    assert moved["actual"]["attendances"][0]["check_out"] is not None
+    assert "no_check_out" not in moved["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
+
+
+async def test_a_later_move_of_the_same_events_reconciles_the_visit_they_left(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The latest approved move of a carer's events wins: the visit of the earlier move loses them."""
+    tw = world.a
+    day = yesterday()
+    wrong = await visit_at(db, tw.person_id, day)
+    first = await visit_at(db, tw.person_id, day - timedelta(days=1))
+    second = await visit_at(db, tw.person_id, day - timedelta(days=2))
+    bodies = [
+        event("check_in", at(day, "08:00"), visit_id=str(wrong)),
+        event("check_out", at(day, "08:30"), visit_id=str(wrong)),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert response.status_code == 200
+    await reconciled(pool)
+    for target in (first, second):
+        made = await client.post(
+            f"/v1/visits/{wrong}/amendments",
+            json={"carer_id": tw.carers[0], "move_to_visit_id": str(target), "reason_code": "wrong_visit_selected"},
+            headers=tw.provider_headers[0],
+        )
+        approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+        assert approved.status_code == 200, approved.text
+    assert (await visit(client, world, second))["status"] == "completed"
+    left = (await visit(client, world, first))["actual"]
+    assert left is None or all(a["check_in"] is None for a in left["attendances"])  # the events left it
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
