@@ -10,7 +10,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from services.reconcile import rules, store
 
 _ACTUAL = msgspec.json.Encoder()
 MAX_ATTENDANCE_S = 2 * 24 * 3600  # longer is a mistake awaiting amendment: not an overlap
+MAX_ATTENDANCE = timedelta(seconds=MAX_ATTENDANCE_S)
 # The API reconciles on the event loop that answers requests; the rules are CPU work with no await
 # between visits, so a batch yields every this many visits (a few milliseconds of work).
 YIELD_EVERY = 50
@@ -223,7 +224,8 @@ def intervals_of(states: dict[UUID, State]) -> list[rules.Interval]:
         if a.check_in is not None
         and a.check_out is not None
         and a.actual_seconds is not None
-        and a.actual_seconds <= MAX_ATTENDANCE_S
+        # The exact span, as the table's CHECK compares it: whole `actual_seconds` let 2 days + 0.5 s pass.
+        and a.check_out - a.check_in <= MAX_ATTENDANCE
     ]
 
 

@@ -365,3 +365,29 @@ async def test_a_later_move_of_the_same_events_reconciles_the_visit_they_left(
     assert left is None or all(a["check_in"] is None for a in left["attendances"])  # the events left it
     _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
     assert differing == []
+
+
+async def test_an_attendance_a_fraction_of_a_second_over_two_days_does_not_block_the_queue(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Longer than two days is a mistake awaiting amendment and not stored as an attendance (its CHECK):
+    whole seconds of `actual_seconds` must not let 2 days and half a second through, which failed the
+    batch, and so every batch after it, for good."""
+    tw = world.a
+    day = yesterday() - timedelta(days=2)
+    visit_id = await visit_at(db, tw.person_id, day)
+    other = await visit_at(db, tw.person_id, day + timedelta(days=1))
+    bodies = [
+        event("check_in", at(day, "08:00"), visit_id=str(visit_id)),
+        event("check_out", at(day, "08:00") + timedelta(days=2, milliseconds=500), visit_id=str(visit_id)),
+        event("check_in", at(day + timedelta(days=1), "08:00"), visit_id=str(other)),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 3
+    await reconciled(pool)
+    assert (await visit(client, world, other))["actual"] is not None
+    shown = await visit(client, world, visit_id)
+    assert shown["actual"]["attendances"][0]["actual_seconds"] == 2 * 24 * 3600
+    assert await db.fetchval("SELECT count(*) FROM attendances WHERE visit_id = $1", visit_id) == 0
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
