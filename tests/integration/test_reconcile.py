@@ -391,3 +391,62 @@ async def test_an_attendance_a_fraction_of_a_second_over_two_days_does_not_block
     assert await db.fetchval("SELECT count(*) FROM attendances WHERE visit_id = $1", visit_id) == 0
     _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
     assert differing == []
+
+
+async def test_two_visits_of_one_carer_reconciled_at_once_are_both_flagged_overlapping(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Two transactions (the API's drainer and the worker's, or an approval and a drainer) reconciling
+    two visits of one carer at the same time: each overlap pass must see the other's attendance."""
+    tw = world.a
+    day = yesterday()
+    extra = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": at(day, "08:15").isoformat(),
+            "planned_min": 30,
+        },
+    )
+    planned, other = await visit_at(db, tw.person_id, day), UUID(extra["id"])
+    bodies = [
+        event("check_in", at(day, "08:00"), visit_id=str(planned)),
+        event("check_out", at(day, "08:30"), visit_id=str(planned)),
+        event("check_in", at(day, "08:20"), visit_id=str(other)),
+        event("check_out", at(day, "08:50"), visit_id=str(other)),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert response.status_code == 200
+    await reconciled(pool)
+    # as before their first reconciliation: no attendance stored, no flag
+    await db.execute("DELETE FROM attendances WHERE visit_id = ANY($1::uuid[])", [planned, other])
+    await db.execute(
+        """UPDATE visit_states SET exceptions = array_remove(exceptions, 'overlapping_visits')
+           WHERE visit_id = ANY($1::uuid[])""",
+        [planned, other],
+    )
+    tenant = UUID(tw.tenant_id)
+    first, second = await connect(database_url), await connect(database_url)
+    try:
+        one = first.transaction()
+        await one.start()
+        await reconcile_service.reconcile_visits(first, tenant, [planned], datetime.now(tz=UTC))
+
+        async def reconcile_other() -> None:
+            async with second.transaction():
+                await reconcile_service.reconcile_visits(second, tenant, [other], datetime.now(tz=UTC))
+
+        running = asyncio.create_task(reconcile_other())
+        await asyncio.wait([running], timeout=0.5)
+        await one.commit()
+        await asyncio.wait_for(running, 10)
+    finally:
+        await first.close()
+        await second.close()
+    assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
+    assert "overlapping_visits" in (await visit(client, world, other))["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, tenant)
+    assert differing == []
