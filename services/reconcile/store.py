@@ -130,7 +130,8 @@ _JOIN_STATES = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id 
 async def load_visits(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], *, with_stored: bool = True
 ) -> list[asyncpg.Record]:
-    """Each visit's plan facts, contract model and key outcomes, and its stored state if wanted (decoding
+    """Each visit's plan facts, contract model and key outcomes (its own plan's; an extra visit's, any plan's
+    of its person and contract), and its stored state if wanted (decoding
     the stored `actual` is a good part of the read, so it is left out when only the inputs are needed,
     and then the states are not read at all)."""
     stored, states = (
@@ -141,8 +142,10 @@ async def load_visits(
                   v.approval, v.cancellation, {stored}
                   c.model,
                   ARRAY(SELECT DISTINCT o ->> 'id' FROM care_plans p, jsonb_array_elements(p.outcomes) o
-                        WHERE p.tenant_id = v.tenant_id AND p.person_id = v.person_id
-                          AND p.contract_id = v.contract_id AND (o ->> 'key')::boolean
+                        WHERE p.tenant_id = v.tenant_id
+                          AND (p.id = v.plan_id
+                               OR (v.plan_id IS NULL AND p.person_id = v.person_id AND p.contract_id = v.contract_id))
+                          AND (o ->> 'key')::boolean
                           AND (o ->> 'id') = ANY(v.outcome_ids)) AS key_outcomes
            FROM visit_plans v {states} JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id
            WHERE v.tenant_id = $1 AND v.id = ANY($2::uuid[])""",

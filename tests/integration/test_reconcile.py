@@ -21,7 +21,7 @@ from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
-from tests.support import Client, World, build_world, create, reconciled
+from tests.support import RATES, Client, World, build_world, create, reconciled
 
 
 @pytest.fixture
@@ -449,4 +449,78 @@ async def test_two_visits_of_one_carer_reconciled_at_once_are_both_flagged_overl
     assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
     assert "overlapping_visits" in (await visit(client, world, other))["exceptions"]
     _, differing = await jobs.verify_tenant(pool, tenant)
+    assert differing == []
+
+
+async def test_a_new_care_plan_does_not_change_the_key_outcomes_of_visits_already_reconciled(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A visit's key outcomes are its own plan's: a later plan of the same person and contract that
+    marks the same outcome id key (nothing reconciles the earlier visits then) must not make the
+    recompute differ from what is stored."""
+    tw = world.a
+    contract = await create(
+        client,
+        tw.commissioner,
+        "/v1/contracts",
+        {
+            "provider_id": tw.providers[0],
+            "model": "outcome_based",
+            "period": "week",
+            "rates": RATES,
+            "valid_from": "2026-01-05",
+        },
+    )
+    outcomes = [{"id": "wash", "domain": "personal_care", "text": "Washed", "key": False}]
+    schedule = [{"weekday": d, "start": "07:00", "minutes": 30, "outcome_ids": ["wash"]} for d in range(1, 8)]
+    body = plan_body(tw, contract_id=contract["id"], outcomes=outcomes, schedule=schedule)
+    await create(client, tw.commissioner, "/v1/care-plans", body)
+    day = yesterday()
+    start = datetime(day.year, day.month, day.day, 7, tzinfo=at(day, "07:00").tzinfo)
+    visit_id = await db.fetchval(
+        "SELECT id FROM visits WHERE contract_id = $1 AND planned_start = $2", UUID(contract["id"]), start
+    )
+    extra = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": contract["id"],
+            "planned_start": at(day, "12:00").isoformat(),
+            "planned_min": 30,
+            "outcome_ids": ["wash"],
+        },
+    )
+    bodies = [
+        body
+        for visited, hhmm in ((visit_id, "07:00"), (UUID(extra["id"]), "12:00"))
+        for body in (
+            event("check_in", at(day, hhmm), visit_id=str(visited)),
+            event(
+                "check_out",
+                at(day, hhmm) + timedelta(minutes=30),
+                visit_id=str(visited),
+                outcomes=[{"outcome_id": "wash", "status": "not_met"}],
+            ),
+        )
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 4
+    await reconciled(pool)
+    for visited in (visit_id, UUID(extra["id"])):
+        assert "outcomes_not_met" not in (await visit(client, world, visited))["exceptions"]  # not a key outcome
+    later = {**outcomes[0], "key": True}
+    next_month = (datetime.now(tz=UTC) + timedelta(days=40)).date()
+    await create(
+        client,
+        tw.commissioner,
+        "/v1/care-plans",
+        {**body, "outcomes": [later], "valid_from": next_month.isoformat()},
+    )
+    await reconciled(pool)
+    assert "outcomes_not_met" not in (await visit(client, world, visit_id))["exceptions"]  # its own plan's flag
+    # an extra visit's outcomes are its person's plans' on the contract: reconciled again when one is added
+    assert "outcomes_not_met" in (await visit(client, world, UUID(extra["id"])))["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
     assert differing == []
