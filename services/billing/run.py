@@ -127,7 +127,6 @@ async def run_invoice(
     stale = await store.visits_to_refresh(conn, tenant.id, contract.id, bounds.ends_at, now)
     # Every visit the run may touch is locked first, in id order, as reconciliation takes them, and
     # before reconciling the stale ones takes bank accounts (decision 120).
-    await reconcile_service.lock_carers_of(conn, tenant.id, stale)  # carers before visits (decision 128)
     await store.lock_run_visits(conn, tenant.id, contract.id, bounds.ends_at, stale)
     await reconcile_service.reconcile_visits(conn, tenant.id, stale, now)
 

@@ -246,8 +246,6 @@ class VisitController(Controller):
         tenant = caller.tenant
         now = utc_now()
         async with conn.transaction():
-            # The carers reconciliation will lock, before the visit (decision 128).
-            await reconcile_service.lock_carers_of(conn, caller.tenant, [visit_id])
             visit = await visible_visit(conn, caller, visit_id, lock=True)
             rules.check_changeable(
                 started=visit.planned_start <= now,
@@ -296,8 +294,6 @@ class VisitController(Controller):
         if data.notified_at > now:
             raise RuleError("in_the_future", "notified_at is in the future", "notified_at")
         async with conn.transaction():
-            # The carers reconciliation will lock, before the visit (decision 128).
-            await reconcile_service.lock_carers_of(conn, caller.tenant, [visit_id])
             visit = await visible_visit(conn, caller, visit_id, lock=True)
             rules.check_changeable(
                 started=False,
@@ -332,8 +328,6 @@ class VisitController(Controller):
     async def approve_visit(self, visit_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Visit:
         """Approve a provider's requested visit, or confirm its short-notice person cancellation."""
         async with conn.transaction():
-            # The carers reconciliation will lock, before the visit (decision 128).
-            await reconcile_service.lock_carers_of(conn, caller.tenant, [visit_id])
             visit = await visible_visit(conn, caller, visit_id, lock=True)
             if visit.origin == "unplanned":
                 raise problem(

@@ -54,9 +54,6 @@ class AmendmentController(Controller):
         tenant = caller.tenant
         now = _now()
         async with conn.transaction():
-            # The carers reconciliation will lock, before the visit (decision 128).
-            moved_to = [data.move_to_visit_id] if data.move_to_visit_id else []
-            await service.lock_carers_of(conn, tenant, [visit_id, *moved_to], [data.carer_id])
             visit = await _visit_in_reach(conn, caller, visit_id)
             unplanned = visit.origin == "unplanned" and visit.approval != "approved"
             amendment_rules.check_amendment(data, unplanned=unplanned)
@@ -202,14 +199,13 @@ async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUI
 
 async def _apply(conn: asyncpg.Connection, tenant_id: UUID, amendment: Amendment, now: datetime) -> None:
     """An approved amendment: approve an unplanned visit it sizes, and reconcile what it touches."""
-    touched = [amendment.visit_id] + ([amendment.move_to_visit_id] if amendment.move_to_visit_id else [])
-    await service.lock_carers_of(conn, tenant_id, touched)  # before the visit (decision 128)
     if amendment.planned_min is not None:
         # Locked before it is read: approval writes what it read back (decision 125).
         visit = await planning_store.get_visit(conn, tenant_id, amendment.visit_id, lock=True)
         assert visit is not None
         await planning_store.approve_visit(conn, tenant_id, visit)
         await planning_store.set_planned_min(conn, tenant_id, visit.id, amendment.planned_min)
+    touched = [amendment.visit_id] + ([amendment.move_to_visit_id] if amendment.move_to_visit_id else [])
     await service.reconcile_visits(conn, tenant_id, touched, now)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -173,28 +173,12 @@ async def compute(
     return result
 
 
-async def lock_carers_of(
-    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], more: Iterable[UUID] = ()
-) -> tuple[list[UUID], set[UUID]]:
-    """Lock the carers (and `more`) whose attendances reconciling these visits may write, and return the
-    visits reconciliation takes with them (the visits their events were moved to follow them: which
-    events count there can change too) and the carers locked.
-
-    Carers are locked before any visit (decision 128): two reconciliations writing one carer's
-    attendances take turns, so each overlap pass reads the other's committed rows, and the pass's writes
-    to partner visits never wait for a transaction that waits for this one's carers. A caller that locks
-    a visit before reconciling it calls this first."""
-    ids = sorted(set(visit_ids) | set(await store.move_targets(conn, tenant_id, visit_ids)))
-    carers = await store.carers_of_visits(conn, tenant_id, ids) | set(more)
-    await store.lock_carers(conn, tenant_id, carers)
-    return ids, carers
-
-
 async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime) -> int:
     """Recompute these visits' state and store what changed; returns how many were reconciled."""
     if not visit_ids:
         return 0
-    visit_ids, carers = await lock_carers_of(conn, tenant_id, visit_ids)
+    # The visits these ones' events were moved to follow them: which events count there can change too.
+    visit_ids = sorted(set(visit_ids) | set(await store.move_targets(conn, tenant_id, visit_ids)))
     # Locked so that two reconciliations of one visit take turns and the later reads what the earlier
     # committed: every input is read after the lock, by statements that start after it was granted.
     await store.lock_visits(conn, tenant_id, visit_ids)
@@ -202,14 +186,11 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     computed, next_checks = result.states, result.next_checks
     # The separate pass (DOMAIN.md keeps it out of the pure rules): one carer in two visits at once.
     # Only visits whose attendances changed get a new flag here; the partners of what changed, after.
-    intervals = intervals_of(computed)
-    # A carer whose event committed after the carers were read: locked now (rare, and not in order).
-    await store.lock_carers(conn, tenant_id, {i.carer_id for i in intervals} - carers)
     moved, old_partners = await store.sync_attendances(
         conn,
         tenant_id,
         list(computed),
-        as_rows(intervals),
+        as_rows(intervals_of(computed)),
     )
     pairs = await store.overlap_pairs(conn, tenant_id, sorted(moved))
     overlapping = {visit_id for visit_id, _ in pairs}

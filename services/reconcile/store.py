@@ -99,31 +99,6 @@ async def move_targets(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Seq
     return [row["move_to_visit_id"] for row in rows]
 
 
-async def carers_of_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> set[UUID]:
-    """The carers whose attendances on these visits reconciliation may write: those of their events, of
-    the approved amendments that apply to them (moves too), and of their stored attendances."""
-    rows = await conn.fetch(
-        """SELECT carer_id FROM visit_events WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
-           UNION SELECT carer_id FROM amendments
-                 WHERE tenant_id = $1 AND status = 'approved' AND coalesce(move_to_visit_id, visit_id) = ANY($2::uuid[])
-           UNION SELECT carer_id FROM attendances WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])""",
-        tenant_id,
-        list(visit_ids),
-    )
-    return {row["carer_id"] for row in rows}
-
-
-async def lock_carers(conn: asyncpg.Connection, tenant_id: UUID, carer_ids: Iterable[UUID]) -> None:
-    """Take the carers' attendance locks (transaction advisory locks, in key order): two reconciliations
-    that write one carer's attendances take turns, so each overlap pass reads the other's committed rows."""
-    keys = sorted({f"{tenant_id}:{carer_id}:attendances" for carer_id in carer_ids})
-    if keys:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 2)) FROM (SELECT unnest($1::text[]) AS k ORDER BY 1) s",
-            keys,
-        )
-
-
 _JOIN_STATES = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id = v.id"
 
 
