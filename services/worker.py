@@ -107,3 +107,7 @@ async def _run_job(job: Job, pool: asyncpg.Pool) -> None:
         log.info("job_done", job=job.name, count=count)
     except (OSError, asyncpg.PostgresError) as exc:
         log.warning("job_failed", job=job.name, error=str(exc))
+    except Exception:
+        # Any other failure too (a bug, a document that does not decode): logged with its trace and
+        # retried next interval; letting it out would end `gather` and with it every other job.
+        log.exception("job_failed", job=job.name)

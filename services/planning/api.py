@@ -36,6 +36,7 @@ from services.identity import store as identity_store
 from services.ingest import store as ingest_store
 from services.planning import jobs, rules, store
 from services.reconcile import service as reconcile_service
+from services.reconcile import store as reconcile_store
 
 DateParam = Annotated[date | None, QueryParameter(description="local date (tenant time)")]
 
@@ -76,6 +77,10 @@ class CarePlanController(Controller):
             raise not_found("contract", "contract_id")
         plan_id = new_id()
         async with conn.transaction():
+            # An extra visit's key outcomes are those of its person's plans on its contract: this plan's
+            # count from now on, so those visits are reconciled again (queue rows first, as ingest).
+            extra = await store.extra_visit_ids(conn, tenant, data.person_id, data.contract_id)
+            await reconcile_store.enqueue(conn, tenant, extra)
             await store.insert_care_plan(conn, tenant, plan_id, contract.provider_id, data)
             await jobs.generate_plan(conn, await store.plan_generation_state(conn, tenant, plan_id), utc_now())
         return found_or_404(await store.get_care_plan(conn, tenant, plan_id), "care plan")

@@ -165,6 +165,18 @@ async def insert_generated_visits(
     return inserted
 
 
+async def extra_visit_ids(conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, contract_id: UUID) -> list[UUID]:
+    """The person's visits on the contract that no care plan generated (commissioner's, requested, unplanned)."""
+    rows = await conn.fetch(
+        """SELECT id FROM visit_plans
+           WHERE tenant_id = $1 AND person_id = $2 AND contract_id = $3 AND plan_id IS NULL""",
+        tenant_id,
+        person_id,
+        contract_id,
+    )
+    return [row["id"] for row in rows]
+
+
 async def plan_outcome_ids(conn: asyncpg.Connection, tenant_id: UUID, person_id: UUID, contract_id: UUID) -> set[str]:
     """Outcome ids of the person's plans on this contract."""
     rows = await conn.fetch(

@@ -74,6 +74,9 @@ class QueueDrainer:
                 await drain_queue(self._pool)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("reconcile_drain_failed", error=str(exc))
+            except Exception:
+                # The batch rolled back and stays queued; ending the task would stop the API's draining for good.
+                log.exception("reconcile_drain_failed")
             await asyncio.sleep(self._interval_s)
 
 

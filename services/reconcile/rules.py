@@ -182,12 +182,13 @@ def _presences(events: Sequence[Event], amendments: Sequence[Amendment]) -> list
             presence.out_at, presence.out_amended = amendment.check_out_at, True
         if amendment.extension_min is not None:
             presence.extension_min = amendment.extension_min
-    if len(by_carer) < 2:  # the usual visit: one carer, nothing to order
-        return list(by_carer.values())
+    # A carer with neither an event nor an amended time was not there: an amendment that only names it
+    # (a move whose events a later move took on, an extension) makes no attendance.
+    present = [p for p in by_carer.values() if p.in_at is not None or p.out_at is not None]
+    if len(present) < 2:  # the usual visit: one carer, nothing to order
+        return present
     # Carers by check-in time (those without one last), the carer id breaking ties.
-    return sorted(
-        by_carer.values(), key=lambda p: (p.in_at is None, p.in_at.timestamp() if p.in_at else 0.0, str(p.carer_id))
-    )
+    return sorted(present, key=lambda p: (p.in_at is None, p.in_at.timestamp() if p.in_at else 0.0, str(p.carer_id)))
 
 
 def _decided(amendment: Amendment) -> datetime:

@@ -10,7 +10,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from services.reconcile import rules, store
 
 _ACTUAL = msgspec.json.Encoder()
 MAX_ATTENDANCE_S = 2 * 24 * 3600  # longer is a mistake awaiting amendment: not an overlap
+MAX_ATTENDANCE = timedelta(seconds=MAX_ATTENDANCE_S)
 # The API reconciles on the event loop that answers requests; the rules are CPU work with no await
 # between visits, so a batch yields every this many visits (a few milliseconds of work).
 YIELD_EVERY = 50
@@ -176,8 +177,8 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     """Recompute these visits' state and store what changed; returns how many were reconciled."""
     if not visit_ids:
         return 0
-    # A visit's events may count on another visit (an approved move): that one is reconciled too.
-    visit_ids = list(dict.fromkeys([*visit_ids, *await store.move_targets(conn, tenant_id, visit_ids)]))
+    # The visits these ones' events were moved to follow them: which events count there can change too.
+    visit_ids = sorted(set(visit_ids) | set(await store.move_targets(conn, tenant_id, visit_ids)))
     # Locked so that two reconciliations of one visit take turns and the later reads what the earlier
     # committed: every input is read after the lock, by statements that start after it was granted.
     await store.lock_visits(conn, tenant_id, visit_ids)
@@ -223,7 +224,8 @@ def intervals_of(states: dict[UUID, State]) -> list[rules.Interval]:
         if a.check_in is not None
         and a.check_out is not None
         and a.actual_seconds is not None
-        and a.actual_seconds <= MAX_ATTENDANCE_S
+        # The exact span, as the table's CHECK compares it: whole `actual_seconds` let 2 days + 0.5 s pass.
+        and a.check_out - a.check_in <= MAX_ATTENDANCE
     ]
 
 

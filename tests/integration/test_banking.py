@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -720,3 +720,26 @@ async def test_after_a_contract_ends_the_worker_still_invoices_its_expiring_bank
             if line["kind"] == "expired_bank_credit"
         ]
     assert credits == [((monday + timedelta(days=7)).isoformat(), -pence(25))]
+
+
+async def test_reconciling_the_same_visits_again_posts_nothing_more(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The bank follows a visit's reconciliation: reconciled again (a re-queued visit, the clock job, a
+    recompute that rewrote a tampered state), the same state posts nothing."""
+    from services.reconcile.service import reconcile_visits
+
+    bank, banked = await banked_on_monday(client, db, pool)
+    friday = bank.monday + timedelta(days=4)
+    made = await bank.bank_visit(0, local(friday, "14:00"), 20)
+    assert made.status_code == 201, made.text
+    await bank.attend(made.json()["id"], local(friday, "14:00"), 10, outcome=None)
+    await reconciled(pool)
+    before = (await postings(bank), {**await bank.bank(0), "as_of": None})
+    tenant = UUID(bank.tw.tenant_id)
+    visits = [UUID(banked), UUID(made.json()["id"])]
+    for _ in range(3):
+        await db.execute("UPDATE visits SET payable_min = payable_min + 1 WHERE id = ANY($1::uuid[])", visits)
+        async with db.transaction():
+            await reconcile_visits(db, tenant, visits, datetime.now(tz=UTC))
+    assert (await postings(bank), {**await bank.bank(0), "as_of": None}) == before

@@ -355,3 +355,229 @@ async def test_a_visit_s_key_outcomes_are_those_of_its_own_care_plan(
     shown = await visit(client, world, visit_id)
     assert shown["exceptions"] == ["short_visit"]  # no outcomes_not_met: wash is not key in this plan
     assert (shown["actual"]["payable_min"], shown["actual"]["banked_min"]) == (30, 10)
+
+
+async def test_an_event_arriving_on_a_visit_whose_events_were_moved_reconciles_the_visit_moved_to(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A carer's events on a wrong visit count on the visit they were moved to, also those that arrive
+    after the move: that visit must be reconciled with them, as the recompute from scratch does."""
+    tw = world.a
+    day = yesterday()
+    wrong = await visit_at(db, tw.person_id, day)
+    right = await visit_at(db, tw.person_id, day - timedelta(days=1))
+    carer = tw.carer_headers[0]
+    posted = await client.post(
+        "/v1/visit-events", json=event("check_in", at(day, "08:00"), visit_id=str(wrong)), headers=carer
+    )
+    assert posted.status_code == 201
+    await reconciled(pool)
+    made = await client.post(
+        f"/v1/visits/{wrong}/amendments",
+        json={"carer_id": tw.carers[0], "move_to_visit_id": str(right), "reason_code": "wrong_visit_selected"},
+        headers=tw.provider_headers[0],
+    )
+    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+    assert approved.status_code == 200, approved.text
+    assert (await visit(client, world, right))["actual"]["attendances"][0]["check_out"] is None
+    # the phone, back online, sends the check-out for the visit it had selected
+    posted = await client.post(
+        "/v1/visit-events", json=event("check_out", at(day, "08:30"), visit_id=str(wrong)), headers=carer
+    )
+    assert posted.status_code == 201
+    await reconciled(pool)
+    moved = await visit(client, world, right)
+    assert moved["actual"]["attendances"][0]["check_out"] is not None
+    assert "no_check_out" not in moved["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
+
+
+async def test_a_later_move_of_the_same_events_reconciles_the_visit_they_left(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The latest approved move of a carer's events wins: the visit of the earlier move loses them."""
+    tw = world.a
+    day = yesterday()
+    wrong = await visit_at(db, tw.person_id, day)
+    first = await visit_at(db, tw.person_id, day - timedelta(days=1))
+    second = await visit_at(db, tw.person_id, day - timedelta(days=2))
+    bodies = [
+        event("check_in", at(day, "08:00"), visit_id=str(wrong)),
+        event("check_out", at(day, "08:30"), visit_id=str(wrong)),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert response.status_code == 200
+    await reconciled(pool)
+    for target in (first, second):
+        made = await client.post(
+            f"/v1/visits/{wrong}/amendments",
+            json={"carer_id": tw.carers[0], "move_to_visit_id": str(target), "reason_code": "wrong_visit_selected"},
+            headers=tw.provider_headers[0],
+        )
+        approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+        assert approved.status_code == 200, approved.text
+    assert (await visit(client, world, second))["status"] == "completed"
+    left = await visit(client, world, first)
+    assert (left["status"], left["actual"], left["exceptions"]) == ("missed", None, [])  # no event left on it
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
+
+
+async def test_an_attendance_a_fraction_of_a_second_over_two_days_does_not_block_the_queue(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Longer than two days is a mistake awaiting amendment and not stored as an attendance (its CHECK):
+    whole seconds of `actual_seconds` must not let 2 days and half a second through, which failed the
+    batch, and so every batch after it, for good."""
+    tw = world.a
+    day = yesterday() - timedelta(days=2)
+    visit_id = await visit_at(db, tw.person_id, day)
+    other = await visit_at(db, tw.person_id, day + timedelta(days=1))
+    bodies = [
+        event("check_in", at(day, "08:00"), visit_id=str(visit_id)),
+        event("check_out", at(day, "08:00") + timedelta(days=2, milliseconds=500), visit_id=str(visit_id)),
+        event("check_in", at(day + timedelta(days=1), "08:00"), visit_id=str(other)),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 3
+    await reconciled(pool)
+    assert (await visit(client, world, other))["actual"] is not None
+    shown = await visit(client, world, visit_id)
+    assert shown["actual"]["attendances"][0]["actual_seconds"] == 2 * 24 * 3600
+    assert await db.fetchval("SELECT count(*) FROM attendances WHERE visit_id = $1", visit_id) == 0
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []
+
+
+async def test_two_visits_of_one_carer_reconciled_at_once_are_both_flagged_overlapping(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Two transactions (the API's drainer and the worker's, or an approval and a drainer) reconciling
+    two visits of one carer at the same time: each overlap pass must see the other's attendance."""
+    tw = world.a
+    day = yesterday()
+    extra = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": at(day, "08:15").isoformat(),
+            "planned_min": 30,
+        },
+    )
+    planned, other = await visit_at(db, tw.person_id, day), UUID(extra["id"])
+    bodies = [
+        event("check_in", at(day, "08:00"), visit_id=str(planned)),
+        event("check_out", at(day, "08:30"), visit_id=str(planned)),
+        event("check_in", at(day, "08:20"), visit_id=str(other)),
+        event("check_out", at(day, "08:50"), visit_id=str(other)),
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert response.status_code == 200
+    await reconciled(pool)
+    # as before their first reconciliation: no attendance stored, no flag
+    await db.execute("DELETE FROM attendances WHERE visit_id = ANY($1::uuid[])", [planned, other])
+    await db.execute(
+        """UPDATE visit_states SET exceptions = array_remove(exceptions, 'overlapping_visits')
+           WHERE visit_id = ANY($1::uuid[])""",
+        [planned, other],
+    )
+    tenant = UUID(tw.tenant_id)
+    first, second = await connect(database_url), await connect(database_url)
+    try:
+        one = first.transaction()
+        await one.start()
+        await reconcile_service.reconcile_visits(first, tenant, [planned], datetime.now(tz=UTC))
+
+        async def reconcile_other() -> None:
+            async with second.transaction():
+                await reconcile_service.reconcile_visits(second, tenant, [other], datetime.now(tz=UTC))
+
+        running = asyncio.create_task(reconcile_other())
+        await asyncio.wait([running], timeout=0.5)
+        await one.commit()
+        await asyncio.wait_for(running, 10)
+    finally:
+        await first.close()
+        await second.close()
+    assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
+    assert "overlapping_visits" in (await visit(client, world, other))["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, tenant)
+    assert differing == []
+
+
+async def test_a_new_care_plan_does_not_change_the_key_outcomes_of_visits_already_reconciled(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A visit's key outcomes are its own plan's: a later plan of the same person and contract that
+    marks the same outcome id key (nothing reconciles the earlier visits then) must not make the
+    recompute differ from what is stored."""
+    tw = world.a
+    contract = await create(
+        client,
+        tw.commissioner,
+        "/v1/contracts",
+        {
+            "provider_id": tw.providers[0],
+            "model": "outcome_based",
+            "period": "week",
+            "rates": RATES,
+            "valid_from": "2026-01-05",
+        },
+    )
+    outcomes = [{"id": "wash", "domain": "personal_care", "text": "Washed", "key": False}]
+    schedule = [{"weekday": d, "start": "07:00", "minutes": 30, "outcome_ids": ["wash"]} for d in range(1, 8)]
+    body = plan_body(tw, contract_id=contract["id"], outcomes=outcomes, schedule=schedule)
+    await create(client, tw.commissioner, "/v1/care-plans", body)
+    day = yesterday()
+    start = datetime(day.year, day.month, day.day, 7, tzinfo=at(day, "07:00").tzinfo)
+    visit_id = await db.fetchval(
+        "SELECT id FROM visits WHERE contract_id = $1 AND planned_start = $2", UUID(contract["id"]), start
+    )
+    extra = await create(
+        client,
+        tw.commissioner,
+        "/v1/visits",
+        {
+            "person_id": tw.person_id,
+            "contract_id": contract["id"],
+            "planned_start": at(day, "12:00").isoformat(),
+            "planned_min": 30,
+            "outcome_ids": ["wash"],
+        },
+    )
+    bodies = [
+        body
+        for visited, hhmm in ((visit_id, "07:00"), (UUID(extra["id"]), "12:00"))
+        for body in (
+            event("check_in", at(day, hhmm), visit_id=str(visited)),
+            event(
+                "check_out",
+                at(day, hhmm) + timedelta(minutes=30),
+                visit_id=str(visited),
+                outcomes=[{"outcome_id": "wash", "status": "not_met"}],
+            ),
+        )
+    ]
+    response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 4
+    await reconciled(pool)
+    for visited in (visit_id, UUID(extra["id"])):
+        assert "outcomes_not_met" not in (await visit(client, world, visited))["exceptions"]  # not a key outcome
+    later = {**outcomes[0], "key": True}
+    next_month = (datetime.now(tz=UTC) + timedelta(days=40)).date()
+    await create(
+        client,
+        tw.commissioner,
+        "/v1/care-plans",
+        {**body, "outcomes": [later], "valid_from": next_month.isoformat()},
+    )
+    await reconciled(pool)
+    assert "outcomes_not_met" not in (await visit(client, world, visit_id))["exceptions"]  # its own plan's flag
+    # an extra visit's outcomes are its person's plans' on the contract: reconciled again when one is added
+    assert "outcomes_not_met" in (await visit(client, world, UUID(extra["id"])))["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert differing == []

@@ -129,3 +129,25 @@ def test_delivered_time_is_rounded_once_over_the_whole_union() -> None:
 
 def test_the_exceptions_filter_knows_every_exception_in_order() -> None:
     assert get_args(ExceptionKind) == rules.EXCEPTION_ORDER
+
+
+def test_an_amendment_that_names_a_carer_but_no_time_is_not_an_attendance() -> None:
+    """A move's amendment counts on the visit moved to only through the events it moves: once a later
+    move takes them elsewhere (or the carer had none), the visit has no event at all and is missed,
+    as DOMAIN.md says, not completed with an empty attendance."""
+    carer = UUID(int=7)
+    plan = rules.Plan(planned_start=START, planned_min=30, carers_required=1)
+    now = START + timedelta(days=2)
+    move = rules.Amendment(carer_id=carer, decided_at=START + timedelta(hours=1))
+    actual = rules.reconcile(plan, [], [move], PayRules(), now)
+    assert (actual.status, actual.attendances, actual.exceptions) == ("missed", (), ())
+    # one carer of two came; the other is only named by an extension: single-handed, not `no_check_in`
+    pair = rules.Plan(planned_start=START, planned_min=30, carers_required=2)
+    came = [
+        rules.Event(UUID(int=1), "check_in", START),
+        rules.Event(UUID(int=1), "check_out", START + timedelta(minutes=30)),
+    ]
+    extension = rules.Amendment(carer_id=carer, decided_at=START, extension_min=10)
+    actual = rules.reconcile(pair, came, [extension], PayRules(), now)
+    assert [a.carer_id for a in actual.attendances] == [UUID(int=1)]
+    assert actual.exceptions == ("single_handed",)
