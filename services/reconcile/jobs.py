@@ -29,14 +29,30 @@ async def _by_tenant(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]
 
 
 async def drain_queue(pool: asyncpg.Pool, now: datetime | None = None) -> int:
-    """Reconcile every queued visit (in batches, each claimed and stored in one transaction)."""
+    """Reconcile every queued visit (in batches, each claimed and stored in one transaction), then
+    recheck the overlap flags reconciliations had to leave."""
     total = 0
     while True:
         async with acquire(pool) as conn, conn.transaction():
             pairs = await store.take_queued(conn, BATCH)
             total += await _by_tenant(conn, pairs, now or datetime.now(tz=UTC))
         if len(pairs) < BATCH:
-            return total
+            break
+    await recheck_overlaps(pool)
+    return total
+
+
+async def recheck_overlaps(pool: asyncpg.Pool) -> int:
+    """Recompute the overlap flag of the visits an overlap pass could not mark because another transaction
+    held them (decision 128), from the committed attendances; one still held is left for the next time."""
+    async with acquire(pool) as conn, conn.transaction():
+        pairs = await store.take_overlap_rechecks(conn, BATCH)
+        grouped: dict[UUID, list[UUID]] = defaultdict(list)
+        for tenant_id, visit_id in pairs:
+            grouped[tenant_id].append(visit_id)
+        for tenant_id, visit_ids in sorted(grouped.items()):
+            await store.queue_overlap_rechecks(conn, tenant_id, await store.mark_overlaps(conn, tenant_id, visit_ids))
+    return len(pairs)
 
 
 async def reconcile_due(pool: asyncpg.Pool, now: datetime | None = None) -> int:

@@ -181,37 +181,45 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     visit_ids = sorted(set(visit_ids) | set(await store.move_targets(conn, tenant_id, visit_ids)))
     # Locked so that two reconciliations of one visit take turns and the later reads what the earlier
     # committed: every input is read after the lock, by statements that start after it was granted.
+    # (The overlap pass's carers are locked last, `overlap_pass`: visits, then accounts, then carers.)
     await store.lock_visits(conn, tenant_id, visit_ids)
     result = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
-    computed, next_checks = result.states, result.next_checks
-    # The separate pass (DOMAIN.md keeps it out of the pure rules): one carer in two visits at once.
-    # Only visits whose attendances changed get a new flag here; the partners of what changed, after.
-    moved, old_partners = await store.sync_attendances(
-        conn,
-        tenant_id,
-        list(computed),
-        as_rows(intervals_of(computed)),
-    )
-    pairs = await store.overlap_pairs(conn, tenant_id, sorted(moved))
-    overlapping = {visit_id for visit_id, _ in pairs}
     states = [
         {
             "id": visit_id,
             "status": state.status,
             "actual": _ACTUAL.encode(state.actual).decode() if state.actual else None,
             "exceptions": state.exceptions,
-            "overlapping": visit_id in overlapping if visit_id in moved else None,
             "payable_min": state.payable_min,
             "banked_min": state.banked_min,
-            "next_check_at": next_checks[visit_id],
+            "next_check_at": result.next_checks[visit_id],
         }
-        for visit_id, state in computed.items()
+        for visit_id, state in result.states.items()
     ]
     await store.save_states(conn, tenant_id, states, now)
     # The bank follows the reconciliation in the same transaction: accruals, corrections, deliveries.
     await bank_ledger.sync_visits(conn, tenant_id, result.bank_visits, now)
-    await store.mark_overlaps(conn, tenant_id, sorted((old_partners | {p for _, p in pairs}) - moved))
+    await overlap_pass(conn, tenant_id, list(result.states), as_rows(intervals_of(result.states)))
     return len(states)
+
+
+async def overlap_pass(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: list[UUID], attendances: list[store.Attendance]
+) -> None:
+    """The separate pass (DOMAIN.md keeps it out of the pure rules): one carer in two visits at once.
+
+    Last in the transaction, with the carers' attendances locked until it ends (decision 128): two
+    passes over one carer take turns, so the later reads the earlier's committed attendances, and
+    little of a batch runs under those locks. The visits whose attendances changed get their flag;
+    the partners of what changed are marked, except those another transaction holds (never waited
+    for here: the holder may be waiting for these carers), which are left for the recheck."""
+    await store.lock_attendances(conn, tenant_id, visit_ids, {row[1] for row in attendances})
+    moved, old_partners = await store.sync_attendances(conn, tenant_id, visit_ids, attendances)
+    pairs = await store.overlap_pairs(conn, tenant_id, sorted(moved))
+    overlapping = {visit_id for visit_id, _ in pairs}
+    await store.set_overlaps(conn, tenant_id, {visit_id: visit_id in overlapping for visit_id in sorted(moved)})
+    partners = sorted((old_partners | {partner for _, partner in pairs}) - moved)
+    await store.queue_overlap_rechecks(conn, tenant_id, await store.mark_overlaps(conn, tenant_id, partners))
 
 
 def intervals_of(states: dict[UUID, State]) -> list[rules.Interval]:

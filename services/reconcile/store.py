@@ -195,8 +195,9 @@ async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: 
     )
 
 
-# The rules' exceptions, then the overlap pass's flag (last in canonical order): given, or as stored.
-_EXCEPTIONS = """(s.exceptions || CASE WHEN coalesce(s.overlapping, 'overlapping_visits' = ANY(v.exceptions))
+# The rules' exceptions, then the overlap pass's flag as stored (last in canonical order; the pass
+# sets it after, `set_overlaps`).
+_EXCEPTIONS = """(s.exceptions || CASE WHEN 'overlapping_visits' = ANY(v.exceptions)
                                THEN ARRAY['overlapping_visits'] ELSE ARRAY[]::text[] END)"""
 
 
@@ -205,8 +206,8 @@ async def save_states(
 ) -> None:
     """Write the reconciled state of the visits whose state differs from the stored one, in one statement.
     A visit computed to what is stored keeps its row (and its `reconciled_at`): writing
-    it again would only add a row version and its index entries. Each state's `overlapping` is the
-    overlap pass's flag, or None to keep the stored one (its attendances did not change)."""
+    it again would only add a row version and its index entries. The overlap pass's flag is kept as
+    stored: the pass runs after, under the carers' locks (`lock_attendances`, decision 128)."""
     if not states:
         return
     await conn.execute(
@@ -214,10 +215,10 @@ async def save_states(
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
                   reconciled_at = $9::timestamptz
            FROM (SELECT id, status, actual::jsonb AS actual, string_to_array(exceptions, ',') AS exceptions,
-                        payable_min, banked_min, next_check_at, overlapping
+                        payable_min, banked_min, next_check_at
                  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-                             $8::timestamptz[], $10::boolean[])
-                      AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, overlapping)
+                             $8::timestamptz[])
+                      AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at)
                 ) s
            WHERE v.tenant_id = $1 AND v.visit_id = s.id
              AND (v.status, v.actual - 'reconciled_at', v.exceptions, v.payable_min, v.banked_min, v.next_check_at)
@@ -232,7 +233,6 @@ async def save_states(
         [s["banked_min"] for s in states],
         [s["next_check_at"] for s in states],
         reconciled_at,
-        [s["overlapping"] for s in states],
     )
     # An invoiced visit that was reconciled again is for the next run to look at (billing compares).
     await conn.execute(
@@ -473,22 +473,96 @@ async def overlap_pairs(
     return [(row["visit_id"], row["partner"]) for row in rows]
 
 
-async def mark_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
-    """Set or clear `overlapping_visits` on these visits from the stored attendances (the separate pass);
-    it is the last exception in canonical order, so it is appended. Only rows whose flag changes are written."""
-    if not visit_ids:
-        return
+# Advisory lock buckets per tenant for the carers' attendances: bounded, so a batch of thousands of
+# carers takes at most this many locks (PostgreSQL's lock table is shared and small).
+CARER_BUCKETS = 512
+
+
+async def lock_attendances(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], carer_ids: Iterable[UUID]
+) -> None:
+    """Lock, until the transaction ends, the carers whose attendances the overlap pass of these visits
+    may write: `carer_ids` (those of the attendances about to be stored) and those of the visits' stored
+    attendances. Two passes over one carer's attendances take turns, so the later one reads what the
+    earlier committed (decision 128). Buckets of carers, in key order: no deadlock among them."""
     await conn.execute(
-        f"""WITH overlapping AS ({_OVERLAPS})
-            UPDATE visit_states v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
-                || CASE WHEN v.visit_id IN (SELECT visit_id FROM overlapping) THEN ARRAY['overlapping_visits']
-                        ELSE ARRAY[]::text[] END
-            WHERE v.tenant_id = $1 AND v.visit_id = ANY($2::uuid[])
-              AND ('overlapping_visits' = ANY(v.exceptions))
-                  IS DISTINCT FROM (v.visit_id IN (SELECT visit_id FROM overlapping))""",
+        f"""SELECT count(pg_advisory_xact_lock(k)) FROM (
+               SELECT DISTINCT
+                      hashtextextended($1::text || ':attendances:' || (hashtext(c::text) & {CARER_BUCKETS - 1}), 2) AS k
+               FROM (SELECT unnest($3::uuid[])
+                     UNION SELECT carer_id FROM attendances
+                           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])) AS carers(c)
+               ORDER BY k) keys""",
+        tenant_id,
+        list(visit_ids),
+        sorted(set(carer_ids)),
+    )
+
+
+async def set_overlaps(conn: asyncpg.Connection, tenant_id: UUID, flags: dict[UUID, bool]) -> None:
+    """Set or clear `overlapping_visits` (last in canonical order, so appended) on visits the caller holds,
+    as the overlap pass found; only rows whose flag changes are written."""
+    if flags:
+        await conn.execute(
+            """UPDATE visit_states v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
+                   || CASE WHEN f.flag THEN ARRAY['overlapping_visits'] ELSE ARRAY[]::text[] END
+               FROM unnest($2::uuid[], $3::boolean[]) AS f(id, flag)
+               WHERE v.tenant_id = $1 AND v.visit_id = f.id
+                 AND ('overlapping_visits' = ANY(v.exceptions)) IS DISTINCT FROM f.flag""",
+            tenant_id,
+            list(flags),
+            list(flags.values()),
+        )
+
+
+async def mark_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[UUID]:
+    """Set or clear `overlapping_visits` on these visits from the stored attendances (the separate pass).
+    A visit another transaction holds is skipped, never waited for (decision 128: the holder may be
+    waiting for the carers this transaction holds); returns the skipped ones, for `queue_overlap_rechecks`."""
+    if not visit_ids:
+        return []
+    rows = await conn.fetch(
+        f"""WITH free AS MATERIALIZED (
+                SELECT visit_id FROM visit_states WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
+                ORDER BY visit_id FOR NO KEY UPDATE SKIP LOCKED),
+            overlapping AS (SELECT DISTINCT a.visit_id FROM attendances a {_PARTNERS}
+                            WHERE a.tenant_id = $1 AND a.visit_id IN (SELECT visit_id FROM free)),
+            marked AS (
+                UPDATE visit_states v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
+                    || CASE WHEN v.visit_id IN (SELECT visit_id FROM overlapping) THEN ARRAY['overlapping_visits']
+                            ELSE ARRAY[]::text[] END
+                WHERE v.tenant_id = $1 AND v.visit_id IN (SELECT visit_id FROM free)
+                  AND ('overlapping_visits' = ANY(v.exceptions))
+                      IS DISTINCT FROM (v.visit_id IN (SELECT visit_id FROM overlapping)))
+            SELECT visit_id FROM free""",
         tenant_id,
         list(visit_ids),
     )
+    return sorted(set(visit_ids) - {row["visit_id"] for row in rows})
+
+
+async def queue_overlap_rechecks(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
+    """Leave visits whose flag could not be written for the recheck (a plain insert: it never waits)."""
+    if visit_ids:
+        await conn.execute(
+            "INSERT INTO overlap_rechecks (tenant_id, visit_id) SELECT $1, unnest($2::uuid[])",
+            tenant_id,
+            list(visit_ids),
+        )
+
+
+async def take_overlap_rechecks(conn: asyncpg.Connection, limit: int) -> list[tuple[UUID, UUID]]:
+    """Claim up to `limit` visits left for the recheck (skipping rows another process holds), each once;
+    call in a transaction."""
+    rows = await conn.fetch(
+        """DELETE FROM overlap_rechecks r USING (
+               SELECT tenant_id, id FROM overlap_rechecks ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
+           ) picked
+           WHERE r.tenant_id = picked.tenant_id AND r.id = picked.id
+           RETURNING r.tenant_id, r.visit_id""",
+        limit,
+    )
+    return sorted({(row["tenant_id"], row["visit_id"]) for row in rows})
 
 
 async def stored_partners(

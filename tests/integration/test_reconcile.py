@@ -450,11 +450,12 @@ async def test_an_attendance_a_fraction_of_a_second_over_two_days_does_not_block
     assert differing == []
 
 
-async def test_two_visits_of_one_carer_reconciled_at_once_are_both_flagged_overlapping(
-    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
-) -> None:
-    """Two transactions (the API's drainer and the worker's, or an approval and a drainer) reconciling
-    two visits of one carer at the same time: each overlap pass must see the other's attendance."""
+async def _two_overlapping_visits_not_yet_passed(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> tuple[UUID, UUID]:
+    """Tenant a's planned visit yesterday at 08:00 and an extra one at 08:15, attended by one carer
+    08:00-08:30 and 08:20-08:50, reconciled, then put back as before the overlap pass ever ran on
+    them: no attendance stored, no flag."""
     tw = world.a
     day = yesterday()
     extra = await create(
@@ -478,14 +479,22 @@ async def test_two_visits_of_one_carer_reconciled_at_once_are_both_flagged_overl
     response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
     assert response.status_code == 200
     await reconciled(pool)
-    # as before their first reconciliation: no attendance stored, no flag
     await db.execute("DELETE FROM attendances WHERE visit_id = ANY($1::uuid[])", [planned, other])
     await db.execute(
         """UPDATE visit_states SET exceptions = array_remove(exceptions, 'overlapping_visits')
            WHERE visit_id = ANY($1::uuid[])""",
         [planned, other],
     )
-    tenant = UUID(tw.tenant_id)
+    return planned, other
+
+
+async def test_two_visits_of_one_carer_reconciled_at_once_are_both_flagged_overlapping(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Two transactions (the API's drainer and the worker's, or an approval and a drainer) reconciling
+    two visits of one carer at the same time: each overlap pass must see the other's attendance."""
+    planned, other = await _two_overlapping_visits_not_yet_passed(client, world, db, pool)
+    tenant = UUID(world.a.tenant_id)
     first, second = await connect(database_url), await connect(database_url)
     try:
         one = first.transaction()
@@ -505,6 +514,38 @@ async def test_two_visits_of_one_carer_reconciled_at_once_are_both_flagged_overl
         await second.close()
     assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
     assert "overlapping_visits" in (await visit(client, world, other))["exceptions"]
+    _, differing = await jobs.verify_tenant(pool, tenant)
+    assert differing == []
+
+
+async def test_an_overlap_pass_skips_a_partner_another_transaction_holds_and_the_recheck_flags_it(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The pass runs under the carers' locks, so it never waits for a visit (its holder may be waiting
+    for those carers): a partner held elsewhere, here as an invoice run holds the visits it bills, is
+    left for the recheck, which flags it once it is free (decision 128)."""
+    planned, other = await _two_overlapping_visits_not_yet_passed(client, world, db, pool)
+    tenant = UUID(world.a.tenant_id)
+    await reconcile_service.reconcile_visits(db, tenant, [planned], datetime.now(tz=UTC))  # attendance stored
+    await db.execute("UPDATE visit_states SET exceptions = '{}' WHERE visit_id = $1", planned)
+    holder, reconciling = await connect(database_url), await connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM visits WHERE id = $1 FOR NO KEY UPDATE", planned)
+            async with reconciling.transaction():
+                reconciled_one = reconcile_service.reconcile_visits(reconciling, tenant, [other], datetime.now(tz=UTC))
+                await asyncio.wait_for(reconciled_one, 10)  # did not wait for the held partner
+            assert "overlapping_visits" in (await visit(client, world, other))["exceptions"]
+            assert "overlapping_visits" not in (await visit(client, world, planned))["exceptions"]
+            assert await db.fetchval("SELECT array_agg(visit_id) FROM overlap_rechecks") == [planned]
+            await jobs.recheck_overlaps(pool)  # still held: left for the next time
+            assert await db.fetchval("SELECT array_agg(visit_id) FROM overlap_rechecks") == [planned]
+    finally:
+        await holder.close()
+        await reconciling.close()
+    await jobs.recheck_overlaps(pool)  # (or the app's own drainer did it first)
+    assert await db.fetchval("SELECT count(*) FROM overlap_rechecks") == 0
+    assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
     _, differing = await jobs.verify_tenant(pool, tenant)
     assert differing == []
 
