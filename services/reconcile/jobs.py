@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -28,18 +28,63 @@ async def _by_tenant(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]
     return sum([await service.reconcile_visits(conn, t, ids, now) for t, ids in sorted(grouped.items())])
 
 
+# Failures that say nothing about the batch: it is retried whole, next time round.
+TRANSIENT = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+# How long a visit whose own reconciliation fails waits before it is tried again (decision 129).
+HOLD_AFTER_FAILURE = timedelta(minutes=5)
+
+
 async def drain_queue(pool: asyncpg.Pool, now: datetime | None = None) -> int:
     """Reconcile every queued visit (in batches, each claimed and stored in one transaction), then
-    recheck the overlap flags reconciliations had to leave."""
+    recheck the overlap flags reconciliations had to leave. A batch that fails for a reason of its own
+    is done again a visit at a time, so one visit that cannot be reconciled holds up only itself."""
     total = 0
     while True:
-        async with acquire(pool) as conn, conn.transaction():
-            pairs = await store.take_queued(conn, BATCH)
-            total += await _by_tenant(conn, pairs, now or datetime.now(tz=UTC))
+        try:
+            async with acquire(pool) as conn, conn.transaction():
+                pairs = await store.take_queued(conn, BATCH)
+                total += await _by_tenant(conn, pairs, now or datetime.now(tz=UTC))
+        except TRANSIENT:
+            raise
+        except Exception:
+            log.exception("reconcile_batch_failed")
+            async with acquire(pool) as conn:
+                total += await _one_at_a_time(conn, await store.queued(conn, BATCH), now, store.take_queued_visit)
+            continue
         if len(pairs) < BATCH:
             break
     await recheck_overlaps(pool)
     return total
+
+
+async def _one_at_a_time(
+    conn: asyncpg.Connection,
+    pairs: Sequence[tuple[UUID, UUID]],
+    now: datetime | None,
+    claim: Callable[[asyncpg.Connection, UUID, UUID, datetime], Awaitable[bool]],
+) -> int:
+    """Reconcile each visit in a transaction of its own (after `claim` says it is still to do); one that
+    fails is logged and held back for HOLD_AFTER_FAILURE (`store.hold_back`)."""
+    done = 0
+    for tenant_id, visit_id in pairs:
+        at = now or datetime.now(tz=UTC)
+        try:
+            async with conn.transaction():
+                if await claim(conn, tenant_id, visit_id, at):
+                    done += await service.reconcile_visits(conn, tenant_id, [visit_id], at)
+        except TRANSIENT:
+            raise
+        except Exception:
+            log.exception("reconcile_visit_failed", tenant_id=str(tenant_id), visit_id=str(visit_id))
+            async with conn.transaction():
+                await store.hold_back(conn, tenant_id, visit_id, at + HOLD_AFTER_FAILURE)
+    return done
 
 
 async def recheck_overlaps(pool: asyncpg.Pool) -> int:
@@ -56,13 +101,22 @@ async def recheck_overlaps(pool: asyncpg.Pool) -> int:
 
 
 async def reconcile_due(pool: asyncpg.Pool, now: datetime | None = None) -> int:
-    """Reconcile visits whose missed or settle time has passed."""
+    """Reconcile visits whose missed or settle time has passed (a failing batch a visit at a time, as
+    `drain_queue` does)."""
     now = now or datetime.now(tz=UTC)
     total = 0
     while True:
-        async with acquire(pool) as conn, conn.transaction():
-            pairs = await store.due_visits(conn, now, BATCH)
-            total += await _by_tenant(conn, pairs, now)
+        try:
+            async with acquire(pool) as conn, conn.transaction():
+                pairs = await store.due_visits(conn, now, BATCH)
+                total += await _by_tenant(conn, pairs, now)
+        except TRANSIENT:
+            raise
+        except Exception:
+            log.exception("reconcile_batch_failed")
+            async with acquire(pool) as conn:
+                total += await _one_at_a_time(conn, await store.due_visits(conn, now, BATCH), now, store.still_due)
+            continue
         if len(pairs) < BATCH:
             return total
 

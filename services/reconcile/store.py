@@ -26,16 +26,70 @@ async def enqueue(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence
 
 
 async def take_queued(conn: asyncpg.Connection, limit: int) -> list[tuple[UUID, UUID]]:
-    """Claim up to `limit` queued visits (skipping those another process holds); call in a transaction."""
+    """Claim up to `limit` queued visits (skipping those another process holds, and those held back after
+    a failure until their time comes); call in a transaction."""
     rows = await conn.fetch(
         """DELETE FROM reconcile_queue q USING (
-               SELECT tenant_id, visit_id FROM reconcile_queue ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
+               SELECT tenant_id, visit_id FROM reconcile_queue WHERE queued_at <= clock_timestamp()
+               ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
            ) picked
            WHERE q.tenant_id = picked.tenant_id AND q.visit_id = picked.visit_id
            RETURNING q.tenant_id, q.visit_id""",
         limit,
     )
     return [(row["tenant_id"], row["visit_id"]) for row in rows]
+
+
+async def queued(conn: asyncpg.Connection, limit: int) -> list[tuple[UUID, UUID]]:
+    """The first `limit` visits `take_queued` would claim, without claiming them."""
+    rows = await conn.fetch(
+        """SELECT tenant_id, visit_id FROM reconcile_queue WHERE queued_at <= clock_timestamp()
+           ORDER BY queued_at LIMIT $1""",
+        limit,
+    )
+    return [(row["tenant_id"], row["visit_id"]) for row in rows]
+
+
+async def take_queued_visit(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, now: datetime) -> bool:
+    """Claim one queued visit, if it is still queued and due; call in a transaction."""
+    return bool(
+        await conn.fetchval(
+            """DELETE FROM reconcile_queue WHERE tenant_id = $1 AND visit_id = $2 AND queued_at <= clock_timestamp()
+               RETURNING true""",
+            tenant_id,
+            visit_id,
+        )
+    )
+
+
+async def still_due(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, now: datetime) -> bool:
+    """Whether the clock still has something to change on this visit."""
+    return bool(
+        await conn.fetchval(
+            "SELECT next_check_at <= $3 FROM visit_states WHERE tenant_id = $1 AND visit_id = $2",
+            tenant_id,
+            visit_id,
+            now,
+        )
+    )
+
+
+async def hold_back(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, until: datetime) -> None:
+    """Keep a visit whose reconciliation failed queued, but out of the way until `until`: queued again
+    (an event or amendment since, or a due clock check) and tried then."""
+    await conn.execute(
+        """INSERT INTO reconcile_queue (tenant_id, visit_id, queued_at) VALUES ($1, $2, $3)
+           ON CONFLICT (tenant_id, visit_id) DO UPDATE SET queued_at = excluded.queued_at""",
+        tenant_id,
+        visit_id,
+        until,
+    )
+    await conn.execute(
+        "UPDATE visit_states SET next_check_at = $3 WHERE tenant_id = $1 AND visit_id = $2 AND next_check_at < $3",
+        tenant_id,
+        visit_id,
+        until,
+    )
 
 
 async def due_visits(conn: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[UUID, UUID]]:

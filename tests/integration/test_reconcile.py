@@ -19,9 +19,10 @@ from infra.db import connect
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
+from tests.integration.test_catalog import contract_body
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import monday_weeks_ago, plan_body
-from tests.support import RATES, Client, World, build_world, create, reconciled
+from tests.support import Client, World, build_world, create, reconciled
 
 
 @pytest.fixture
@@ -306,18 +307,7 @@ async def test_a_visit_s_key_outcomes_are_those_of_its_own_care_plan(
     """A review finding: key outcomes were gathered from every plan of the person on the contract, so an
     outcome the current plan no longer calls key (an ended plan did) kept a met visit from banking."""
     tw = world.a
-    contract = await create(
-        client,
-        tw.commissioner,
-        "/v1/contracts",
-        {
-            "provider_id": tw.providers[0],
-            "model": "outcome_based",
-            "period": "week",
-            "rates": RATES,
-            "valid_from": "2026-01-05",
-        },
-    )
+    contract = await create(client, tw.commissioner, "/v1/contracts", contract_body(tw.providers[0]))
 
     def plan(outcomes: list[dict[str, Any]], valid_from: Any, **valid_to: str) -> dict[str, Any]:
         return {
@@ -557,18 +547,7 @@ async def test_a_new_care_plan_does_not_change_the_key_outcomes_of_visits_alread
     marks the same outcome id key (nothing reconciles the earlier visits then) must not make the
     recompute differ from what is stored."""
     tw = world.a
-    contract = await create(
-        client,
-        tw.commissioner,
-        "/v1/contracts",
-        {
-            "provider_id": tw.providers[0],
-            "model": "outcome_based",
-            "period": "week",
-            "rates": RATES,
-            "valid_from": "2026-01-05",
-        },
-    )
+    contract = await create(client, tw.commissioner, "/v1/contracts", contract_body(tw.providers[0]))
     outcomes = [{"id": "wash", "domain": "personal_care", "text": "Washed", "key": False}]
     schedule = [{"weekday": d, "start": "07:00", "minutes": 30, "outcome_ids": ["wash"]} for d in range(1, 8)]
     body = plan_body(tw, contract_id=contract["id"], outcomes=outcomes, schedule=schedule)
@@ -622,3 +601,51 @@ async def test_a_new_care_plan_does_not_change_the_key_outcomes_of_visits_alread
     assert "outcomes_not_met" in (await visit(client, world, UUID(extra["id"])))["exceptions"]
     _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
     assert differing == []
+
+
+CHECK_IN_OUT = (("check_in", 0), ("check_out", 30))
+
+
+async def test_a_visit_that_cannot_be_reconciled_holds_up_only_itself(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A batch that fails for a reason of its own (here the pay rules of the contract of one visit broken
+    by hand) is done again a visit at a time: the other visits are reconciled, the broken one stays
+    queued and out of the way for a few minutes, and the clock's job does the same (decision 129)."""
+    tw = world.a
+    day = yesterday()
+    good, unvisited = await visit_at(db, tw.person_id, day), await visit_at(db, tw.person_id, day - timedelta(days=1))
+    made = {
+        "person_id": tw.person_id,
+        "contract_id": tw.contracts[1],
+        "planned_start": at(day, "12:00").isoformat(),
+        "planned_min": 30,
+    }
+    broken = UUID((await create(client, tw.commissioner, "/v1/visits", made))["id"])
+    await reconciled(pool)
+    rules_as_were = await db.fetchval("SELECT pay_rules FROM contracts WHERE id = $1", UUID(tw.contracts[1]))
+    await db.execute("""UPDATE contracts SET pay_rules = '{"grace_min": "x"}' WHERE id = $1""", UUID(tw.contracts[1]))
+    for carer, visited, hhmm in ((0, good, "08:00"), (1, broken, "12:00")):
+        bodies = [event(kind, at(day, hhmm) + timedelta(minutes=m), visit_id=str(visited)) for kind, m in CHECK_IN_OUT]
+        response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[carer])
+        assert response.status_code == 200
+    await jobs.drain_queue(pool)
+    assert (await visit(client, world, good))["status"] == "completed"
+    assert (await visit(client, world, broken))["status"] == "planned"
+    held = await db.fetchval("SELECT queued_at FROM reconcile_queue WHERE visit_id = $1", broken)
+    assert held > datetime.now(tz=UTC) + timedelta(minutes=4)
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id <> $1", broken) == 0
+
+    # the clock's job: the visit nobody came to is missed; the broken one, due too, is held back there too
+    await db.execute("UPDATE visit_states SET next_check_at = now() - interval '1 hour' WHERE visit_id = $1", broken)
+    await jobs.reconcile_due(pool)
+    assert (await visit(client, world, unvisited))["status"] == "missed"
+    assert await db.fetchval(
+        "SELECT next_check_at > now() + interval '4 minutes' FROM visit_states WHERE visit_id = $1", broken
+    )
+
+    # mended, and queued again (as a new event or amendment would): reconciled
+    await db.execute("UPDATE contracts SET pay_rules = $2 WHERE id = $1", UUID(tw.contracts[1]), rules_as_were)
+    await reconcile_store.enqueue(db, UUID(tw.tenant_id), [broken])
+    await jobs.drain_queue(pool)
+    assert (await visit(client, world, broken))["status"] == "completed"
