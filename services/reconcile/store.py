@@ -462,8 +462,6 @@ _PARTNERS = """CROSS JOIN LATERAL (
 # Attendances given as four arrays ($2 to $5), under the alias {0}.
 _GIVEN = """unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])
             AS {0}(visit_id, carer_id, check_in, check_out)"""
-_OVERLAPS = f"""SELECT DISTINCT a.visit_id FROM attendances a {_PARTNERS}
-    WHERE a.tenant_id = $1 AND a.visit_id = ANY($2::uuid[])"""
 
 Attendance = tuple[UUID, UUID, datetime, datetime]
 
