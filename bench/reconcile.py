@@ -654,15 +654,19 @@ async def outcome_summary(conn: asyncpg.Connection, tenant_id: UUID) -> list[str
 
 # What reconcile_visits calls between its Python steps: the store's statements and the bank's sync.
 SQL_STEPS = (
+    (store, "move_targets"),
     (store, "lock_visits"),
     (store, "load_visits"),
     (store, "load_pay_rules"),
     (store, "load_events"),
     (store, "load_amendments"),
-    (store, "sync_attendances"),
-    (store, "overlap_pairs"),
+    (store, "stored_attendances"),
     (store, "save_states"),
     (bank_ledger, "sync_visits"),
+    (store, "lock_attendances"),
+    (store, "write_attendances"),
+    (store, "overlap_pairs"),
+    (store, "set_overlaps"),
     (store, "mark_overlaps"),
 )
 

@@ -249,9 +249,9 @@ async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: 
     )
 
 
-# The rules' exceptions, then the overlap pass's flag as stored (last in canonical order; the pass
-# sets it after, `set_overlaps`).
-_EXCEPTIONS = """(s.exceptions || CASE WHEN 'overlapping_visits' = ANY(v.exceptions)
+# The rules' exceptions, then the overlap pass's flag (last in canonical order): cleared (false) where the
+# pass will decide it again, or as stored (null).
+_EXCEPTIONS = """(s.exceptions || CASE WHEN coalesce(s.overlapping, 'overlapping_visits' = ANY(v.exceptions))
                                THEN ARRAY['overlapping_visits'] ELSE ARRAY[]::text[] END)"""
 
 
@@ -260,8 +260,9 @@ async def save_states(
 ) -> None:
     """Write the reconciled state of the visits whose state differs from the stored one, in one statement.
     A visit computed to what is stored keeps its row (and its `reconciled_at`): writing
-    it again would only add a row version and its index entries. The overlap pass's flag is kept as
-    stored: the pass runs after, under the carers' locks (`lock_attendances`, decision 128)."""
+    it again would only add a row version and its index entries. Each state's `overlapping` is False for
+    a visit whose attendances change (the overlap pass, after, sets the flag again where it finds an
+    overlap: `set_overlaps`, decision 128), or None to keep the stored flag."""
     if not states:
         return
     await conn.execute(
@@ -269,10 +270,10 @@ async def save_states(
                   payable_min = s.payable_min, banked_min = s.banked_min, next_check_at = s.next_check_at,
                   reconciled_at = $9::timestamptz
            FROM (SELECT id, status, actual::jsonb AS actual, string_to_array(exceptions, ',') AS exceptions,
-                        payable_min, banked_min, next_check_at
+                        payable_min, banked_min, next_check_at, overlapping
                  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-                             $8::timestamptz[])
-                      AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at)
+                             $8::timestamptz[], $10::boolean[])
+                      AS s(id, status, actual, exceptions, payable_min, banked_min, next_check_at, overlapping)
                 ) s
            WHERE v.tenant_id = $1 AND v.visit_id = s.id
              AND (v.status, v.actual - 'reconciled_at', v.exceptions, v.payable_min, v.banked_min, v.next_check_at)
@@ -287,6 +288,7 @@ async def save_states(
         [s["banked_min"] for s in states],
         [s["next_check_at"] for s in states],
         reconciled_at,
+        [s["overlapping"] for s in states],
     )
     # An invoiced visit that was reconciled again is for the next run to look at (billing compares).
     await conn.execute(
@@ -470,25 +472,23 @@ def _columns(rows: Sequence[Attendance]) -> list[list[Any]]:
     return [[r[i] for r in rows] for i in range(4)]
 
 
-async def sync_attendances(
-    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], rows: Sequence[Attendance]
-) -> tuple[set[UUID], set[UUID]]:
-    """Make the stored paired attendances (visit, carer, in, out) of these visits equal `rows`, touching
-    only what differs. Returns (visits whose attendances changed, visits that overlapped a removed one).
-
-    The stored ones are read and compared here, so each statement sends only what it changes (a first
-    reconciliation sends its rows once, to the insert). The caller holds the visits' locks, and only
-    reconciliation writes attendances, so nothing changes them between the read and the writes."""
-    stored = await conn.fetch(
+async def stored_attendances(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> set[Attendance]:
+    """The stored paired attendances (visit, carer, in, out) of these visits. Only a reconciliation of a
+    visit writes them, under the visit's lock, so the caller holding the visits reads what stays."""
+    rows = await conn.fetch(
         """SELECT visit_id, carer_id, check_in, check_out FROM attendances
            WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])""",
         tenant_id,
         list(visit_ids),
     )
-    given = set(rows)
-    have: set[Attendance] = {(r["visit_id"], r["carer_id"], r["check_in"], r["check_out"]) for r in stored}
-    gone = [row for row in have if row not in given]
-    new = [row for row in rows if row not in have]
+    return {(r["visit_id"], r["carer_id"], r["check_in"], r["check_out"]) for r in rows}
+
+
+async def write_attendances(
+    conn: asyncpg.Connection, tenant_id: UUID, gone: Sequence[Attendance], new: Sequence[Attendance]
+) -> set[UUID]:
+    """Delete `gone` and insert `new` (each statement sends only what it changes: a first reconciliation
+    sends its rows once, to the insert); returns the visits that overlapped a removed attendance."""
     if gone:
         await conn.execute(
             f"""DELETE FROM attendances a USING {_GIVEN.format("g")}
@@ -503,11 +503,10 @@ async def sync_attendances(
             tenant_id,
             *_columns(new),
         )
-    partners: set[UUID] = set()
-    if gone:
-        found = f"SELECT DISTINCT b.visit_id FROM {_GIVEN.format('a')} {_PARTNERS}"
-        partners = {row["visit_id"] for row in await conn.fetch(found, tenant_id, *_columns(gone))}
-    return {row[0] for row in gone} | {row[0] for row in new}, partners
+    if not gone:
+        return set()
+    found = f"SELECT DISTINCT b.visit_id FROM {_GIVEN.format('a')} {_PARTNERS}"
+    return {row["visit_id"] for row in await conn.fetch(found, tenant_id, *_columns(gone))}
 
 
 async def overlap_pairs(
@@ -530,40 +529,30 @@ async def overlap_pairs(
 CARER_BUCKETS = 512
 
 
-async def lock_attendances(
-    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], carer_ids: Iterable[UUID]
-) -> None:
-    """Lock, until the transaction ends, the carers whose attendances the overlap pass of these visits
-    may write: `carer_ids` (those of the attendances about to be stored) and those of the visits' stored
-    attendances. Two passes over one carer's attendances take turns, so the later one reads what the
-    earlier committed (decision 128). Buckets of carers, in key order: no deadlock among them."""
+async def lock_attendances(conn: asyncpg.Connection, tenant_id: UUID, carer_ids: Iterable[UUID]) -> None:
+    """Lock, until the transaction ends, the attendances of these carers (the carers of every attendance
+    the overlap pass writes or reads as its own): two passes over one carer take turns, so the later
+    one reads what the earlier committed (decision 128). Buckets of carers, in key order: no deadlock."""
     await conn.execute(
         f"""SELECT count(pg_advisory_xact_lock(k)) FROM (
-               SELECT DISTINCT
-                      hashtextextended($1::text || ':attendances:' || (hashtext(c::text) & {CARER_BUCKETS - 1}), 2) AS k
-               FROM (SELECT unnest($3::uuid[])
-                     UNION SELECT carer_id FROM attendances
-                           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])) AS carers(c)
+               SELECT DISTINCT hashtextextended(
+                          $1::uuid::text || ':attendances:' || (hashtext(c::text) & {CARER_BUCKETS - 1}), 2) AS k
+               FROM unnest($2::uuid[]) AS carers(c)
                ORDER BY k) keys""",
         tenant_id,
-        list(visit_ids),
         sorted(set(carer_ids)),
     )
 
 
-async def set_overlaps(conn: asyncpg.Connection, tenant_id: UUID, flags: dict[UUID, bool]) -> None:
-    """Set or clear `overlapping_visits` (last in canonical order, so appended) on visits the caller holds,
-    as the overlap pass found; only rows whose flag changes are written."""
-    if flags:
+async def set_overlaps(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
+    """Add `overlapping_visits` (last in canonical order) to these visits, which the caller holds, where
+    it is missing: the pass found them overlapping."""
+    if visit_ids:
         await conn.execute(
-            """UPDATE visit_states v SET exceptions = array_remove(v.exceptions, 'overlapping_visits')
-                   || CASE WHEN f.flag THEN ARRAY['overlapping_visits'] ELSE ARRAY[]::text[] END
-               FROM unnest($2::uuid[], $3::boolean[]) AS f(id, flag)
-               WHERE v.tenant_id = $1 AND v.visit_id = f.id
-                 AND ('overlapping_visits' = ANY(v.exceptions)) IS DISTINCT FROM f.flag""",
+            """UPDATE visit_states SET exceptions = exceptions || ARRAY['overlapping_visits']
+               WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND NOT 'overlapping_visits' = ANY(exceptions)""",
             tenant_id,
-            list(flags),
-            list(flags.values()),
+            list(visit_ids),
         )
 
 
