@@ -22,7 +22,7 @@ from services.reconcile import store as reconcile_store
 from tests.integration.test_catalog import contract_body
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import monday_weeks_ago, plan_body
-from tests.support import Client, World, build_world, create, reconciled
+from tests.support import Client, TenantWorld, World, build_world, create, reconciled
 
 
 @pytest.fixture
@@ -440,6 +440,17 @@ async def test_an_attendance_a_fraction_of_a_second_over_two_days_does_not_block
     assert differing == []
 
 
+async def extra_visit(client: Client, tw: TenantWorld, start: datetime, contract: int = 0) -> UUID:
+    """A commissioner's extra 30-minute visit for the tenant's person, under its contract number `contract`."""
+    body = {
+        "person_id": tw.person_id,
+        "contract_id": tw.contracts[contract],
+        "planned_start": start.isoformat(),
+        "planned_min": 30,
+    }
+    return UUID((await create(client, tw.commissioner, "/v1/visits", body))["id"])
+
+
 async def _two_overlapping_visits_not_yet_passed(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> tuple[UUID, UUID]:
@@ -448,18 +459,7 @@ async def _two_overlapping_visits_not_yet_passed(
     them: no attendance stored, no flag."""
     tw = world.a
     day = yesterday()
-    extra = await create(
-        client,
-        tw.commissioner,
-        "/v1/visits",
-        {
-            "person_id": tw.person_id,
-            "contract_id": tw.contracts[0],
-            "planned_start": at(day, "08:15").isoformat(),
-            "planned_min": 30,
-        },
-    )
-    planned, other = await visit_at(db, tw.person_id, day), UUID(extra["id"])
+    planned, other = await visit_at(db, tw.person_id, day), await extra_visit(client, tw, at(day, "08:15"))
     bodies = [
         event("check_in", at(day, "08:00"), visit_id=str(planned)),
         event("check_out", at(day, "08:30"), visit_id=str(planned)),
@@ -615,13 +615,7 @@ async def test_a_visit_that_cannot_be_reconciled_holds_up_only_itself(
     tw = world.a
     day = yesterday()
     good, unvisited = await visit_at(db, tw.person_id, day), await visit_at(db, tw.person_id, day - timedelta(days=1))
-    made = {
-        "person_id": tw.person_id,
-        "contract_id": tw.contracts[1],
-        "planned_start": at(day, "12:00").isoformat(),
-        "planned_min": 30,
-    }
-    broken = UUID((await create(client, tw.commissioner, "/v1/visits", made))["id"])
+    broken = await extra_visit(client, tw, at(day, "12:00"), contract=1)
     await reconciled(pool)
     rules_as_were = await db.fetchval("SELECT pay_rules FROM contracts WHERE id = $1", UUID(tw.contracts[1]))
     await db.execute("""UPDATE contracts SET pay_rules = '{"grace_min": "x"}' WHERE id = $1""", UUID(tw.contracts[1]))
