@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -153,6 +154,29 @@ async def reconciled(pool: asyncpg.Pool) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the reconcile queue did not empty")
+
+
+async def extra_visit(client: Client, tw: TenantWorld, start: datetime, contract: int = 0) -> UUID:
+    """A commissioner's extra 30-minute visit for the tenant's person, under its contract number `contract`."""
+    body = {
+        "person_id": tw.person_id,
+        "contract_id": tw.contracts[contract],
+        "planned_start": start.isoformat(),
+        "planned_min": 30,
+    }
+    return UUID((await create(client, tw.commissioner, "/v1/visits", body))["id"])
+
+
+async def approved_move(client: Client, tw: TenantWorld, wrong: UUID, right: UUID) -> None:
+    """Provider 0 moves carer 0's events from `wrong` to `right` (wrong_visit_selected); the commissioner approves."""
+    made = await client.post(
+        f"/v1/visits/{wrong}/amendments",
+        json={"carer_id": tw.carers[0], "move_to_visit_id": str(right), "reason_code": "wrong_visit_selected"},
+        headers=tw.provider_headers[0],
+    )
+    assert made.status_code == 201, made.text
+    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+    assert approved.status_code == 200, approved.text
 
 
 async def plan_week(client: Client, world: World, monday: date, weeks: int = 1) -> dict[str, str]:

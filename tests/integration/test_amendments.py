@@ -14,7 +14,16 @@ from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
-from tests.support import Client, World, build_world, create, credential_headers, reconciled
+from tests.support import (
+    Client,
+    World,
+    approved_move,
+    build_world,
+    create,
+    credential_headers,
+    extra_visit,
+    reconciled,
+)
 
 
 @pytest.fixture
@@ -338,32 +347,13 @@ async def test_an_event_arriving_on_the_visit_a_carer_was_moved_from_counts_on_t
     """A review finding: the late check-out reconciled only the visit it was posted to, so the visit the
     carer had been moved to kept `no_check_out` and paid 0."""
     tw = world.a
-    right = await create(
-        client,
-        tw.commissioner,
-        "/v1/visits",
-        {
-            "person_id": tw.person_id,
-            "contract_id": tw.contracts[0],
-            "planned_start": at(yesterday(), "09:00").isoformat(),
-            "planned_min": 30,
-        },
-    )
+    right = await extra_visit(client, tw, at(yesterday(), "09:00"))
     wrong = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
-    made = await propose(
-        client,
-        tw.provider_headers[0],
-        wrong,
-        carer_id=tw.carers[0],
-        move_to_visit_id=right["id"],
-        reason_code="wrong_visit_selected",
-    )
-    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
-    assert approved.status_code == 200, approved.text
+    await approved_move(client, tw, wrong, right)
     late_out = event("check_out", at(yesterday(), "09:30"), visit_id=str(wrong))
     assert (await client.post("/v1/visit-events", json=late_out, headers=tw.carer_headers[0])).status_code == 201
     await reconciled(pool)
-    shown = await get_visit(client, world, UUID(right["id"]))
+    shown = await get_visit(client, world, right)
     assert shown["status"] == "completed"
     assert shown["exceptions"] == []
     assert shown["actual"]["payable_min"] == 30
@@ -375,20 +365,7 @@ async def test_a_carer_moved_twice_counts_only_on_the_latest_target(
     """A review finding: after a move was corrected by a second move, the first target kept an attendance
     (completed, `no_check_in`) and, reconciled on its own, counted the carer's events again: paid twice."""
     tw = world.a
-    targets = [
-        await create(
-            client,
-            tw.commissioner,
-            "/v1/visits",
-            {
-                "person_id": tw.person_id,
-                "contract_id": tw.contracts[0],
-                "planned_start": at(yesterday(), hhmm).isoformat(),
-                "planned_min": 30,
-            },
-        )
-        for hhmm in ("09:00", "09:10")
-    ]
+    targets = [await extra_visit(client, tw, at(yesterday(), hhmm)) for hhmm in ("09:00", "09:10")]
     wrong = await visited(
         client,
         world,
@@ -398,23 +375,14 @@ async def test_a_carer_moved_twice_counts_only_on_the_latest_target(
         event("check_out", at(yesterday(), "09:30")),
     )
     for target in targets:
-        made = await propose(
-            client,
-            tw.provider_headers[0],
-            wrong,
-            carer_id=tw.carers[0],
-            move_to_visit_id=target["id"],
-            reason_code="wrong_visit_selected",
-        )
-        approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
-        assert approved.status_code == 200, approved.text
-    first, second = [await get_visit(client, world, UUID(target["id"])) for target in targets]
+        await approved_move(client, tw, wrong, target)
+    first, second = [await get_visit(client, world, target) for target in targets]
     assert (first["status"], first["actual"], first["exceptions"]) == ("missed", None, [])
     assert second["actual"]["payable_min"] == 30
     # and each visit recomputed on its own says the same as what is stored
     _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
     assert differing == []
     for target in targets:
-        alone = await reconcile_service.compute(db, UUID(tw.tenant_id), [UUID(target["id"])], datetime.now(tz=UTC))
-        state = alone.states[UUID(target["id"])]
+        alone = await reconcile_service.compute(db, UUID(tw.tenant_id), [target], datetime.now(tz=UTC))
+        state = alone.states[target]
         assert state.payable_min == (0 if target is targets[0] else 30)

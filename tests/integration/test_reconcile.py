@@ -22,7 +22,7 @@ from services.reconcile import store as reconcile_store
 from tests.integration.test_catalog import contract_body
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import monday_weeks_ago, plan_body
-from tests.support import Client, TenantWorld, World, build_world, create, reconciled
+from tests.support import Client, World, approved_move, build_world, create, extra_visit, reconciled
 
 
 @pytest.fixture
@@ -362,13 +362,7 @@ async def test_an_event_arriving_on_a_visit_whose_events_were_moved_reconciles_t
     )
     assert posted.status_code == 201
     await reconciled(pool)
-    made = await client.post(
-        f"/v1/visits/{wrong}/amendments",
-        json={"carer_id": tw.carers[0], "move_to_visit_id": str(right), "reason_code": "wrong_visit_selected"},
-        headers=tw.provider_headers[0],
-    )
-    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
-    assert approved.status_code == 200, approved.text
+    await approved_move(client, tw, wrong, right)
     assert (await visit(client, world, right))["actual"]["attendances"][0]["check_out"] is None
     # the phone, back online, sends the check-out for the visit it had selected
     posted = await client.post(
@@ -400,13 +394,7 @@ async def test_a_later_move_of_the_same_events_reconciles_the_visit_they_left(
     assert response.status_code == 200
     await reconciled(pool)
     for target in (first, second):
-        made = await client.post(
-            f"/v1/visits/{wrong}/amendments",
-            json={"carer_id": tw.carers[0], "move_to_visit_id": str(target), "reason_code": "wrong_visit_selected"},
-            headers=tw.provider_headers[0],
-        )
-        approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
-        assert approved.status_code == 200, approved.text
+        await approved_move(client, tw, wrong, target)
     assert (await visit(client, world, second))["status"] == "completed"
     left = await visit(client, world, first)
     assert (left["status"], left["actual"], left["exceptions"]) == ("missed", None, [])  # no event left on it
@@ -438,17 +426,6 @@ async def test_an_attendance_a_fraction_of_a_second_over_two_days_does_not_block
     assert await db.fetchval("SELECT count(*) FROM attendances WHERE visit_id = $1", visit_id) == 0
     _, differing = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
     assert differing == []
-
-
-async def extra_visit(client: Client, tw: TenantWorld, start: datetime, contract: int = 0) -> UUID:
-    """A commissioner's extra 30-minute visit for the tenant's person, under its contract number `contract`."""
-    body = {
-        "person_id": tw.person_id,
-        "contract_id": tw.contracts[contract],
-        "planned_start": start.isoformat(),
-        "planned_min": 30,
-    }
-    return UUID((await create(client, tw.commissioner, "/v1/visits", body))["id"])
 
 
 async def _two_overlapping_visits_not_yet_passed(
