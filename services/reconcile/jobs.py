@@ -20,12 +20,17 @@ log = structlog.get_logger("carebank.reconcile")
 BATCH = 2000
 
 
-async def _by_tenant(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]], now: datetime) -> int:
+def _tenants_in_order(pairs: Sequence[tuple[UUID, UUID]]) -> list[tuple[UUID, list[UUID]]]:
+    """(tenant, visit ids) pairs grouped by tenant, tenants in id order (as the expiry job takes ledgers:
+    two transactions never lock them crosswise)."""
     grouped: dict[UUID, list[UUID]] = defaultdict(list)
     for tenant_id, visit_id in pairs:
         grouped[tenant_id].append(visit_id)
-    # Tenants in id order, as the expiry job takes ledgers: two transactions never lock them crosswise.
-    return sum([await service.reconcile_visits(conn, t, ids, now) for t, ids in sorted(grouped.items())])
+    return sorted(grouped.items())
+
+
+async def _by_tenant(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]], now: datetime) -> int:
+    return sum([await service.reconcile_visits(conn, t, ids, now) for t, ids in _tenants_in_order(pairs)])
 
 
 # Failures that say nothing about the batch: it is retried whole, next time round.
@@ -39,28 +44,34 @@ TRANSIENT = (
 # How long a visit whose own reconciliation fails waits before it is tried again (decision 129).
 HOLD_AFTER_FAILURE = timedelta(minutes=5)
 
+Pairs = list[tuple[UUID, UUID]]
 
-async def drain_queue(pool: asyncpg.Pool, now: datetime | None = None) -> int:
-    """Reconcile every queued visit (in batches, each claimed and stored in one transaction), then
-    recheck the overlap flags reconciliations had to leave. A batch that fails for a reason of its own
-    is done again a visit at a time, so one visit that cannot be reconciled holds up only itself."""
+
+async def _in_batches(
+    pool: asyncpg.Pool,
+    now: datetime | None,
+    take: Callable[[asyncpg.Connection], Awaitable[Pairs]],
+    peek: Callable[[asyncpg.Connection], Awaitable[Pairs]],
+    claim: Callable[[asyncpg.Connection, UUID, UUID, datetime], Awaitable[bool]],
+) -> int:
+    """Reconcile what `take` gives, BATCH visits a transaction, until it gives less. A batch that fails for
+    a reason of its own is done again a visit at a time (what `peek` lists, each if `claim` says it is still
+    to do), so one visit that cannot be reconciled holds up only itself (decision 129)."""
     total = 0
     while True:
         try:
             async with acquire(pool) as conn, conn.transaction():
-                pairs = await store.take_queued(conn, BATCH)
+                pairs = await take(conn)
                 total += await _by_tenant(conn, pairs, now or datetime.now(tz=UTC))
         except TRANSIENT:
             raise
         except Exception:
             log.exception("reconcile_batch_failed")
             async with acquire(pool) as conn:
-                total += await _one_at_a_time(conn, await store.queued(conn, BATCH), now, store.take_queued_visit)
+                total += await _one_at_a_time(conn, await peek(conn), now, claim)
             continue
         if len(pairs) < BATCH:
-            break
-    await recheck_overlaps(pool)
-    return total
+            return total
 
 
 async def _one_at_a_time(
@@ -87,38 +98,39 @@ async def _one_at_a_time(
     return done
 
 
+async def drain_queue(pool: asyncpg.Pool, now: datetime | None = None) -> int:
+    """Reconcile every queued visit (in batches, each claimed and stored in one transaction), then
+    recheck the overlap flags reconciliations had to leave."""
+
+    async def take(conn: asyncpg.Connection) -> Pairs:
+        return await store.take_queued(conn, BATCH)
+
+    async def peek(conn: asyncpg.Connection) -> Pairs:
+        return await store.queued(conn, BATCH)
+
+    total = await _in_batches(pool, now, take, peek, store.take_queued_visit)
+    await recheck_overlaps(pool)
+    return total
+
+
 async def recheck_overlaps(pool: asyncpg.Pool) -> int:
     """Recompute the overlap flag of the visits an overlap pass could not mark because another transaction
     held them (decision 128), from the committed attendances; one still held is left for the next time."""
     async with acquire(pool) as conn, conn.transaction():
         pairs = await store.take_overlap_rechecks(conn, BATCH)
-        grouped: dict[UUID, list[UUID]] = defaultdict(list)
-        for tenant_id, visit_id in pairs:
-            grouped[tenant_id].append(visit_id)
-        for tenant_id, visit_ids in sorted(grouped.items()):
+        for tenant_id, visit_ids in _tenants_in_order(pairs):
             await store.queue_overlap_rechecks(conn, tenant_id, await store.mark_overlaps(conn, tenant_id, visit_ids))
     return len(pairs)
 
 
 async def reconcile_due(pool: asyncpg.Pool, now: datetime | None = None) -> int:
-    """Reconcile visits whose missed or settle time has passed (a failing batch a visit at a time, as
-    `drain_queue` does)."""
-    now = now or datetime.now(tz=UTC)
-    total = 0
-    while True:
-        try:
-            async with acquire(pool) as conn, conn.transaction():
-                pairs = await store.due_visits(conn, now, BATCH)
-                total += await _by_tenant(conn, pairs, now)
-        except TRANSIENT:
-            raise
-        except Exception:
-            log.exception("reconcile_batch_failed")
-            async with acquire(pool) as conn:
-                total += await _one_at_a_time(conn, await store.due_visits(conn, now, BATCH), now, store.still_due)
-            continue
-        if len(pairs) < BATCH:
-            return total
+    """Reconcile visits whose missed or settle time has passed."""
+    at = now or datetime.now(tz=UTC)
+
+    async def due(conn: asyncpg.Connection) -> Pairs:
+        return await store.due_visits(conn, at, BATCH)
+
+    return await _in_batches(pool, at, due, due, store.still_due)
 
 
 class QueueDrainer:
