@@ -187,18 +187,15 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     # The attendances to store, against those stored (only reconciliations of these visits, which wait
     # for their locks, write them): the visits whose attendances change have their overlap flag decided
     # again by the pass, below.
-    attendances = as_rows(intervals_of(result.states))
     stored = await store.stored_attendances(conn, tenant_id, list(result.states))
-    given = set(attendances)
-    gone, new = [row for row in stored if row not in given], [row for row in attendances if row not in stored]
-    moved = {row[0] for row in gone} | {row[0] for row in new}
+    change = attendance_change(stored, as_rows(intervals_of(result.states)))
     states = [
         {
             "id": visit_id,
             "status": state.status,
             "actual": _ACTUAL.encode(state.actual).decode() if state.actual else None,
             "exceptions": state.exceptions,
-            "overlapping": False if visit_id in moved else None,
+            "overlapping": False if visit_id in change.moved else None,
             "payable_min": state.payable_min,
             "banked_min": state.banked_min,
             "next_check_at": result.next_checks[visit_id],
@@ -208,31 +205,44 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     await store.save_states(conn, tenant_id, states, now)
     # The bank follows the reconciliation in the same transaction: accruals, corrections, deliveries.
     await bank_ledger.sync_visits(conn, tenant_id, result.bank_visits, now)
-    carers = {row[1] for row in stored | given if row[0] in moved}
-    await overlap_pass(conn, tenant_id, carers, gone, new)
+    await overlap_pass(conn, tenant_id, change)
     return len(states)
 
 
-async def overlap_pass(
-    conn: asyncpg.Connection,
-    tenant_id: UUID,
-    carers: set[UUID],
-    gone: list[store.Attendance],
-    new: list[store.Attendance],
-) -> None:
+@dataclass(frozen=True)
+class AttendanceChange:
+    """What a reconciliation changes in its visits' stored attendances: the rows to delete (`gone`) and
+    to insert (`new`), the visits whose attendances change (`moved`) and the carers of every attendance
+    of those visits, stored or new (`carers`, the ones the overlap pass locks)."""
+
+    gone: list[store.Attendance]
+    new: list[store.Attendance]
+    moved: set[UUID]
+    carers: set[UUID]
+
+
+def attendance_change(stored: set[store.Attendance], attendances: list[store.Attendance]) -> AttendanceChange:
+    given = set(attendances)
+    gone = [row for row in stored if row not in given]
+    new = [row for row in attendances if row not in stored]
+    moved = {row[0] for row in gone} | {row[0] for row in new}
+    return AttendanceChange(gone, new, moved, {row[1] for row in stored | given if row[0] in moved})
+
+
+async def overlap_pass(conn: asyncpg.Connection, tenant_id: UUID, change: AttendanceChange) -> None:
     """The separate pass (DOMAIN.md keeps it out of the pure rules): one carer in two visits at once.
 
-    Last in the transaction, with the `carers` of the visits whose attendances change locked until it
+    Last in the transaction, with the carers of the visits whose attendances change locked until it
     ends (decision 128): two passes over one carer take turns, so the later reads the earlier's
     committed attendances, and little of a batch runs under those locks. The visits whose attendances
     change get their flag back where they overlap; the partners of what changed are marked, except
     those another transaction holds (never waited for here: the holder may be waiting for these
     carers), which are left for the recheck."""
-    if not gone and not new:
+    if not change.moved:
         return
-    await store.lock_attendances(conn, tenant_id, carers)
-    old_partners = await store.write_attendances(conn, tenant_id, gone, new)
-    moved = {row[0] for row in gone} | {row[0] for row in new}
+    await store.lock_attendances(conn, tenant_id, change.carers)
+    old_partners = await store.write_attendances(conn, tenant_id, change.gone, change.new)
+    moved = change.moved
     pairs = await store.overlap_pairs(conn, tenant_id, sorted(moved))
     await store.set_overlaps(conn, tenant_id, sorted({visit_id for visit_id, _ in pairs}))
     partners = sorted((old_partners | {partner for _, partner in pairs}) - moved)
