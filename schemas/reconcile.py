@@ -21,6 +21,7 @@ ReasonCode = Literal[
     "other",
 ]
 
+# Every exception a visit can carry, in DOMAIN.md's order (`rules.EXCEPTION_ORDER` is this list).
 ExceptionKind = Literal[
     "no_check_in",
     "no_check_out",

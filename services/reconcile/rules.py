@@ -7,27 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 from uuid import UUID
 
 import msgspec
 
 from schemas.catalog import PayRules
+from schemas.reconcile import ExceptionKind
 
-EXCEPTION_ORDER = (
-    "no_check_in",
-    "no_check_out",
-    "outside_geofence",
-    "outside_window",
-    "manual_event",
-    "short_visit",
-    "overrun",
-    "outcomes_not_met",
-    "single_handed",
-    "extra_carer",
-    "unplanned",
-    "overlapping_visits",
-)
+# Every exception, in DOMAIN.md's order (the wire schema's list: one list for the API filter and the rules).
+EXCEPTION_ORDER: tuple[str, ...] = get_args(ExceptionKind)
 WINDOW_BEFORE = timedelta(minutes=60)
 WINDOW_AFTER_END = timedelta(minutes=120)
 OVERRUN_AFTER = timedelta(minutes=15)

@@ -128,7 +128,22 @@ def test_delivered_time_is_rounded_once_over_the_whole_union() -> None:
 
 
 def test_the_exceptions_filter_knows_every_exception_in_order() -> None:
+    """The rules take their order from the API's list; both are DOMAIN.md's list, in its order."""
     assert get_args(ExceptionKind) == rules.EXCEPTION_ORDER
+    assert rules.EXCEPTION_ORDER == (
+        "no_check_in",
+        "no_check_out",
+        "outside_geofence",
+        "outside_window",
+        "manual_event",
+        "short_visit",
+        "overrun",
+        "outcomes_not_met",
+        "single_handed",
+        "extra_carer",
+        "unplanned",
+        "overlapping_visits",
+    )
 
 
 def test_an_amendment_that_names_a_carer_but_no_time_is_not_an_attendance() -> None:
