@@ -218,7 +218,8 @@ def reconcile(
 
     if plan.cancelled_by is not None:
         pay = 0
-        if plan.cancelled_by == "person" and plan.short_notice and plan.cancellation_confirmed:
+        # A requested visit nobody approved was never commissioned: its cancellation pays 0 too.
+        if plan.cancelled_by == "person" and plan.short_notice and plan.cancellation_confirmed and plan.approved:
             pay = short_notice_pay(planned_min, rules.short_notice_pay_pct)
         return Actual("cancelled", planned_min, (), (None,) * places, (pay,) * places, 0, ())
 

@@ -105,13 +105,13 @@ def _wire(actual: rules.Actual, now: datetime) -> VisitActual:
         )
         for a in actual.attendances
     ]
-    counted = [a for a in attendances if a.counted]
     return VisitActual(
         attendances=attendances,
         payable_min=actual.payable_min,
         banked_min=actual.banked_min,
         place_payables=list(actual.place_payables),
-        verified_in_home=bool(counted) and all(a.verified_in_home for a in counted),
+        # DOMAIN.md: when all its attendances are (an extra carer's too).
+        verified_in_home=bool(attendances) and all(a.verified_in_home for a in attendances),
         reconciled_at=now,
     )
 

@@ -254,6 +254,34 @@ async def test_cancellations(client: Client, world: World) -> None:
     assert with_notice.json()["cancellation"]["confirmed"] is True
 
 
+async def test_a_requested_visit_cancelled_at_short_notice_pays_only_once_approved(
+    client: Client, world: World
+) -> None:
+    """DOMAIN.md: a provider's requested visit pays 0 until a commissioner approves it; its short-notice
+    cancellation by the person is no exception (decision 131)."""
+    tw = world.a
+    await create(client, tw.commissioner, "/v1/care-plans", plan_body(tw))
+    now = datetime.now(tz=UTC)
+    soon = (now + timedelta(hours=3)).isoformat()
+    requested = (await extra_visit(client, tw.provider_headers[0], tw, planned_start=soon)).json()
+    assert requested["approval"] == "pending"
+    cancelled = await client.post(
+        f"/v1/visits/{requested['id']}/cancel",
+        json={"by": "person", "notified_at": now.isoformat(), "reason": "in hospital"},
+        headers=tw.commissioner,
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancellation"] == {
+        **cancelled.json()["cancellation"],
+        "short_notice": True,
+        "confirmed": True,
+    }
+    assert cancelled.json()["actual"]["place_payables"] == [0]
+    approved = await client.post(f"/v1/visits/{requested['id']}/approve", headers=tw.commissioner)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["actual"]["place_payables"] == [45]  # short_notice_pay_pct 100
+
+
 async def test_carers_see_their_own_visits_only(client: Client, world: World) -> None:
     tw = world.a
     await create(client, tw.commissioner, "/v1/care-plans", plan_body(tw))

@@ -15,14 +15,23 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from infra.db import connect
+from infra.db import MIGRATIONS_DIR, connect
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
 from tests.integration.test_catalog import contract_body
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import monday_weeks_ago, plan_body
-from tests.support import Client, World, approved_move, build_world, create, extra_visit, reconciled
+from tests.support import (
+    Client,
+    World,
+    approved_move,
+    build_world,
+    create,
+    credential_headers,
+    extra_visit,
+    reconciled,
+)
 
 
 @pytest.fixture
@@ -68,6 +77,41 @@ async def test_events_reconcile_into_attendances_and_pay(
     assert attendance["payable_min"] == 25
     assert attendance["verified_in_home"] is True
     assert attendance["exceptions"] == ["short_visit"]
+
+
+async def test_a_visit_is_verified_in_the_home_only_when_all_its_attendances_are(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """DOMAIN.md: a visit is `verified_in_home` when all its attendances are, the extra carer's too."""
+    visit_id = await visit_at(db, world.a.person_id, yesterday())
+    extra = await create(client, world.a.provider_headers[0], "/v1/carers", {"name": "Carer 0b"})
+    extra_headers = await credential_headers(
+        client, world.a.provider_headers[0], {"role": "carer", "carer_id": extra["id"]}
+    )
+    for body, headers in (
+        (event("check_in", at(yesterday(), "08:00"), visit_id=str(visit_id)), world.a.carer_headers[0]),
+        (event("check_out", at(yesterday(), "08:30"), visit_id=str(visit_id)), world.a.carer_headers[0]),
+        (event("check_in", at(yesterday(), "08:05"), visit_id=str(visit_id), method="manual"), extra_headers),
+        (event("check_out", at(yesterday(), "08:25"), visit_id=str(visit_id)), extra_headers),
+    ):
+        assert (await client.post("/v1/visit-events", json=body, headers=headers)).status_code == 201
+    await reconciled(pool)
+    actual = (await visit(client, world, visit_id))["actual"]
+    counted, uncounted = actual["attendances"]
+    assert (counted["counted"], counted["verified_in_home"]) == (True, True)
+    assert (uncounted["counted"], uncounted["verified_in_home"]) == (False, False)
+    assert actual["verified_in_home"] is False
+    # As the rules before decision 131 stored it: migration 0021 queues the visit, and it is put right.
+    await db.execute(
+        """UPDATE visit_states SET actual = jsonb_set(actual, '{verified_in_home}', 'true') WHERE visit_id = $1""",
+        visit_id,
+    )
+    assert (await jobs.verify_tenant(pool, UUID(world.a.tenant_id)))[1] == [visit_id]
+    await db.execute((MIGRATIONS_DIR / "0021_requeue_for_rule_fixes.sql").read_text())
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
+    await reconciled(pool)
+    assert (await visit(client, world, visit_id))["actual"]["verified_in_home"] is False
+    assert (await jobs.verify_tenant(pool, UUID(world.a.tenant_id)))[1] == []
 
 
 async def test_the_clock_marks_missed_and_settles(
