@@ -853,7 +853,8 @@ async def run(url: str, args: argparse.Namespace) -> int:
             pool = await create_pool(url, max_size=1)
             try:
                 cpu = Cpu().start()
-                checked, differing = await jobs.verify_tenant(pool, world.tenant_id)
+                found = await jobs.verify_tenant(pool, world.tenant_id)
+                checked, differing = found.checked, found.differing
                 cpu.stop()
             finally:
                 await pool.close()

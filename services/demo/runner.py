@@ -474,7 +474,8 @@ class Demo:
         from services.reconcile.service import reconcile_visits
 
         task = self.progress.add_task("Checking every visit from scratch", total=None)
-        checked, differing = await verify_tenant(self.pool, UUID(self.world.tenant_id))
+        found = await verify_tenant(self.pool, UUID(self.world.tenant_id))
+        checked, differing = found.checked, found.differing
         if differing:
             async with acquire(self.pool) as conn, conn.transaction():
                 await reconcile_visits(conn, UUID(self.world.tenant_id), differing, datetime.now(tz=UTC))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -162,36 +163,62 @@ class QueueDrainer:
             await asyncio.sleep(self._interval_s)
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What `verify_tenant` found: how many visits it compared, those whose stored state differs from
+    a recomputation, and those it left out because a change to them was still on its way (queued, due
+    for the clock, waiting for an overlap recheck, or stored after the check began)."""
+
+    checked: int
+    differing: list[UUID]
+    pending: list[UUID]
+
+
 async def verify_tenant(
     pool: asyncpg.Pool, tenant_id: UUID, start: datetime | None = None, end: datetime | None = None
-) -> tuple[int, list[UUID]]:
+) -> Verification:
     """Bring every visit up to date, then recompute the tenant's visits from scratch and compare with
-    what is stored. Returns (visits checked, ids whose stored state differs).
+    what is stored.
 
     Batch by batch (ids read a page at a time too), so memory stays bounded however many visits
     there are: each batch's overlap pass runs over its recomputed attendances and the stored ones
     they overlap on other visits (a visit whose stored attendances are wrong is reported in its own
-    batch)."""
+    batch). Each batch is read in one snapshot (repeatable read), and the visits with a change still
+    on its way are left out and reported as pending: on a live system an event accepted during the
+    check is not a difference, only a visit whose reconciliation is not yet done."""
     now = datetime.now(tz=UTC)
     await drain_queue(pool, now)
     await reconcile_due(pool, now)
     checked = 0
     differing: list[UUID] = []
+    pending: list[UUID] = []
     async with acquire(pool) as conn:
         after: UUID | None = None
-        while visit_ids := await store.tenant_visit_ids(conn, tenant_id, start, end, after, BATCH):
-            after, checked = visit_ids[-1], checked + len(visit_ids)
-            result = await service.compute(conn, tenant_id, visit_ids, now)
-            computed, stored = result.states, result.stored
-            intervals = service.intervals_of(computed)
-            neighbours = await store.stored_partners(conn, tenant_id, service.as_rows(intervals), list(computed))
-            overlapping = rules.overlapping_visits(intervals + [rules.Interval(*n) for n in neighbours])
-            differing += [
-                v
-                for v, state in computed.items()
-                if msgspec.structs.replace(
-                    state, exceptions=rules.with_overlap(state.exceptions, v in overlapping)
-                ).comparable()
-                != stored[v].comparable()
-            ]
-    return checked, differing
+        while page := await store.tenant_visit_ids(conn, tenant_id, start, end, after, BATCH):
+            after = page[-1]
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                waiting = await store.pending_visits(conn, tenant_id, page, now)
+                visit_ids = [visit_id for visit_id in page if visit_id not in waiting]
+                pending += [visit_id for visit_id in page if visit_id in waiting]
+                checked += len(visit_ids)
+                differing += await _differing(conn, tenant_id, visit_ids, now)
+    return Verification(checked, differing, pending)
+
+
+async def _differing(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: list[UUID], now: datetime) -> list[UUID]:
+    """Those of these visits whose stored state is not what the rules and the overlap pass make of them."""
+    if not visit_ids:
+        return []
+    result = await service.compute(conn, tenant_id, visit_ids, now)
+    computed, stored = result.states, result.stored
+    intervals = service.intervals_of(computed)
+    neighbours = await store.stored_partners(conn, tenant_id, service.as_rows(intervals), list(computed))
+    overlapping = rules.overlapping_visits(intervals + [rules.Interval(*n) for n in neighbours])
+    return [
+        v
+        for v, state in computed.items()
+        if msgspec.structs.replace(
+            state, exceptions=rules.with_overlap(state.exceptions, v in overlapping)
+        ).comparable()
+        != stored[v].comparable()
+    ]

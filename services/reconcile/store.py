@@ -92,6 +92,25 @@ async def hold_back(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, u
     )
 
 
+async def pending_visits(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime
+) -> set[UUID]:
+    """Those of these visits with a change still on its way at `now`: queued (held back too), due for the
+    clock, waiting for an overlap recheck, or stored by a reconciliation later than `now`."""
+    rows = await conn.fetch(
+        """SELECT visit_id FROM reconcile_queue WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
+           UNION
+           SELECT visit_id FROM overlap_rechecks WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
+           UNION
+           SELECT visit_id FROM visit_states WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
+             AND (next_check_at <= $3 OR reconciled_at > $3)""",
+        tenant_id,
+        list(visit_ids),
+        now,
+    )
+    return {row["visit_id"] for row in rows}
+
+
 async def due_visits(conn: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[UUID, UUID]]:
     """Visits whose state may have changed with the clock."""
     rows = await conn.fetch(
