@@ -658,6 +658,7 @@ SQL_STEPS = (
     (store, "lock_visits"),
     (store, "load_visits"),
     (store, "load_pay_rules"),
+    (store, "load_moves"),
     (store, "load_events"),
     (store, "load_amendments"),
     (store, "stored_attendances"),

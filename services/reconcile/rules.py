@@ -388,6 +388,26 @@ def next_check_at(plan: Plan, actual: Actual, rules: PayRules) -> datetime | Non
     return None
 
 
+class Move(msgspec.Struct, frozen=True):
+    """The latest approved move of a carer's events from a visit: where to, and when it was decided."""
+
+    to_visit: UUID
+    decided_at: datetime
+
+
+Moves = dict[tuple[UUID, UUID], Move]
+
+
+def moved_to(moves: Moves, visit_id: UUID, carer_id: UUID, since: datetime | None = None) -> UUID:
+    """Where a carer's events on a visit count: each move decided after the one that brought them there
+    takes them on (a chain: X to Y, then Y to Z), and a move decided before it does not (a coordinator
+    who moves events back, or moves events into a visit whose own were moved out earlier, means them to
+    stay where the later decision put them). Decisions only move forward, so the walk ends."""
+    while (move := moves.get((visit_id, carer_id))) is not None and (since is None or move.decided_at > since):
+        visit_id, since = move.to_visit, move.decided_at
+    return visit_id
+
+
 class Interval(msgspec.Struct, frozen=True):
     """A carer's paired attendance on a visit."""
 

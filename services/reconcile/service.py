@@ -142,10 +142,11 @@ async def compute(
     stored_rules = await store.load_pay_rules(conn, tenant_id, {row["contract_id"] for row in visits})
     pay_rules_of = {contract_id: msgspec.convert(doc, PayRules) for contract_id, doc in stored_rules.items()}
     events: dict[UUID, list[rules.Event]] = defaultdict(list)
-    for row in await store.load_events(conn, tenant_id, visit_ids):
+    moves = await store.load_moves(conn, tenant_id, visit_ids)
+    for row in await store.load_events(conn, tenant_id, visit_ids, moves):
         events[row["visit_id"]].append(_event(row))
     amendments: dict[UUID, list[rules.Amendment]] = defaultdict(list)
-    for row in await store.load_amendments(conn, tenant_id, visit_ids):
+    for row in await store.load_amendments(conn, tenant_id, visit_ids, moves):
         amendments[row["visit_id"]].append(_amendment(row))
     for visit_id, more in (extra or {}).items():
         amendments[visit_id] += more

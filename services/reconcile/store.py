@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.reconcile import Amendment, VisitExceptions
+from services.reconcile.rules import Move, Moves, moved_to
 
 
 async def enqueue(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
@@ -148,16 +149,23 @@ async def tenant_visit_ids(
 
 
 async def move_targets(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[UUID]:
-    """Visits that approved moves send carers' events to from these visits: an event that arrives later
-    on a visit it was moved from counts on the target, so the target is reconciled with it."""
+    """Visits that approved moves send carers' events to from these visits, and on from those (a chain of
+    moves): an event that arrives later on a visit it was moved from counts where its moves lead, so
+    those visits are reconciled with it."""
     rows = await conn.fetch(
-        """SELECT DISTINCT move_to_visit_id FROM amendments
-           WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND status = 'approved'
-             AND move_to_visit_id IS NOT NULL""",
+        """WITH RECURSIVE targets(visit_id) AS (
+               SELECT move_to_visit_id FROM amendments
+               WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[]) AND status = 'approved'
+                 AND move_to_visit_id IS NOT NULL
+             UNION
+               SELECT m.move_to_visit_id FROM targets t JOIN amendments m
+                 ON m.tenant_id = $1 AND m.visit_id = t.visit_id AND m.status = 'approved'
+                AND m.move_to_visit_id IS NOT NULL)
+           SELECT visit_id FROM targets""",
         tenant_id,
         list(visit_ids),
     )
-    return [row["move_to_visit_id"] for row in rows]
+    return [row["visit_id"] for row in rows]
 
 
 async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
@@ -211,50 +219,65 @@ async def load_pay_rules(conn: asyncpg.Connection, tenant_id: UUID, contract_ids
     return {row["id"]: row["pay_rules"] for row in rows}
 
 
-async def load_events(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """The visits' events, after approved moves (a carer's events on the wrong visit count on the right one;
-    when a carer's events on one visit were moved more than once, the latest decision says where).
-
-    Moves are looked up first (there are usually none), so the events are read by index on visit_id."""
-    wanted = list(visit_ids)
-    # The latest move of each (visit, carer) that moved anything from or to these visits: an earlier
-    # target must not keep counting events a later move sent elsewhere.
-    moves = await conn.fetch(
-        """SELECT DISTINCT ON (visit_id, carer_id) visit_id AS from_visit, carer_id, move_to_visit_id AS to_visit
-           FROM amendments m
+async def load_moves(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> Moves:
+    """The latest approved move of each (visit, carer) among the visits that moves link to these ones, in
+    either direction and through other visits (a later move of the same events from the same visit
+    supersedes an earlier one: decision 126). Usually there are none, and the recursion stops at once."""
+    rows = await conn.fetch(
+        """WITH RECURSIVE linked(visit_id) AS (
+               SELECT unnest(ARRAY[visit_id, move_to_visit_id]) FROM amendments
+               WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
+                 AND (visit_id = ANY($2::uuid[]) OR move_to_visit_id = ANY($2::uuid[]))
+             UNION
+               SELECT unnest(ARRAY[m.visit_id, m.move_to_visit_id]) FROM linked l JOIN amendments m
+                 ON m.tenant_id = $1 AND m.status = 'approved' AND m.move_to_visit_id IS NOT NULL
+                AND (m.visit_id = l.visit_id OR m.move_to_visit_id = l.visit_id))
+           SELECT DISTINCT ON (visit_id, carer_id) visit_id, carer_id, move_to_visit_id, decided_at
+           FROM amendments
            WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
-             AND (m.visit_id, m.carer_id) IN (
-                   SELECT visit_id, carer_id FROM amendments
-                   WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
-                     AND (visit_id = ANY($2::uuid[]) OR move_to_visit_id = ANY($2::uuid[])))
+             AND visit_id IN (SELECT visit_id FROM linked)
            ORDER BY visit_id, carer_id, decided_at DESC""",
         tenant_id,
-        wanted,
+        list(visit_ids),
     )
+    return {(r["visit_id"], r["carer_id"]): Move(r["move_to_visit_id"], r["decided_at"]) for r in rows}
+
+
+async def load_events(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], moves: Moves | None = None
+) -> list[asyncpg.Record]:
+    """The visits' events, after approved moves (`load_moves`, read here unless given: a carer's events
+    on the wrong visit count where `moved_to` says)."""
+    if moves is None:
+        moves = await load_moves(conn, tenant_id, visit_ids)
+    wanted = list(visit_ids)
     rows = await conn.fetch(
         """SELECT visit_id, carer_id, kind, occurred_at, method, verified, outcomes FROM visit_events
            WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])""",
         tenant_id,
-        wanted + [m["from_visit"] for m in moves],
+        wanted + sorted({from_visit for from_visit, _ in moves}),
     )
     if not moves:
         return rows
-    moved = {(m["from_visit"], m["carer_id"]): m["to_visit"] for m in moves}
     keep = set(wanted)
     result = []
     for row in rows:
-        visit_id = moved.get((row["visit_id"], row["carer_id"]), row["visit_id"])
+        visit_id = moved_to(moves, row["visit_id"], row["carer_id"])
         if visit_id in keep:
             result.append({**dict(row), "visit_id": visit_id})
     return result  # type: ignore[return-value]
 
 
-async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    """Approved amendments of the visits (a move's other fields apply to the visit moved to; a move that a
-    later move of the same carer's events superseded applies nowhere)."""
-    return await conn.fetch(
+async def load_amendments(
+    conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], moves: Moves
+) -> list[asyncpg.Record]:
+    """Approved amendments of the visits. A move's other fields apply where its events end up (the visit
+    moved to, or further along a chain: `moved_to`); a move that a later move of the same carer's events
+    from the same visit superseded applies nowhere."""
+    wanted = list(visit_ids)
+    rows = await conn.fetch(
         """SELECT coalesce(move_to_visit_id, visit_id) AS visit_id, carer_id, decided_at, check_in_at,
-                  check_out_at, extension_min, planned_min
+                  check_out_at, extension_min, planned_min, move_to_visit_id IS NOT NULL AS move
            FROM amendments a
            WHERE tenant_id = $1 AND status = 'approved'
              AND coalesce(move_to_visit_id, visit_id) = ANY($2::uuid[])
@@ -264,8 +287,19 @@ async def load_amendments(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: 
                      AND later.carer_id = a.carer_id AND later.status = 'approved'
                      AND later.move_to_visit_id IS NOT NULL AND later.decided_at > a.decided_at))""",
         tenant_id,
-        list(visit_ids),
+        wanted + sorted({move.to_visit for move in moves.values()}),
     )
+    if not moves:
+        return rows
+    keep = set(wanted)
+    result = []
+    for row in rows:
+        visit_id = row["visit_id"]
+        if row["move"]:
+            visit_id = moved_to(moves, visit_id, row["carer_id"], row["decided_at"])
+        if visit_id in keep:
+            result.append({**dict(row), "visit_id": visit_id})
+    return result  # type: ignore[return-value]
 
 
 # The rules' exceptions, then the overlap pass's flag (last in canonical order): cleared (false) where the

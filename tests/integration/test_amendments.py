@@ -359,6 +359,50 @@ async def test_an_event_arriving_on_the_visit_a_carer_was_moved_from_counts_on_t
     assert shown["actual"]["payable_min"] == 30
 
 
+async def test_a_chain_of_moves_takes_the_carer_s_events_to_its_end(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The session-10 review's open question: X's events moved to Y, then Y's moved on to Z. Y used to keep
+    the events it had from X (a move followed one step), so Y and Z each had half an attendance. Now
+    a move takes on the events earlier moves brought, and a check-out arriving late on X reconciles Z."""
+    tw = world.a
+    y, z = [await extra_visit(client, tw, at(yesterday(), hhmm)) for hhmm in ("09:00", "09:10")]
+    x = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
+    await approved_move(client, tw, x, y)
+    await approved_move(client, tw, y, z)
+    late_out = event("check_out", at(yesterday(), "09:30"), visit_id=str(x))
+    assert (await client.post("/v1/visit-events", json=late_out, headers=tw.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    shown = {visit_id: await get_visit(client, world, visit_id) for visit_id in (x, y, z)}
+    assert [shown[v]["actual"] for v in (x, y)] == [None, None]
+    assert (shown[z]["status"], shown[z]["exceptions"], shown[z]["actual"]["payable_min"]) == ("completed", [], 30)
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
+
+
+async def test_events_moved_back_count_where_they_were_moved_back_to(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """X's events moved to Y, and then (the coordinator's mistake) moved back from Y to X: they count on X
+    again. A move followed one step used to swap them: X's events on Y, none on X."""
+    tw = world.a
+    y = await extra_visit(client, tw, at(yesterday(), "09:00"))
+    x = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    await approved_move(client, tw, x, y)
+    assert (await get_visit(client, world, y))["actual"]["payable_min"] == 30
+    await approved_move(client, tw, y, x)
+    back, moved_off = await get_visit(client, world, x), await get_visit(client, world, y)
+    assert (back["status"], back["actual"]["payable_min"]) == ("completed", 30)
+    assert moved_off["actual"] is None
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
+
+
 async def test_a_carer_moved_twice_counts_only_on_the_latest_target(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import get_args
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -166,3 +166,22 @@ def test_an_amendment_that_names_a_carer_but_no_time_is_not_an_attendance() -> N
     actual = rules.reconcile(pair, came, [extension], PayRules(), now)
     assert [a.carer_id for a in actual.attendances] == [UUID(int=1)]
     assert actual.exceptions == ("single_handed",)
+
+
+def test_moves_are_followed_in_the_order_they_were_decided() -> None:
+    """`rules.moved_to`: a chain takes events to its end, moving back returns them, and a move decided
+    before the one that brought events to a visit does not take them on."""
+    carer, other = uuid4(), uuid4()
+    x, y, z = uuid4(), uuid4(), uuid4()
+    t1, t2 = datetime(2026, 11, 10, 9, tzinfo=UTC), datetime(2026, 11, 10, 10, tzinfo=UTC)
+    chain = {(x, carer): rules.Move(y, t1), (y, carer): rules.Move(z, t2)}
+    assert [rules.moved_to(chain, v, carer) for v in (x, y, z)] == [z, z, z]
+    assert rules.moved_to(chain, x, other) == x  # another carer's events stay put
+    back = {(x, carer): rules.Move(y, t1), (y, carer): rules.Move(x, t2)}
+    assert [rules.moved_to(back, v, carer) for v in (x, y)] == [x, x]
+    # Y's own events went to Z first; X's events moved into Y later stay on Y
+    into_emptied = {(y, carer): rules.Move(z, t1), (x, carer): rules.Move(y, t2)}
+    assert [rules.moved_to(into_emptied, v, carer) for v in (x, y)] == [y, z]
+    # a move's other fields apply from its own decision on
+    assert rules.moved_to(chain, y, carer, since=t1) == z
+    assert rules.moved_to(into_emptied, y, carer, since=t2) == y
