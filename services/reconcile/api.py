@@ -181,6 +181,9 @@ async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUI
             raise problem(409, "already_decided", f"this amendment was already {amendment.status}")
         if amendment.proposed_by == caller.client_id:
             raise problem(403, "forbidden", "the proposer may not decide its own amendment")
+        # Brought up to date first (an event still queued, say), so that before and after differ by this
+        # decision alone; the visits stay locked until the decision commits.
+        await service.reconcile_visits(conn, tenant, _touched(amendment), now)
         payable_before, _ = await store.stored_payable(conn, tenant, amendment.visit_id)
         await store.decide_amendment(
             conn,
@@ -206,8 +209,12 @@ async def _apply(conn: asyncpg.Connection, tenant_id: UUID, amendment: Amendment
         assert visit is not None
         await planning_store.approve_visit(conn, tenant_id, visit)
         await planning_store.set_planned_min(conn, tenant_id, visit.id, amendment.planned_min)
-    touched = [amendment.visit_id] + ([amendment.move_to_visit_id] if amendment.move_to_visit_id else [])
-    await service.reconcile_visits(conn, tenant_id, touched, now)
+    await service.reconcile_visits(conn, tenant_id, _touched(amendment), now)
+
+
+def _touched(amendment: Amendment) -> list[UUID]:
+    """The visits an amendment changes: its own, and the one a move sends events to."""
+    return [amendment.visit_id] + ([amendment.move_to_visit_id] if amendment.move_to_visit_id else [])
 
 
 class ExceptionController(Controller):

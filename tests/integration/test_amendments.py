@@ -12,6 +12,7 @@ import pytest
 
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
+from services.reconcile import store as reconcile_store
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
 from tests.support import (
@@ -87,6 +88,36 @@ async def test_a_forgotten_check_out_waits_for_a_commissioner(
     assert again.json()["code"] == "already_decided"
     # the event itself is untouched
     assert await db.fetchval("SELECT count(*) FROM visit_events WHERE kind = 'check_out'") == 0
+
+
+async def test_a_decision_s_payable_before_includes_what_was_still_queued(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The session-10 review's suspicion: `decided_payable_before` was read from the stored state, which
+    can lag an event whose reconciliation is still queued; the event's change was then put down to the
+    decision. Now the visit is brought up to date first."""
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    made = await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        check_out_at=at(yesterday(), "08:30").isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert made.json()["status"] == "pending", made.text
+    late_out = event("check_out", at(yesterday(), "08:20"), visit_id=str(visit_id))
+    assert (await client.post("/v1/visit-events", json=late_out, headers=world.a.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 20
+    async with db.transaction():  # as if the check-out's reconciliation were still queued
+        await db.execute("UPDATE visit_states SET payable_min = 0 WHERE visit_id = $1", visit_id)
+        await reconcile_store.hold_back(
+            db, UUID(world.a.tenant_id), visit_id, datetime.now(tz=UTC) + timedelta(hours=1)
+        )
+    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    assert approved.status_code == 200, approved.text
+    assert (approved.json()["decided_payable_before"], approved.json()["decided_payable_after"]) == (20, 30)
 
 
 async def test_a_decrease_approves_itself(
