@@ -147,6 +147,7 @@ def _event_order(event: Event) -> tuple[datetime, str, str, bool, tuple[tuple[st
 
 
 def _presences(events: Sequence[Event], amendments: Sequence[Amendment]) -> list[_Presence]:
+    """Each carer's chosen times (`amendments` in order of decision: the latest wins), in check-in order."""
     by_carer: dict[UUID, _Presence] = {}
     for event in sorted(events, key=_event_order) if len(events) > 1 else events:
         presence = by_carer.get(event.carer_id)
@@ -163,7 +164,7 @@ def _presences(events: Sequence[Event], amendments: Sequence[Amendment]) -> list
         if presence.check_out is not None:
             presence.out_at = presence.check_out.occurred_at
             presence.last_outcomes = presence.check_out.outcomes
-    for amendment in sorted(amendments, key=_decided) if amendments else ():
+    for amendment in amendments:  # in order of decision
         presence = by_carer.setdefault(amendment.carer_id, _Presence(amendment.carer_id))
         if amendment.check_in_at is not None:
             presence.in_at, presence.in_amended = amendment.check_in_at, True
@@ -185,8 +186,9 @@ def _decided(amendment: Amendment) -> datetime:
 
 
 def _effective_planned_min(plan: Plan, amendments: Sequence[Amendment]) -> int:
+    """The planned minutes, as the latest decision that set them says (`amendments` in order of decision)."""
     planned = plan.planned_min
-    for amendment in sorted(amendments, key=_decided) if amendments else ():
+    for amendment in amendments:
         if amendment.planned_min is not None:
             planned = amendment.planned_min
     return planned
@@ -212,6 +214,7 @@ def reconcile(
 ) -> Actual:
     """The visit's actual state now."""
     events = tuple(events)
+    amendments = sorted(amendments, key=_decided) if len(amendments) > 1 else amendments  # the latest wins
     planned_min = _effective_planned_min(plan, amendments)
     presences = _presences(events, amendments)
     places = plan.carers_required
