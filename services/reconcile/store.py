@@ -505,15 +505,27 @@ async def acknowledge(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID,
 
 
 # Attendances last at most two days (a CHECK), so a partner's check-in lies within two days before
-# ours: the bound lets the (tenant, carer, check_in) index find each attendance's partners. The
-# lateral subquery is kept apart (OFFSET 0) so that it stays one index probe per attendance: as a
-# plain join, a planner with stale statistics hashed every attendance of the tenant for each batch.
-_PARTNERS = """CROSS JOIN LATERAL (
-                   SELECT b.visit_id, b.check_in, b.check_out FROM attendances b
-                   WHERE b.tenant_id = $1 AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
-                     AND b.check_in < a.check_out AND a.check_in < b.check_out
-                     AND b.check_in > a.check_in - interval '2 days'
-                   OFFSET 0) b"""
+# ours. A partner of at most LONG_ATTENDANCE starts less than that before ours, and the
+# (tenant, carer, check_in) index finds it in that short stretch (a carer's half day, not two days of
+# visits each read from the heap); a longer partner, rare, is found in the partial index migration
+# 0022 keeps of long attendances, over the two days. The two stretches do not meet, so no partner is
+# found twice. Each lateral subquery is kept apart (OFFSET 0) so that it stays one index probe per
+# attendance: as a plain join, a planner with stale statistics hashed every attendance of the tenant
+# for each batch.
+LONG_ATTENDANCE = "interval '12 hours'"  # as migration 0022's index predicate says it
+_PARTNERS = f"""CROSS JOIN LATERAL (
+                   (SELECT b.visit_id, b.check_in, b.check_out FROM attendances b
+                    WHERE b.tenant_id = $1 AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
+                      AND b.check_in < a.check_out AND a.check_in < b.check_out
+                      AND b.check_in > a.check_in - {LONG_ATTENDANCE}
+                    OFFSET 0)
+                   UNION ALL
+                   (SELECT b.visit_id, b.check_in, b.check_out FROM attendances b
+                    WHERE b.tenant_id = $1 AND b.carer_id = a.carer_id AND b.visit_id <> a.visit_id
+                      AND b.check_in < a.check_out AND a.check_in < b.check_out
+                      AND b.check_in > a.check_in - interval '2 days' AND b.check_in <= a.check_in - {LONG_ATTENDANCE}
+                      AND b.check_out - b.check_in > {LONG_ATTENDANCE}
+                    OFFSET 0)) b"""
 # Attendances given as four arrays ($2 to $5), under the alias {0}.
 _GIVEN = """unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])
             AS {0}(visit_id, carer_id, check_in, check_out)"""

@@ -223,6 +223,34 @@ async def test_a_visit_whose_change_is_still_on_its_way_is_pending_not_differing
     assert (found.differing, found.pending) == ([visit_id], [])
 
 
+async def test_an_overlap_with_an_attendance_over_twelve_hours_long_is_found(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partners are looked up in the 12 hours before an attendance, and longer attendances in an index of
+    their own (migration 0022): a 14-hour attendance that began 12.5 hours before is still a partner."""
+    tw = world.a
+    day = yesterday()
+    evening = await extra_visit(client, tw, at(day, "20:30"))
+    planned = await visit_at(db, tw.person_id, day)
+    for bodies in (
+        [
+            event("check_in", at(day, "08:00"), visit_id=str(planned)),
+            event("check_out", at(day, "22:00"), visit_id=str(planned)),
+        ],
+        [
+            event("check_in", at(day, "20:30"), visit_id=str(evening)),
+            event("check_out", at(day, "20:50"), visit_id=str(evening)),
+        ],
+    ):  # the long one first: the evening visit's pass has to find it
+        response = await client.post("/v1/visit-events/batch", json={"events": bodies}, headers=tw.carer_headers[0])
+        assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 2
+        await reconciled(pool)
+    assert "overlapping_visits" in (await visit(client, world, planned))["exceptions"]
+    assert "overlapping_visits" in (await visit(client, world, evening))["exceptions"]
+    monkeypatch.setattr(jobs, "BATCH", 1)  # each visit's flag recomputed from the other's stored attendance
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
+
+
 @pytest.mark.parametrize("together", [True, False], ids=["one batch", "one visit after the other"])
 async def test_one_carer_on_two_visits_at_once_is_flagged_on_both(
     client: Client,
