@@ -89,7 +89,7 @@ class AmendmentController(Controller):
                 banked_before=banked_before,
                 banked_after=banked_after,
                 auto_approve_min=contract.pay_rules.auto_approve_min,
-                unplanned=unplanned,
+                unplanned=visit.origin == "unplanned",  # "never for unplanned visits", approved ones too
                 extension=data.extension_min is not None,
                 move=move,
                 final=before[visit.id].status in ("completed", "missed", "cancelled")

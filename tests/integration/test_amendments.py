@@ -269,6 +269,21 @@ async def test_an_unplanned_visit_is_approved_by_sizing_it(
     assert approved["status"] == "completed"
     assert approved["actual"]["payable_min"] == 45  # 40 minutes is within grace of 45
     assert approved["exceptions"] == []
+    # DOMAIN.md: never automatic for unplanned visits, approved ones too (decision 136): a decrease waits
+    decrease = await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        check_out_at=at(day, "15:20").isoformat(),
+        reason_code="device_failure",
+    )
+    assert decrease.status_code == 201, decrease.text
+    assert (decrease.json()["status"], decrease.json()["payable_before"], decrease.json()["payable_after"]) == (
+        "pending",
+        45,
+        20,
+    )
 
 
 async def test_a_wrong_visit_is_moved(client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool) -> None:
