@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from infra.db import MIGRATIONS_DIR
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
@@ -423,6 +424,9 @@ async def test_a_chain_of_moves_takes_the_carer_s_events_to_its_end(
     assert [shown[v]["actual"] for v in (x, y)] == [None, None]
     assert (shown[z]["status"], shown[z]["exceptions"], shown[z]["actual"]["payable_min"]) == ("completed", [], 30)
     assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
+    # stored by the one-step rule before, these visits are reconciled again after the upgrade
+    await db.execute((MIGRATIONS_DIR / "0021_requeue_for_rule_fixes.sql").read_text())
+    assert {row["visit_id"] for row in await db.fetch("SELECT visit_id FROM reconcile_queue")} == {x, y, z}
 
 
 async def test_events_moved_back_count_where_they_were_moved_back_to(
