@@ -38,7 +38,9 @@ class Event(msgspec.Struct, frozen=True):
 
 
 class Amendment(msgspec.Struct, frozen=True):
-    """An approved amendment; `decided_at` orders them (the latest decision wins, field by field)."""
+    """An approved amendment; `decided_at` orders them (the latest decision wins, field by field). The sort
+    is stable: decisions of the same microsecond keep the order they are given in (`store.load_amendments`
+    gives them by id), so a recomputation gives the same answer."""
 
     carer_id: UUID
     decided_at: datetime

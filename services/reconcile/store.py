@@ -236,7 +236,7 @@ async def load_moves(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Seque
            FROM amendments
            WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id IS NOT NULL
              AND visit_id IN (SELECT visit_id FROM linked)
-           ORDER BY visit_id, carer_id, decided_at DESC""",
+           ORDER BY visit_id, carer_id, decided_at DESC, id DESC""",
         tenant_id,
         list(visit_ids),
     )
@@ -285,7 +285,9 @@ async def load_amendments(
                    SELECT 1 FROM amendments later
                    WHERE later.tenant_id = a.tenant_id AND later.visit_id = a.visit_id
                      AND later.carer_id = a.carer_id AND later.status = 'approved'
-                     AND later.move_to_visit_id IS NOT NULL AND later.decided_at > a.decided_at))""",
+                     AND later.move_to_visit_id IS NOT NULL
+                     AND (later.decided_at, later.id) > (a.decided_at, a.id)))
+           ORDER BY decided_at, id  -- the rules' order of decision; the id breaks a tie""",
         tenant_id,
         wanted + sorted({move.to_visit for move in moves.values()}),
     )

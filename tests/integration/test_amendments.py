@@ -121,6 +121,35 @@ async def test_a_decision_s_payable_before_includes_what_was_still_queued(
     assert (approved.json()["decided_payable_before"], approved.json()["decided_payable_after"]) == (20, 30)
 
 
+async def test_decisions_of_the_same_microsecond_apply_in_id_order(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Two approved amendments of one field decided at the same instant: the later id wins, every time the
+    visit is recomputed (before, the order was whatever the database returned)."""
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    made = [
+        await propose(
+            client,
+            world.a.provider_headers[0],
+            visit_id,
+            carer_id=world.a.carers[0],
+            check_out_at=at(yesterday(), hhmm).isoformat(),
+            reason_code="forgot_check_out",
+        )
+        for hhmm in ("08:20", "08:30")
+    ]
+    for response in made:
+        approved = await client.post(f"/v1/amendments/{response.json()['id']}/approve", headers=world.a.commissioner)
+        assert approved.status_code == 200, approved.text
+    ids = sorted(UUID(response.json()["id"]) for response in made)
+    winner = 20 if ids[-1] == UUID(made[0].json()["id"]) else 30
+    instant = datetime.now(tz=UTC)
+    for amendment_id in reversed(ids):  # the later id written first: the table hands it back first
+        await db.execute("UPDATE amendments SET decided_at = $2 WHERE id = $1", amendment_id, instant)
+    state = (await reconcile_service.compute(db, UUID(world.a.tenant_id), [visit_id], instant)).states
+    assert state[visit_id].payable_min == winner
+
+
 async def test_a_decrease_approves_itself(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
