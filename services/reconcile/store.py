@@ -97,9 +97,20 @@ async def pending_visits(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime
 ) -> set[UUID]:
     """Those of these visits with a change still on its way at `now`: queued (held back too), due for the
-    clock, waiting for an overlap recheck, or stored by a reconciliation later than `now`."""
+    clock, waiting for an overlap recheck, or stored by a reconciliation later than `now`; and those that
+    approved moves lead to from a queued visit (an event arriving on the visit a carer's events were moved
+    from queues that visit only, and counts where its moves lead: `move_targets`)."""
     rows = await conn.fetch(
-        """SELECT visit_id FROM reconcile_queue WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
+        """WITH RECURSIVE upstream(source, target) AS (
+               SELECT visit_id, move_to_visit_id FROM amendments
+               WHERE tenant_id = $1 AND status = 'approved' AND move_to_visit_id = ANY($2::uuid[])
+             UNION
+               SELECT m.visit_id, u.target FROM upstream u JOIN amendments m
+                 ON m.tenant_id = $1 AND m.status = 'approved' AND m.move_to_visit_id = u.source)
+           SELECT u.target AS visit_id FROM upstream u
+           JOIN reconcile_queue q ON q.tenant_id = $1 AND q.visit_id = u.source
+           UNION
+           SELECT visit_id FROM reconcile_queue WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
            UNION
            SELECT visit_id FROM overlap_rechecks WHERE tenant_id = $1 AND visit_id = ANY($2::uuid[])
            UNION

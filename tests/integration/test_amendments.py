@@ -509,3 +509,35 @@ async def test_a_carer_moved_twice_counts_only_on_the_latest_target(
         alone = await reconcile_service.compute(db, UUID(tw.tenant_id), [target], datetime.now(tz=UTC))
         state = alone.states[target]
         assert state.payable_min == (0 if target is targets[0] else 30)
+
+
+async def test_a_visit_events_were_moved_to_is_pending_while_an_event_on_the_source_is_queued(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Review of decision 132: an event that arrives on X, whose carer's events were moved to Y, queues X
+    only (the drainer adds Y when it reconciles X). Until then Y's stored state lags an input that is on
+    its way, so `carebank reconcile` must report Y pending, not differing."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    y = await extra_visit(client, tw, at(yesterday(), "09:00"))
+    x = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
+    await approved_move(client, tw, x, y)
+    before = await db.fetchrow("SELECT * FROM visit_states WHERE visit_id = $1", y)
+    assert before is not None
+    late_out = event("check_out", at(yesterday(), "09:30"), visit_id=str(x))
+    assert (await client.post("/v1/visit-events", json=late_out, headers=tw.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    assert (await get_visit(client, world, y))["actual"]["payable_min"] == 30
+    async with db.transaction():  # Y as it was before the check-out, X's reconciliation still on its way
+        await db.execute(
+            """UPDATE visit_states SET status = $2, actual = $3, exceptions = $4, payable_min = $5,
+                      banked_min = $6, next_check_at = $7, reconciled_at = $8 WHERE visit_id = $1""",
+            y,
+            *(before[c] for c in ("status", "actual", "exceptions", "payable_min", "banked_min")),
+            before["next_check_at"],
+            before["reconciled_at"],
+        )
+        await reconcile_store.hold_back(db, tenant, x, datetime.now(tz=UTC) + timedelta(minutes=5))
+    found = await jobs.verify_tenant(pool, tenant)
+    assert x in found.pending
+    assert (found.differing, y in found.pending) == ([], True)
