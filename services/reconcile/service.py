@@ -184,6 +184,11 @@ async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids:
     # committed: every input is read after the lock, by statements that start after it was granted.
     # (The overlap pass's carers are locked last, `overlap_pass`: visits, then accounts, then carers.)
     await store.lock_visits(conn, tenant_id, visit_ids)
+    # The targets again, now that the visits are held: a move approved while this waited (it held one of
+    # them) can take these visits' events further along a chain, to a visit not read above.
+    while more := set(await store.move_targets(conn, tenant_id, visit_ids)) - set(visit_ids):
+        visit_ids = sorted(set(visit_ids) | more)
+        await store.lock_visits(conn, tenant_id, visit_ids)
     result = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
     # The attendances to store, against those stored (only reconciliations of these visits, which wait
     # for their locks, write them): the visits whose attendances change have their overlap flag decided

@@ -3,6 +3,7 @@ minutes, moves between visits, approving unplanned visits, acknowledging excepti
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -10,7 +11,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from infra.db import MIGRATIONS_DIR
+from infra.db import MIGRATIONS_DIR, connect
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
@@ -541,3 +542,52 @@ async def test_a_visit_events_were_moved_to_is_pending_while_an_event_on_the_sou
     found = await jobs.verify_tenant(pool, tenant)
     assert x in found.pending
     assert (found.differing, y in found.pending) == ([], True)
+
+
+async def test_an_event_reconciled_while_a_move_further_along_its_chain_is_approved_reaches_the_chain_s_end(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Review of decision 133: X's events were moved to Y; a move of Y's on to Z is being approved (it holds
+    Y and Z) when a check-out arrives on X. The drainer reconciling X read X's move targets before it waited
+    for Y, so it missed Z: the check-out then counted on Z (X to Y to Z) but Z was never reconciled with it."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    y, z = [await extra_visit(client, tw, at(yesterday(), hhmm)) for hhmm in ("09:00", "09:10")]
+    x = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
+    await approved_move(client, tw, x, y)
+    made = await propose(
+        client,
+        tw.provider_headers[0],
+        y,
+        carer_id=tw.carers[0],
+        move_to_visit_id=str(z),
+        reason_code="wrong_visit_selected",
+    )
+    assert made.json()["status"] == "pending", made.text
+    approver = await connect(database_url)
+    try:
+        tx = approver.transaction()
+        await tx.start()
+        now = datetime.now(tz=UTC)  # the approval, as `_decide` does it, not yet committed
+        await reconcile_store.decide_amendment(
+            approver,
+            tenant,
+            UUID(made.json()["id"]),
+            status="approved",
+            decided_by="c",
+            decided_at=now,
+            payable_before=0,
+        )
+        await reconcile_service.reconcile_visits(approver, tenant, [y, z], now)
+        late_out = event("check_out", at(yesterday(), "09:30"), visit_id=str(x))
+        assert (await client.post("/v1/visit-events", json=late_out, headers=tw.carer_headers[0])).status_code == 201
+        draining = asyncio.create_task(jobs.drain_queue(pool))  # (or the app's own drainer) waits for Y
+        await asyncio.sleep(1)
+        await tx.commit()
+        await draining
+    finally:
+        await approver.close()
+    await reconciled(pool)
+    shown = await get_visit(client, world, z)
+    assert (shown["status"], shown["actual"]["payable_min"]) == ("completed", 30)
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
