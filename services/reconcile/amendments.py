@@ -20,6 +20,9 @@ def check_amendment(data: AmendmentCreate, *, unplanned: bool) -> None:
         raise RuleError("wrong_reason", "a move needs the reason wrong_visit_selected", "reason_code")
     if data.planned_min is not None and not unplanned:
         raise RuleError("not_unplanned", "planned_min is set only when approving an unplanned visit", "planned_min")
+    if data.planned_min is not None and data.move_to_visit_id is not None:
+        # A move's other fields go with the carer's events to the other visit; planned minutes are the visit's.
+        raise RuleError("move_with_planned_min", "a move cannot also set planned_min", "planned_min")
     changes = (data.check_in_at, data.check_out_at, data.extension_min, data.planned_min, data.move_to_visit_id)
     if all(change is None for change in changes):
         raise RuleError("nothing_to_change", "an amendment changes at least one thing", "check_in_at")

@@ -181,9 +181,10 @@ async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUI
             raise problem(409, "already_decided", f"this amendment was already {amendment.status}")
         if amendment.proposed_by == caller.client_id:
             raise problem(403, "forbidden", "the proposer may not decide its own amendment")
-        # Brought up to date first (an event still queued, say), so that before and after differ by this
-        # decision alone; the visits stay locked until the decision commits.
-        await service.reconcile_visits(conn, tenant, _touched(amendment), now)
+        if status == "approved":
+            # Brought up to date first (an event still queued, say), so that before and after differ by
+            # this decision alone; the visits stay locked until it commits. A rejection changes nothing.
+            await service.reconcile_visits(conn, tenant, _touched(amendment), now)
         payable_before, _ = await store.stored_payable(conn, tenant, amendment.visit_id)
         await store.decide_amendment(
             conn,

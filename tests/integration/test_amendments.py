@@ -122,6 +122,28 @@ async def test_a_decision_s_payable_before_includes_what_was_still_queued(
     assert (approved.json()["decided_payable_before"], approved.json()["decided_payable_after"]) == (20, 30)
 
 
+async def test_an_amendment_can_be_rejected_on_a_visit_that_cannot_be_reconciled(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A rejection changes nothing, so it does not reconcile the visit first (the review of decision 134):
+    a visit whose contract's rules were broken by hand (decision 129) can still have amendments rejected."""
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    made = await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        check_out_at=at(yesterday(), "08:30").isoformat(),
+        reason_code="forgot_check_out",
+    )
+    await db.execute(
+        """UPDATE contracts SET pay_rules = '{"grace_min": "x"}' WHERE id = $1""", UUID(world.a.contracts[0])
+    )
+    rejected = await client.post(f"/v1/amendments/{made.json()['id']}/reject", headers=world.a.commissioner)
+    assert rejected.status_code == 200, rejected.text
+    assert (rejected.json()["decided_payable_before"], rejected.json()["decided_payable_after"]) == (0, 0)
+
+
 async def test_decisions_of_the_same_microsecond_apply_in_id_order(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
@@ -284,6 +306,17 @@ async def test_an_unplanned_visit_is_approved_by_sizing_it(
     shown = await get_visit(client, world, visit_id)
     assert shown["status"] == "unplanned"
     assert shown["exceptions"] == ["unplanned"]
+    # planned minutes are the visit's, and a move's fields go with the events to the other visit
+    both = await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        planned_min=45,
+        move_to_visit_id=str(await visit_at(db, world.a.person_id, day)),
+        reason_code="wrong_visit_selected",
+    )
+    assert (both.status_code, both.json()["errors"][0]["field"]) == (422, "planned_min"), both.text
     made = await propose(
         client,
         world.a.provider_headers[0],
