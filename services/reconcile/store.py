@@ -282,9 +282,11 @@ async def load_events(
 async def load_amendments(
     conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], moves: Moves
 ) -> list[asyncpg.Record]:
-    """Approved amendments of the visits. A move's other fields apply where its events end up (the visit
-    moved to, or further along a chain: `moved_to`); a move that a later move of the same carer's events
-    from the same visit superseded applies nowhere."""
+    """Approved amendments of the visits, in order of decision. The carer's times an amendment sets go with
+    the carer's events where moves decided after it take them (`moved_to`: a check-out fixed on the wrong
+    visit goes with the move to the right one), and so do a move's other fields; planned minutes and an
+    extension stay with the visit they were decided for. A move that a later move of the same carer's
+    events from the same visit superseded applies nowhere."""
     wanted = list(visit_ids)
     rows = await conn.fetch(
         """SELECT coalesce(move_to_visit_id, visit_id) AS visit_id, carer_id, decided_at, check_in_at,
@@ -300,18 +302,22 @@ async def load_amendments(
                      AND (later.decided_at, later.id) > (a.decided_at, a.id)))
            ORDER BY decided_at, id  -- the rules' order of decision; the id breaks a tie""",
         tenant_id,
-        wanted + sorted({move.to_visit for move in moves.values()}),
+        wanted + sorted({visit for visit, _ in moves} | {move.to_visit for move in moves.values()}),
     )
     if not moves:
         return rows
     keep = set(wanted)
     result = []
     for row in rows:
-        visit_id = row["visit_id"]
-        if row["move"]:
-            visit_id = moved_to(moves, visit_id, row["carer_id"], row["decided_at"])
-        if visit_id in keep:
-            result.append({**dict(row), "visit_id": visit_id})
+        to_visit = moved_to(moves, row["visit_id"], row["carer_id"], row["decided_at"])
+        if to_visit == row["visit_id"] or row["move"]:
+            parts = [{**dict(row), "visit_id": to_visit}]
+        else:  # the carer's times go with the events; planned minutes and an extension are the visit's own
+            times = row["check_in_at"] is not None or row["check_out_at"] is not None
+            own = row["extension_min"] is not None or row["planned_min"] is not None
+            parts = [{**dict(row), "visit_id": to_visit, "extension_min": None, "planned_min": None}] if times else []
+            parts += [{**dict(row), "check_in_at": None, "check_out_at": None}] if own else []
+        result += [part for part in parts if part["visit_id"] in keep]
     return result  # type: ignore[return-value]
 
 

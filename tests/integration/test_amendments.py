@@ -492,6 +492,32 @@ async def test_a_chain_of_moves_takes_the_carer_s_events_to_its_end(
     assert {row["visit_id"] for row in await db.fetch("SELECT visit_id FROM reconcile_queue")} == {x, y, z}
 
 
+async def test_a_time_fixed_on_the_wrong_visit_goes_with_the_move_to_the_right_one(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The review's open question: a check-out fixed on Y, then the carer's events moved from Y to Z. The fix
+    stayed on Y (an attendance with only a check-out: `no_check_in`, 0), and Z had no check-out."""
+    tw = world.a
+    z = await extra_visit(client, tw, at(yesterday(), "09:00"))
+    y = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
+    fixed = await propose(
+        client,
+        tw.provider_headers[0],
+        y,
+        carer_id=tw.carers[0],
+        check_out_at=at(yesterday(), "09:30").isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert (
+        await client.post(f"/v1/amendments/{fixed.json()['id']}/approve", headers=tw.commissioner)
+    ).status_code == 200
+    await approved_move(client, tw, y, z)
+    moved_from, moved_to = await get_visit(client, world, y), await get_visit(client, world, z)
+    assert moved_from["actual"] is None
+    assert (moved_to["status"], moved_to["actual"]["payable_min"]) == ("completed", 30)
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
+
+
 async def test_events_moved_back_count_where_they_were_moved_back_to(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
