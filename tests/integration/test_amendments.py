@@ -54,6 +54,18 @@ async def propose(client: Client, headers: dict[str, str], visit_id: UUID, **bod
     return await client.post(f"/v1/visits/{visit_id}/amendments", json=body, headers=headers)
 
 
+async def forgot_check_out(client: Client, world: World, visit_id: UUID, hhmm: str) -> Any:
+    """Provider 0 proposes carer 0's forgotten check-out at `hhmm` yesterday."""
+    return await propose(
+        client,
+        world.a.provider_headers[0],
+        visit_id,
+        carer_id=world.a.carers[0],
+        check_out_at=at(yesterday(), hhmm).isoformat(),
+        reason_code="forgot_check_out",
+    )
+
+
 async def get_visit(client: Client, world: World, visit_id: UUID) -> dict[str, Any]:
     result: dict[str, Any] = (await client.get(f"/v1/visits/{visit_id}", headers=world.a.commissioner)).json()
     return result
@@ -64,14 +76,7 @@ async def test_a_forgotten_check_out_waits_for_a_commissioner(
 ) -> None:
     visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
     provider = world.a.provider_headers[0]
-    made = await propose(
-        client,
-        provider,
-        visit_id,
-        carer_id=world.a.carers[0],
-        check_out_at=at(yesterday(), "08:30").isoformat(),
-        reason_code="forgot_check_out",
-    )
+    made = await forgot_check_out(client, world, visit_id, "08:30")
     assert made.status_code == 201, made.text
     amendment = made.json()
     assert amendment["status"] == "pending"  # pay rises from 0 to 30: not automatic
@@ -99,14 +104,7 @@ async def test_a_decision_s_payable_before_includes_what_was_still_queued(
     can lag an event whose reconciliation is still queued; the event's change was then put down to the
     decision. Now the visit is brought up to date first."""
     visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
-    made = await propose(
-        client,
-        world.a.provider_headers[0],
-        visit_id,
-        carer_id=world.a.carers[0],
-        check_out_at=at(yesterday(), "08:30").isoformat(),
-        reason_code="forgot_check_out",
-    )
+    made = await forgot_check_out(client, world, visit_id, "08:30")
     assert made.json()["status"] == "pending", made.text
     late_out = event("check_out", at(yesterday(), "08:20"), visit_id=str(visit_id))
     assert (await client.post("/v1/visit-events", json=late_out, headers=world.a.carer_headers[0])).status_code == 201
@@ -128,14 +126,7 @@ async def test_an_amendment_can_be_rejected_on_a_visit_that_cannot_be_reconciled
     """A rejection changes nothing, so it does not reconcile the visit first (the review of decision 134):
     a visit whose contract's rules were broken by hand (decision 129) can still have amendments rejected."""
     visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
-    made = await propose(
-        client,
-        world.a.provider_headers[0],
-        visit_id,
-        carer_id=world.a.carers[0],
-        check_out_at=at(yesterday(), "08:30").isoformat(),
-        reason_code="forgot_check_out",
-    )
+    made = await forgot_check_out(client, world, visit_id, "08:30")
     await db.execute(
         """UPDATE contracts SET pay_rules = '{"grace_min": "x"}' WHERE id = $1""", UUID(world.a.contracts[0])
     )
@@ -150,17 +141,7 @@ async def test_decisions_of_the_same_microsecond_apply_in_id_order(
     """Two approved amendments of one field decided at the same instant: the later id wins, every time the
     visit is recomputed (before, the order was whatever the database returned)."""
     visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
-    made = [
-        await propose(
-            client,
-            world.a.provider_headers[0],
-            visit_id,
-            carer_id=world.a.carers[0],
-            check_out_at=at(yesterday(), hhmm).isoformat(),
-            reason_code="forgot_check_out",
-        )
-        for hhmm in ("08:20", "08:30")
-    ]
+    made = [await forgot_check_out(client, world, visit_id, hhmm) for hhmm in ("08:20", "08:30")]
     for response in made:
         approved = await client.post(f"/v1/amendments/{response.json()['id']}/approve", headers=world.a.commissioner)
         assert approved.status_code == 200, approved.text
@@ -500,14 +481,7 @@ async def test_a_time_fixed_on_the_wrong_visit_goes_with_the_move_to_the_right_o
     tw = world.a
     z = await extra_visit(client, tw, at(yesterday(), "09:00"))
     y = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
-    fixed = await propose(
-        client,
-        tw.provider_headers[0],
-        y,
-        carer_id=tw.carers[0],
-        check_out_at=at(yesterday(), "09:30").isoformat(),
-        reason_code="forgot_check_out",
-    )
+    fixed = await forgot_check_out(client, world, y, "09:30")
     assert (
         await client.post(f"/v1/amendments/{fixed.json()['id']}/approve", headers=tw.commissioner)
     ).status_code == 200
