@@ -23,8 +23,8 @@ from services.banking import ledger as bank_ledger
 from services.reconcile import rules, store
 
 _ACTUAL = msgspec.json.Encoder()
-MAX_ATTENDANCE_S = 2 * 24 * 3600  # longer is a mistake awaiting amendment: not an overlap
-MAX_ATTENDANCE = timedelta(seconds=MAX_ATTENDANCE_S)
+# Longer is a mistake awaiting amendment, not an overlap (the `attendances` table's CHECK says the same).
+MAX_ATTENDANCE = timedelta(days=2)
 # The API reconciles on the event loop that answers requests; the rules are CPU work with no await
 # between visits, so a batch yields every this many visits (a few milliseconds of work).
 YIELD_EVERY = 50
