@@ -328,13 +328,16 @@ def reconcile(
             and all(a.paired and "outside_window" not in a.exceptions for a in counted_attendances)
         )
         if qualifies:
+            # Commissioned time is the floor, not the ceiling (decision 141): a carer who stayed longer keeps
+            # what time and task pays past the plan (an approved extension; any overrun when uncapped), so
+            # meeting the outcomes never pays less than not meeting them.
             counted_attendances = [
                 Attendance(
                     a.carer_id,
                     a.check_in,
                     a.check_out,
                     a.actual_seconds,
-                    planned_min,
+                    max(planned_min, a.payable_min),
                     a.verified_in_home,
                     True,
                     a.exceptions,
