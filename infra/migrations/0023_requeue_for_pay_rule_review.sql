@@ -14,3 +14,13 @@ WHERE s.status = 'completed' AND c.model = 'outcome_based' AND p.funding = 'pack
   AND EXISTS (SELECT 1 FROM jsonb_array_elements(s.actual -> 'attendances') a
               WHERE (a ->> 'actual_seconds')::bigint > p.planned_min * 60)
 ON CONFLICT (tenant_id, visit_id) DO NOTHING;
+
+-- Decision 142: delivered time is the time at least one carer was present, an extra carer's too, so a
+-- met visit that banked with an uncounted attendance may bank less.
+INSERT INTO reconcile_queue (tenant_id, visit_id)
+SELECT s.tenant_id, s.visit_id
+FROM visit_states s
+WHERE s.status = 'completed' AND s.banked_min > 0
+  AND jsonb_typeof(s.actual -> 'attendances') = 'array'
+  AND EXISTS (SELECT 1 FROM jsonb_array_elements(s.actual -> 'attendances') a WHERE NOT (a ->> 'counted')::boolean)
+ON CONFLICT (tenant_id, visit_id) DO NOTHING;

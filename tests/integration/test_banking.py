@@ -782,3 +782,43 @@ async def test_a_met_visit_keeps_its_approved_extension(
     await reconciled(pool)
     assert (await verify_tenant(pool, tenant)).differing == []
     assert (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()["actual"]["payable_min"] == 60
+
+
+async def test_an_extra_carer_s_time_is_delivered_time(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Decision 142: the counted carer met the outcome in 20 minutes of 45, and an extra carer stayed
+    until 08:40. The person had 40 minutes of care, so 5 are banked, not 25."""
+    from infra.db import MIGRATIONS_DIR
+    from services.reconcile.jobs import verify_tenant
+
+    bank = await make_bank(client, db)
+    monday = bank.monday
+    visit_id = await bank.visit_on(0, monday)
+    extra = await create(client, bank.provider, "/v1/carers", {"name": "Carer 0b"})
+    extra_headers = await credential_headers(client, bank.provider, {"role": "carer", "carer_id": extra["id"]})
+    await bank.attend(visit_id, local(monday, "08:00"), 20)
+    for kind, hhmm in (("check_in", "08:05"), ("check_out", "08:40")):
+        body = {
+            "event_id": str(uuid4()),
+            "visit_id": visit_id,
+            "kind": kind,
+            "occurred_at": local(monday, hhmm).isoformat(),
+            "method": "manual",
+            "device_id": "q",
+        }
+        assert (await client.post("/v1/visit-events", json=body, headers=extra_headers)).status_code == 201
+    await reconciled(pool)
+    actual = (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()["actual"]
+    assert (actual["payable_min"], actual["banked_min"]) == (45, 5)
+    assert [a["counted"] for a in actual["attendances"]] == [True, False]
+    assert (await bank.bank(0))["balance_min"] == 5
+    # As the rules before decision 142 stored it: migration 0023 queues the visit, and it is put right.
+    await db.execute("UPDATE visit_states SET banked_min = 25 WHERE visit_id = $1", UUID(visit_id))
+    tenant = UUID(bank.tw.tenant_id)
+    assert (await verify_tenant(pool, tenant)).differing == [UUID(visit_id)]
+    await db.execute((MIGRATIONS_DIR / "0023_requeue_for_pay_rule_review.sql").read_text())
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", UUID(visit_id)) == 1
+    await reconciled(pool)
+    assert (await verify_tenant(pool, tenant)).differing == []
+    assert (await bank.bank(0))["balance_min"] == 5
