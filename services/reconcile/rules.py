@@ -328,13 +328,16 @@ def reconcile(
             and all(a.paired and "outside_window" not in a.exceptions for a in counted_attendances)
         )
         if qualifies:
+            # Commissioned time is the floor, not the ceiling (decision 141): a carer who stayed longer keeps
+            # what time and task pays past the plan (an approved extension; any overrun when uncapped), so
+            # meeting the outcomes never pays less than not meeting them.
             counted_attendances = [
                 Attendance(
                     a.carer_id,
                     a.check_in,
                     a.check_out,
                     a.actual_seconds,
-                    planned_min,
+                    max(planned_min, a.payable_min),
                     a.verified_in_home,
                     True,
                     a.exceptions,
@@ -342,7 +345,10 @@ def reconcile(
                 for a in counted_attendances
             ]
             attendances = counted_attendances + [a for a in attendances if not a.counted]
-            delivered = _delivered_minutes(counted_attendances)
+            # "The time at least one carer was present": an extra carer's time too (decision 142).
+            delivered = _delivered_minutes(
+                [a for a in attendances if a.paired and "outside_window" not in a.exceptions]
+            )
             banked = max(0, planned_min - delivered)
             if banked < rules.min_bankable_min:
                 banked = 0
@@ -366,8 +372,9 @@ def _unmet_key_outcomes(key_outcomes: frozenset[str], counted: Sequence[_Presenc
 
 
 def _delivered_minutes(attendances: Sequence[Attendance]) -> int:
-    """Time at least one carer was present (the union of intervals), to the nearest minute, ties up."""
-    intervals = sorted((a.check_in, a.check_out) for a in attendances if a.check_in and a.check_out)
+    """Time at least one carer was present (the union of the paired attendances' intervals), to the nearest
+    minute, ties up."""
+    intervals = sorted((a.check_in, a.check_out) for a in attendances if a.paired and a.check_in and a.check_out)
     total = timedelta()
     current: tuple[datetime, datetime] | None = None
     for start, end in intervals:

@@ -743,3 +743,82 @@ async def test_reconciling_the_same_visits_again_posts_nothing_more(
         async with db.transaction():
             await reconcile_visits(db, tenant, visits, datetime.now(tz=UTC))
     assert (await postings(bank), {**await bank.bank(0), "as_of": None}) == before
+
+
+async def test_a_met_visit_keeps_its_approved_extension(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Decision 141: a met outcome-based visit pays planned at least. The carer stayed 60 minutes of a
+    planned 45 and a commissioner authorised the extra 15; the rules paid 45 (the outcome not met, 60)."""
+    from infra.db import MIGRATIONS_DIR
+    from services.reconcile.jobs import verify_tenant
+
+    bank = await make_bank(client, db)
+    visit_id = await bank.visit_on(0, bank.monday)
+    await bank.attend(visit_id, local(bank.monday, "08:00"), 60)
+    proposed = await client.post(
+        f"/v1/visits/{visit_id}/amendments",
+        json={"carer_id": bank.tw.carers[0], "extension_min": 15, "reason_code": "extended_visit_authorised"},
+        headers=bank.provider,
+    )
+    assert proposed.status_code == 201, proposed.text
+    await reconciled(pool)
+    approved = await client.post(f"/v1/amendments/{proposed.json()['id']}/approve", headers=bank.commissioner)
+    assert approved.status_code == 200, approved.text
+    assert (approved.json()["payable_before"], approved.json()["payable_after"]) == (45, 60)
+    actual = (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()["actual"]
+    assert (actual["payable_min"], actual["banked_min"]) == (60, 0)
+    # As the rules before decision 141 stored it: migration 0023 queues the visit, and it is put right.
+    await db.execute(
+        """UPDATE visit_states SET payable_min = 45, actual = jsonb_set(jsonb_set(actual, '{payable_min}', '45'),
+                                                                        '{place_payables}', '[45]')
+           WHERE visit_id = $1""",
+        UUID(visit_id),
+    )
+    tenant = UUID(bank.tw.tenant_id)
+    assert (await verify_tenant(pool, tenant)).differing == [UUID(visit_id)]
+    await db.execute((MIGRATIONS_DIR / "0023_requeue_for_pay_rule_review.sql").read_text())
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", UUID(visit_id)) == 1
+    await reconciled(pool)
+    assert (await verify_tenant(pool, tenant)).differing == []
+    assert (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()["actual"]["payable_min"] == 60
+
+
+async def test_an_extra_carer_s_time_is_delivered_time(
+    client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Decision 142: the counted carer met the outcome in 20 minutes of 45, and an extra carer stayed
+    until 08:40. The person had 40 minutes of care, so 5 are banked, not 25."""
+    from infra.db import MIGRATIONS_DIR
+    from services.reconcile.jobs import verify_tenant
+
+    bank = await make_bank(client, db)
+    monday = bank.monday
+    visit_id = await bank.visit_on(0, monday)
+    extra = await create(client, bank.provider, "/v1/carers", {"name": "Carer 0b"})
+    extra_headers = await credential_headers(client, bank.provider, {"role": "carer", "carer_id": extra["id"]})
+    await bank.attend(visit_id, local(monday, "08:00"), 20)
+    for kind, hhmm in (("check_in", "08:05"), ("check_out", "08:40")):
+        body = {
+            "event_id": str(uuid4()),
+            "visit_id": visit_id,
+            "kind": kind,
+            "occurred_at": local(monday, hhmm).isoformat(),
+            "method": "manual",
+            "device_id": "q",
+        }
+        assert (await client.post("/v1/visit-events", json=body, headers=extra_headers)).status_code == 201
+    await reconciled(pool)
+    actual = (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()["actual"]
+    assert (actual["payable_min"], actual["banked_min"]) == (45, 5)
+    assert [a["counted"] for a in actual["attendances"]] == [True, False]
+    assert (await bank.bank(0))["balance_min"] == 5
+    # As the rules before decision 142 stored it: migration 0023 queues the visit, and it is put right.
+    await db.execute("UPDATE visit_states SET banked_min = 25 WHERE visit_id = $1", UUID(visit_id))
+    tenant = UUID(bank.tw.tenant_id)
+    assert (await verify_tenant(pool, tenant)).differing == [UUID(visit_id)]
+    await db.execute((MIGRATIONS_DIR / "0023_requeue_for_pay_rule_review.sql").read_text())
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", UUID(visit_id)) == 1
+    await reconciled(pool)
+    assert (await verify_tenant(pool, tenant)).differing == []
+    assert (await bank.bank(0))["balance_min"] == 5

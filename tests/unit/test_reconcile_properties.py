@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import get_args
 from uuid import UUID, uuid4
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -92,6 +93,65 @@ def test_the_order_of_arrival_does_not_matter(
     if first.banked_min:
         assert first.banked_min <= first.planned_min
         assert first.banked_min >= rules_.min_bankable_min
+
+
+extensions = st.lists(
+    st.builds(
+        rules.Amendment,
+        carer_id=carers,
+        decided_at=st.integers(0, 60).map(lambda m: START + timedelta(days=1, minutes=m)),
+        extension_min=st.integers(1, 60),
+    ),
+    max_size=2,
+)
+
+
+# Each carer's stay: a check-in, and a check-out that usually records the key outcome.
+stays = st.lists(
+    st.tuples(carers, st.integers(-30, 60), st.integers(1, 120), st.sampled_from(["met", "met", "not_met"])),
+    min_size=1,
+    max_size=3,
+).map(
+    lambda spans: [
+        event
+        for carer, start, length, status in spans
+        for event in (
+            rules.Event(carer, "check_in", START + timedelta(minutes=start)),
+            rules.Event(carer, "check_out", START + timedelta(minutes=start + length), outcomes=(("wash", status),)),
+        )
+    ]
+)
+
+
+@given(plans, stays, extensions, pay_rules, st.integers(0, 3 * 24 * 60))
+def test_meeting_the_outcomes_never_pays_less_than_time_and_task(
+    plan: rules.Plan, evs: list[rules.Event], granted: list[rules.Amendment], rules_: PayRules, minutes: int
+) -> None:
+    """Decision 141: on an outcome-based contract each place pays at least what the same visit pays under
+    time and task (an approved extension, an uncapped overrun), and at least planned when it banks."""
+    now = START + timedelta(minutes=minutes)
+    outcome_based = msgspec.structs.replace(plan, model="outcome_based", key_outcomes=frozenset({"wash"}))
+    time_and_task = msgspec.structs.replace(outcome_based, model="time_and_task")
+    ob = rules.reconcile(outcome_based, evs, granted, rules_, now)
+    tt = rules.reconcile(time_and_task, evs, granted, rules_, now)
+    assert all(o >= t for o, t in zip(ob.place_payables, tt.place_payables, strict=True))
+    if ob.banked_min:
+        assert all(p >= ob.planned_min for p in ob.place_payables)
+
+
+def test_a_met_visit_keeps_its_approved_extension() -> None:
+    """Found in review: a met outcome-based visit that ran 20 minutes over with those 20 minutes approved
+    paid planned (30), while the same visit with the outcome not met paid 50."""
+    carer = UUID(int=1)
+    plan = rules.Plan(START, 30, model="outcome_based", key_outcomes=frozenset({"wash"}))
+    extension = rules.Amendment(carer, START + timedelta(days=1), extension_min=20)
+    now = START + timedelta(days=2)
+    for status in ("met", "not_met"):
+        came = [
+            rules.Event(carer, "check_in", START),
+            rules.Event(carer, "check_out", START + timedelta(minutes=50), outcomes=(("wash", status),)),
+        ]
+        assert rules.reconcile(plan, came, [extension], PayRules(), now).place_payables == (50,)
 
 
 def test_overlaps_are_one_carer_in_two_visits_at_once() -> None:
