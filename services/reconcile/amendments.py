@@ -38,14 +38,16 @@ def approves_itself(
     banked_after: int,
     auto_approve_min: int,
     unplanned: bool,
+    awaiting_approval: bool,
     extension: bool,
     move: bool,
     final: bool,
 ) -> bool:
     """Auto-approved when pay falls or moves by at most `auto_approve_min` and banked time does not
     fall; never for unplanned visits, extensions or moves between visits, and never before the visit
-    is final (before, both sides may be 0 while the amendment would raise pay later)."""
-    if unplanned or extension or move or not final:
+    is final or while it awaits a commissioner's approval (both sides may then be 0 while the amendment
+    would raise pay later: decision 145)."""
+    if unplanned or awaiting_approval or extension or move or not final:
         return False
     change = payable_after - payable_before
     return (change < 0 or abs(change) <= auto_approve_min) and banked_after >= banked_before

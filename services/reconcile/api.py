@@ -90,6 +90,8 @@ class AmendmentController(Controller):
                 banked_after=banked_after,
                 auto_approve_min=contract.pay_rules.auto_approve_min,
                 unplanned=visit.origin == "unplanned",  # "never for unplanned visits", approved ones too
+                # A requested visit pays 0 until approved: 0 → 0 says nothing of what approval will pay.
+                awaiting_approval=visit.approval != "approved",
                 extension=data.extension_min is not None,
                 move=move,
                 final=before[visit.id].status in ("completed", "missed", "cancelled")

@@ -272,6 +272,49 @@ async def test_an_extension_lifts_the_cap_once_approved(
     assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 45
 
 
+async def test_an_amendment_to_a_requested_visit_awaiting_approval_waits_for_a_commissioner(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 145): a provider's requested visit pays 0 until a commissioner approves it,
+    so any amendment left its pay at 0 → 0 and approved itself; approving the visit then paid the amended
+    times (10 delivered minutes became 60) without anyone having looked at the amendment."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(hours=5)
+    requested = await client.post(
+        "/v1/visits",
+        json={
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": start.isoformat(),
+            "planned_min": 60,
+        },
+        headers=tw.provider_headers[0],
+    )
+    assert requested.json()["approval"] == "pending", requested.text
+    visit_id = UUID(requested.json()["id"])
+    for body in (event("check_in", start), event("check_out", start + timedelta(minutes=10))):
+        posted = await client.post(
+            "/v1/visit-events", json={**body, "visit_id": str(visit_id)}, headers=tw.carer_headers[0]
+        )
+        assert posted.status_code == 201, posted.text
+    await reconciled(pool)
+    made = await propose(
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=(start + timedelta(minutes=60)).isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert made.status_code == 201, made.text
+    assert (made.json()["status"], made.json()["auto_approved"]) == ("pending", False)
+    approved_visit = await client.post(f"/v1/visits/{visit_id}/approve", headers=tw.commissioner)
+    assert approved_visit.status_code == 200, approved_visit.text
+    assert approved_visit.json()["actual"]["payable_min"] == 10  # what was delivered, until the amendment is decided
+    decided = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+    assert (decided.json()["decided_payable_before"], decided.json()["decided_payable_after"]) == (10, 60)
+
+
 async def test_an_unplanned_visit_is_approved_by_sizing_it(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
