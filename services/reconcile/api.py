@@ -56,7 +56,7 @@ class AmendmentController(Controller):
         async with conn.transaction():
             visit = await _visit_in_reach(conn, caller, visit_id)
             unplanned = visit.origin == "unplanned" and visit.approval != "approved"
-            amendment_rules.check_amendment(data, unplanned=unplanned)
+            amendment_rules.check_amendment(data, unplanned=unplanned, now=now)
             if data.carer_id not in await catalog_store.carers_of_provider(
                 conn, tenant, visit.provider_id, [data.carer_id]
             ):

@@ -232,6 +232,51 @@ async def test_bad_amendments_are_422(
     assert await db.fetchval("SELECT count(*) FROM amendments") == 0
 
 
+async def test_an_amendment_cannot_say_a_carer_came_or_left_in_the_future(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 147): an amendment corrects what happened, yet times ahead of the clock
+    were taken, and once approved a visit planned for the day after tomorrow was `completed` and paid 30
+    minutes before anyone had come. Such times are refused as an event's are (`clock_ahead`)."""
+    tw = world.a
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    tomorrow = datetime.now(tz=UTC) + timedelta(days=1)
+    late = await propose(
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=tomorrow.isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert late.status_code == 422, late.text
+    assert (late.json()["code"], late.json()["errors"][0]["field"]) == ("clock_ahead", "check_out_at")
+    start = datetime.now(tz=UTC) + timedelta(days=2)
+    ahead = await extra_visit(client, tw, start)
+    early = await propose(
+        client,
+        tw.provider_headers[0],
+        ahead,
+        carer_id=tw.carers[0],
+        check_in_at=start.isoformat(),
+        check_out_at=(start + timedelta(minutes=30)).isoformat(),
+        reason_code="forgot_check_in",
+    )
+    assert early.status_code == 422, early.text
+    assert (early.json()["code"], early.json()["errors"][0]["field"]) == ("clock_ahead", "check_in_at")
+    assert await db.fetchval("SELECT count(*) FROM amendments") == 0
+    # a phone's few minutes of skew are allowed, as for events
+    now_ish = await propose(
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=(datetime.now(tz=UTC) + timedelta(minutes=2)).isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert now_ish.status_code == 201, now_ish.text
+
+
 async def test_reach(client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool) -> None:
     visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
     body = {
