@@ -445,6 +445,54 @@ async def test_a_wrong_visit_is_moved(client: Client, world: World, db: asyncpg.
     assert moved["actual"]["attendances"][0]["carer_id"] == world.a.carers[0]
 
 
+async def test_a_move_s_decision_records_what_both_visits_paid_before_and_after(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 148): a move's proposal records before = after (decision 31: "the
+    effect is recorded at the decision"), but the decision recorded only the visit the events left. The
+    trail read as a 30-minute cut, and the 30 minutes the other visit gained were written down nowhere."""
+    tw = world.a
+    wrong = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    right = await extra_visit(client, tw, at(yesterday(), "08:00"))
+    made = await propose(
+        client,
+        tw.provider_headers[0],
+        wrong,
+        carer_id=tw.carers[0],
+        move_to_visit_id=str(right),
+        reason_code="wrong_visit_selected",
+    )
+    assert made.json()["status"] == "pending", made.text
+    approved = (await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)).json()
+    assert (approved["decided_payable_before"], approved["decided_payable_after"]) == (30, 0)
+    assert (approved["decided_target_payable_before"], approved["decided_target_payable_after"]) == (0, 30)
+    assert (await get_visit(client, world, right))["actual"]["payable_min"] == 30
+    # a rejected move changes neither visit, and says so; an amendment that is no move has no target
+    back = await propose(
+        client,
+        tw.provider_headers[0],
+        right,
+        carer_id=tw.carers[0],
+        move_to_visit_id=str(wrong),
+        reason_code="wrong_visit_selected",
+    )
+    rejected = (await client.post(f"/v1/amendments/{back.json()['id']}/reject", headers=tw.commissioner)).json()
+    assert (rejected["decided_payable_before"], rejected["decided_payable_after"]) == (30, 30)
+    assert (rejected["decided_target_payable_before"], rejected["decided_target_payable_after"]) == (0, 0)
+    plain = await forgot_check_out(client, world, wrong, "08:30")
+    assert (plain.json()["decided_target_payable_before"], plain.json()["decided_target_payable_after"]) == (
+        None,
+        None,
+    )
+
+
 async def test_open_exceptions_and_acknowledgement(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
@@ -698,6 +746,7 @@ async def test_an_event_reconciled_while_a_move_further_along_its_chain_is_appro
             decided_by="c",
             decided_at=now,
             payable_before=0,
+            target_payable_before=0,
         )
         await reconcile_service.reconcile_visits(approver, tenant, [y, z], now)
         late_out = event("check_out", at(yesterday(), "09:30"), visit_id=str(x))
