@@ -76,6 +76,9 @@ class Amendment(msgspec.Struct, frozen=True):
     banked_after: int
     decided_payable_before: int | None
     decided_payable_after: int | None
+    # A move's other visit, the one the carer's events went to: its payable minutes at the decision.
+    decided_target_payable_before: int | None = None
+    decided_target_payable_after: int | None = None
 
 
 class VisitExceptions(msgspec.Struct, frozen=True):

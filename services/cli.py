@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from uuid import UUID
 
 from infra.db import MigrationError, connect, migrate_url
 from infra.embedded import EmbeddedServers, servers_for
@@ -57,8 +58,6 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _credentials_create(args: argparse.Namespace, settings: Settings) -> int:
-    from uuid import UUID
-
     from schemas.identity import CredentialCreate
     from services.identity.issue import issue_credential
     from services.identity.rules import Caller, SecretHasher, bind_credential
@@ -91,7 +90,6 @@ def _credentials_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from uuid import UUID
     from zoneinfo import ZoneInfo
 
     from infra import collector
@@ -99,19 +97,22 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from services.planning.rules import local_instant
     from services.reconcile.jobs import Verification, verify_tenant
 
+    # Exit 1 says a stored state differs: a range that can hold no visit is a mistake, not "all is well".
+    if args.date_from and args.date_to and args.date_to < args.date_from:
+        raise RuleError("empty_range", f"--from {args.date_from} comes after --to {args.date_to}", "date_from")
+
     async def run(url: str) -> Verification:
         pool = await create_pool(url, max_size=2)
         try:
             async with pool.acquire() as conn:
-                zone = await conn.fetchval("SELECT zone FROM tenants WHERE tenant_id = $1", UUID(args.tenant))
+                zone = await conn.fetchval("SELECT zone FROM tenants WHERE tenant_id = $1", args.tenant)
             if zone is None:
-                raise SystemExit(f"carebank: no tenant {args.tenant}")
+                raise RuleError("not_found", f"no tenant {args.tenant}", "tenant", 404)
 
-            def bound(text: str | None, extra_days: int) -> datetime | None:
-                day = date.fromisoformat(text) + timedelta(days=extra_days) if text else None
-                return local_instant(day, "00:00", ZoneInfo(zone)) if day else None
+            def bound(day: date | None, extra_days: int) -> datetime | None:
+                return local_instant(day + timedelta(days=extra_days), "00:00", ZoneInfo(zone)) if day else None
 
-            return await verify_tenant(pool, UUID(args.tenant), bound(args.date_from, 0), bound(args.date_to, 1))
+            return await verify_tenant(pool, args.tenant, bound(args.date_from, 0), bound(args.date_to, 1))
         finally:
             await pool.close()
 
@@ -242,6 +243,22 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _uuid(text: str) -> UUID:
+    """An id argument: a usage error (exit 2) when it does not parse, not a traceback."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an id: {text!r}") from None
+
+
+def _day(text: str) -> date:
+    """A date argument, YYYY-MM-DD: a usage error (exit 2) when it does not parse."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carebank", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = sub.add_parser(
         "reconcile", help="recompute a tenant's visits from scratch and compare with the stored state"
     )
-    reconcile.add_argument("--tenant", required=True)
-    reconcile.add_argument("--from", dest="date_from", help="first local date of planned start")
-    reconcile.add_argument("--to", dest="date_to", help="last local date of planned start")
+    reconcile.add_argument("--tenant", required=True, type=_uuid, help="the tenant's id")
+    reconcile.add_argument("--from", dest="date_from", type=_day, help="first local date of planned start")
+    reconcile.add_argument("--to", dest="date_to", type=_day, help="last local date of planned start")
     reconcile.set_defaults(func=_reconcile)
 
     check = sub.add_parser("check", help="verify every bank invariant over the whole database; exit 1 naming breaches")

@@ -56,7 +56,7 @@ class AmendmentController(Controller):
         async with conn.transaction():
             visit = await _visit_in_reach(conn, caller, visit_id)
             unplanned = visit.origin == "unplanned" and visit.approval != "approved"
-            amendment_rules.check_amendment(data, unplanned=unplanned)
+            amendment_rules.check_amendment(data, unplanned=unplanned, now=now)
             if data.carer_id not in await catalog_store.carers_of_provider(
                 conn, tenant, visit.provider_id, [data.carer_id]
             ):
@@ -90,6 +90,8 @@ class AmendmentController(Controller):
                 banked_after=banked_after,
                 auto_approve_min=contract.pay_rules.auto_approve_min,
                 unplanned=visit.origin == "unplanned",  # "never for unplanned visits", approved ones too
+                # A requested visit pays 0 until approved: 0 → 0 says nothing of what approval will pay.
+                awaiting_approval=visit.approval != "approved",
                 extension=data.extension_min is not None,
                 move=move,
                 final=before[visit.id].status in ("completed", "missed", "cancelled")
@@ -186,6 +188,9 @@ async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUI
             # this decision alone; the visits stay locked until it commits. A rejection changes nothing.
             await service.reconcile_visits(conn, tenant, _touched(amendment), now)
         payable_before, _ = await store.stored_payable(conn, tenant, amendment.visit_id)
+        target = amendment.move_to_visit_id
+        # A move changes the visit its events go to as well: both sides are kept (decision 148).
+        target_before = (await store.stored_payable(conn, tenant, target))[0] if target else None
         await store.decide_amendment(
             conn,
             tenant,
@@ -194,11 +199,13 @@ async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUI
             decided_by=caller.client_id,
             decided_at=now,
             payable_before=payable_before,
+            target_payable_before=target_before,
         )
         if status == "approved":
             await _apply(conn, tenant, amendment, now)
         payable_after, _ = await store.stored_payable(conn, tenant, amendment.visit_id)
-        await store.record_payable_after(conn, tenant, amendment.id, payable_after)
+        target_after = (await store.stored_payable(conn, tenant, target))[0] if target else None
+        await store.record_payable_after(conn, tenant, amendment.id, payable_after, target_after)
     return found_or_404(await store.get_amendment(conn, tenant, amendment.id), "amendment")
 
 

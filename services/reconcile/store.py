@@ -373,7 +373,8 @@ async def save_states(
 
 _AMENDMENT_COLUMNS = """id, visit_id, carer_id, reason_code, note, check_in_at, check_out_at, extension_min,
     planned_min, move_to_visit_id, status, auto_approved, proposed_by, proposed_at, decided_by, decided_at,
-    payable_before, payable_after, banked_before, banked_after, decided_payable_before, decided_payable_after"""
+    payable_before, payable_after, banked_before, banked_after, decided_payable_before, decided_payable_after,
+    decided_target_payable_before, decided_target_payable_after"""
 
 
 def _amendment_out(row: asyncpg.Record) -> Amendment:
@@ -414,9 +415,11 @@ async def decide_amendment(
     decided_by: str,
     decided_at: datetime,
     payable_before: int,
+    target_payable_before: int | None,
 ) -> None:
     await conn.execute(
-        """UPDATE amendments SET status = $3, decided_by = $4, decided_at = $5, decided_payable_before = $6
+        """UPDATE amendments SET status = $3, decided_by = $4, decided_at = $5, decided_payable_before = $6,
+                  decided_target_payable_before = $7
            WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         amendment_id,
@@ -424,15 +427,20 @@ async def decide_amendment(
         decided_by,
         decided_at,
         payable_before,
+        target_payable_before,
     )
 
 
-async def record_payable_after(conn: asyncpg.Connection, tenant_id: UUID, amendment_id: UUID, payable: int) -> None:
+async def record_payable_after(
+    conn: asyncpg.Connection, tenant_id: UUID, amendment_id: UUID, payable: int, target_payable: int | None
+) -> None:
     await conn.execute(
-        "UPDATE amendments SET decided_payable_after = $3 WHERE tenant_id = $1 AND id = $2",
+        """UPDATE amendments SET decided_payable_after = $3, decided_target_payable_after = $4
+           WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         amendment_id,
         payable,
+        target_payable,
     )
 
 

@@ -232,6 +232,51 @@ async def test_bad_amendments_are_422(
     assert await db.fetchval("SELECT count(*) FROM amendments") == 0
 
 
+async def test_an_amendment_cannot_say_a_carer_came_or_left_in_the_future(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 147): an amendment corrects what happened, yet times ahead of the clock
+    were taken, and once approved a visit planned for the day after tomorrow was `completed` and paid 30
+    minutes before anyone had come. Such times are refused as an event's are (`clock_ahead`)."""
+    tw = world.a
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    tomorrow = datetime.now(tz=UTC) + timedelta(days=1)
+    late = await propose(
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=tomorrow.isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert late.status_code == 422, late.text
+    assert (late.json()["code"], late.json()["errors"][0]["field"]) == ("clock_ahead", "check_out_at")
+    start = datetime.now(tz=UTC) + timedelta(days=2)
+    ahead = await extra_visit(client, tw, start)
+    early = await propose(
+        client,
+        tw.provider_headers[0],
+        ahead,
+        carer_id=tw.carers[0],
+        check_in_at=start.isoformat(),
+        check_out_at=(start + timedelta(minutes=30)).isoformat(),
+        reason_code="forgot_check_in",
+    )
+    assert early.status_code == 422, early.text
+    assert (early.json()["code"], early.json()["errors"][0]["field"]) == ("clock_ahead", "check_in_at")
+    assert await db.fetchval("SELECT count(*) FROM amendments") == 0
+    # a phone's few minutes of skew are allowed, as for events
+    now_ish = await propose(
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=(datetime.now(tz=UTC) + timedelta(minutes=2)).isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert now_ish.status_code == 201, now_ish.text
+
+
 async def test_reach(client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool) -> None:
     visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
     body = {
@@ -270,6 +315,49 @@ async def test_an_extension_lifts_the_cap_once_approved(
     assert made.json()["payable_after"] == 45
     await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
     assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 45
+
+
+async def test_an_amendment_to_a_requested_visit_awaiting_approval_waits_for_a_commissioner(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 145): a provider's requested visit pays 0 until a commissioner approves it,
+    so any amendment left its pay at 0 → 0 and approved itself; approving the visit then paid the amended
+    times (10 delivered minutes became 60) without anyone having looked at the amendment."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(hours=5)
+    requested = await client.post(
+        "/v1/visits",
+        json={
+            "person_id": tw.person_id,
+            "contract_id": tw.contracts[0],
+            "planned_start": start.isoformat(),
+            "planned_min": 60,
+        },
+        headers=tw.provider_headers[0],
+    )
+    assert requested.json()["approval"] == "pending", requested.text
+    visit_id = UUID(requested.json()["id"])
+    for body in (event("check_in", start), event("check_out", start + timedelta(minutes=10))):
+        posted = await client.post(
+            "/v1/visit-events", json={**body, "visit_id": str(visit_id)}, headers=tw.carer_headers[0]
+        )
+        assert posted.status_code == 201, posted.text
+    await reconciled(pool)
+    made = await propose(
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=(start + timedelta(minutes=60)).isoformat(),
+        reason_code="forgot_check_out",
+    )
+    assert made.status_code == 201, made.text
+    assert (made.json()["status"], made.json()["auto_approved"]) == ("pending", False)
+    approved_visit = await client.post(f"/v1/visits/{visit_id}/approve", headers=tw.commissioner)
+    assert approved_visit.status_code == 200, approved_visit.text
+    assert approved_visit.json()["actual"]["payable_min"] == 10  # what was delivered, until the amendment is decided
+    decided = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
+    assert (decided.json()["decided_payable_before"], decided.json()["decided_payable_after"]) == (10, 60)
 
 
 async def test_an_unplanned_visit_is_approved_by_sizing_it(
@@ -355,6 +443,54 @@ async def test_a_wrong_visit_is_moved(client: Client, world: World, db: asyncpg.
     assert (await get_visit(client, world, wrong))["actual"] is None
     moved = await get_visit(client, world, right)
     assert moved["actual"]["attendances"][0]["carer_id"] == world.a.carers[0]
+
+
+async def test_a_move_s_decision_records_what_both_visits_paid_before_and_after(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 148): a move's proposal records before = after (decision 31: "the
+    effect is recorded at the decision"), but the decision recorded only the visit the events left. The
+    trail read as a 30-minute cut, and the 30 minutes the other visit gained were written down nowhere."""
+    tw = world.a
+    wrong = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    right = await extra_visit(client, tw, at(yesterday(), "08:00"))
+    made = await propose(
+        client,
+        tw.provider_headers[0],
+        wrong,
+        carer_id=tw.carers[0],
+        move_to_visit_id=str(right),
+        reason_code="wrong_visit_selected",
+    )
+    assert made.json()["status"] == "pending", made.text
+    approved = (await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)).json()
+    assert (approved["decided_payable_before"], approved["decided_payable_after"]) == (30, 0)
+    assert (approved["decided_target_payable_before"], approved["decided_target_payable_after"]) == (0, 30)
+    assert (await get_visit(client, world, right))["actual"]["payable_min"] == 30
+    # a rejected move changes neither visit, and says so; an amendment that is no move has no target
+    back = await propose(
+        client,
+        tw.provider_headers[0],
+        right,
+        carer_id=tw.carers[0],
+        move_to_visit_id=str(wrong),
+        reason_code="wrong_visit_selected",
+    )
+    rejected = (await client.post(f"/v1/amendments/{back.json()['id']}/reject", headers=tw.commissioner)).json()
+    assert (rejected["decided_payable_before"], rejected["decided_payable_after"]) == (30, 30)
+    assert (rejected["decided_target_payable_before"], rejected["decided_target_payable_after"]) == (0, 0)
+    plain = await forgot_check_out(client, world, wrong, "08:30")
+    assert (plain.json()["decided_target_payable_before"], plain.json()["decided_target_payable_after"]) == (
+        None,
+        None,
+    )
 
 
 async def test_open_exceptions_and_acknowledgement(
@@ -610,6 +746,7 @@ async def test_an_event_reconciled_while_a_move_further_along_its_chain_is_appro
             decided_by="c",
             decided_at=now,
             payable_before=0,
+            target_payable_before=0,
         )
         await reconcile_service.reconcile_visits(approver, tenant, [y, z], now)
         late_out = event("check_out", at(yesterday(), "09:30"), visit_id=str(x))

@@ -201,6 +201,38 @@ async def test_recomputing_from_scratch_gives_what_is_stored(
     assert json.loads(result.stdout)["differing"] == len(tampered)
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--tenant", "00000000-0000-4000-8000-000000000000"], "no tenant"),
+        (["--tenant", "not-a-tenant"], "--tenant"),
+        (["--from", "2026-13-01"], "--from"),
+        (["--to", "yesterday"], "--to"),
+        (["--from", "2026-05-10", "--to", "2026-05-01"], "--from"),
+    ],
+)
+async def test_carebank_reconcile_refuses_what_it_cannot_check_with_exit_2(
+    world: World, database_url: str, tmp_path: Path, args: list[str], says: str
+) -> None:
+    """A review finding (decision 146): exit 1 means "a stored state differs", yet an unknown tenant, a
+    tenant id or date that does not parse (a traceback) exited 1 too, and a range whose end comes before
+    its start checked nothing and exited 0, "all is well". Each is now a usage error: a message, exit 2."""
+    if args[0] != "--tenant":
+        args = ["--tenant", world.a.tenant_id, *args]
+    env = {"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", "CAREBANK_DATA_DIR": str(tmp_path)}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "reconcile", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def test_a_visit_whose_change_is_still_on_its_way_is_pending_not_differing(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
