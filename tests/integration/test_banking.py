@@ -745,14 +745,24 @@ async def test_reconciling_the_same_visits_again_posts_nothing_more(
     assert (await postings(bank), {**await bank.bank(0), "as_of": None}) == before
 
 
+async def put_right_by_0023(db: asyncpg.Connection, pool: asyncpg.Pool, tenant: UUID, visit_id: UUID) -> None:
+    """A visit stored as the rules before decisions 141-142 had it differs from a recomputation until
+    migration 0023 queues it and the drainers reconcile it."""
+    from infra.db import MIGRATIONS_DIR
+    from services.reconcile.jobs import verify_tenant
+
+    assert (await verify_tenant(pool, tenant)).differing == [visit_id]
+    await db.execute((MIGRATIONS_DIR / "0023_requeue_for_pay_rule_review.sql").read_text())
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
+    await reconciled(pool)
+    assert (await verify_tenant(pool, tenant)).differing == []
+
+
 async def test_a_met_visit_keeps_its_approved_extension(
     client: Client, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
     """Decision 141: a met outcome-based visit pays planned at least. The carer stayed 60 minutes of a
     planned 45 and a commissioner authorised the extra 15; the rules paid 45 (the outcome not met, 60)."""
-    from infra.db import MIGRATIONS_DIR
-    from services.reconcile.jobs import verify_tenant
-
     bank = await make_bank(client, db)
     visit_id = await bank.visit_on(0, bank.monday)
     await bank.attend(visit_id, local(bank.monday, "08:00"), 60)
@@ -775,12 +785,7 @@ async def test_a_met_visit_keeps_its_approved_extension(
            WHERE visit_id = $1""",
         UUID(visit_id),
     )
-    tenant = UUID(bank.tw.tenant_id)
-    assert (await verify_tenant(pool, tenant)).differing == [UUID(visit_id)]
-    await db.execute((MIGRATIONS_DIR / "0023_requeue_for_pay_rule_review.sql").read_text())
-    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", UUID(visit_id)) == 1
-    await reconciled(pool)
-    assert (await verify_tenant(pool, tenant)).differing == []
+    await put_right_by_0023(db, pool, UUID(bank.tw.tenant_id), UUID(visit_id))
     assert (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()["actual"]["payable_min"] == 60
 
 
@@ -789,9 +794,6 @@ async def test_an_extra_carer_s_time_is_delivered_time(
 ) -> None:
     """Decision 142: the counted carer met the outcome in 20 minutes of 45, and an extra carer stayed
     until 08:40. The person had 40 minutes of care, so 5 are banked, not 25."""
-    from infra.db import MIGRATIONS_DIR
-    from services.reconcile.jobs import verify_tenant
-
     bank = await make_bank(client, db)
     monday = bank.monday
     visit_id = await bank.visit_on(0, monday)
@@ -815,10 +817,5 @@ async def test_an_extra_carer_s_time_is_delivered_time(
     assert (await bank.bank(0))["balance_min"] == 5
     # As the rules before decision 142 stored it: migration 0023 queues the visit, and it is put right.
     await db.execute("UPDATE visit_states SET banked_min = 25 WHERE visit_id = $1", UUID(visit_id))
-    tenant = UUID(bank.tw.tenant_id)
-    assert (await verify_tenant(pool, tenant)).differing == [UUID(visit_id)]
-    await db.execute((MIGRATIONS_DIR / "0023_requeue_for_pay_rule_review.sql").read_text())
-    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", UUID(visit_id)) == 1
-    await reconciled(pool)
-    assert (await verify_tenant(pool, tenant)).differing == []
+    await put_right_by_0023(db, pool, UUID(bank.tw.tenant_id), UUID(visit_id))
     assert (await bank.bank(0))["balance_min"] == 5
