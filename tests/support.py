@@ -175,8 +175,16 @@ async def approved_move(client: Client, tw: TenantWorld, wrong: UUID, right: UUI
         headers=tw.provider_headers[0],
     )
     assert made.status_code == 201, made.text
-    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
-    assert approved.status_code == 200, approved.text
+    await decide(client, tw.commissioner, made)
+
+
+async def decide(client: Client, headers: dict[str, str], made: Any, verb: str = "approve") -> dict[str, Any]:
+    """Approve (or `verb="reject"`) the amendment a proposal's response names, as `headers`; the decision
+    must succeed. Returns the decided amendment."""
+    response = await client.post(f"/v1/amendments/{made.json()['id']}/{verb}", headers=headers)
+    assert response.status_code == 200, response.text
+    decided: dict[str, Any] = response.json()
+    return decided
 
 
 async def plan_week(client: Client, world: World, monday: date, weeks: int = 1) -> dict[str, str]:

@@ -24,6 +24,7 @@ from tests.support import (
     build_world,
     create,
     credential_headers,
+    decide,
     extra_visit,
     reconciled,
 )
@@ -115,9 +116,8 @@ async def test_a_decision_s_payable_before_includes_what_was_still_queued(
         await reconcile_store.hold_back(
             db, UUID(world.a.tenant_id), visit_id, datetime.now(tz=UTC) + timedelta(hours=1)
         )
-    approved = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
-    assert approved.status_code == 200, approved.text
-    assert (approved.json()["decided_payable_before"], approved.json()["decided_payable_after"]) == (20, 30)
+    approved = await decide(client, world.a.commissioner, made)
+    assert (approved["decided_payable_before"], approved["decided_payable_after"]) == (20, 30)
 
 
 async def test_an_amendment_can_be_rejected_on_a_visit_that_cannot_be_reconciled(
@@ -130,9 +130,8 @@ async def test_an_amendment_can_be_rejected_on_a_visit_that_cannot_be_reconciled
     await db.execute(
         """UPDATE contracts SET pay_rules = '{"grace_min": "x"}' WHERE id = $1""", UUID(world.a.contracts[0])
     )
-    rejected = await client.post(f"/v1/amendments/{made.json()['id']}/reject", headers=world.a.commissioner)
-    assert rejected.status_code == 200, rejected.text
-    assert (rejected.json()["decided_payable_before"], rejected.json()["decided_payable_after"]) == (0, 0)
+    rejected = await decide(client, world.a.commissioner, made, "reject")
+    assert (rejected["decided_payable_before"], rejected["decided_payable_after"]) == (0, 0)
 
 
 async def test_decisions_of_the_same_microsecond_apply_in_id_order(
@@ -143,8 +142,7 @@ async def test_decisions_of_the_same_microsecond_apply_in_id_order(
     visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
     made = [await forgot_check_out(client, world, visit_id, hhmm) for hhmm in ("08:20", "08:30")]
     for response in made:
-        approved = await client.post(f"/v1/amendments/{response.json()['id']}/approve", headers=world.a.commissioner)
-        assert approved.status_code == 200, approved.text
+        await decide(client, world.a.commissioner, response)
     ids = sorted(UUID(response.json()["id"]) for response in made)
     winner = 20 if ids[-1] == UUID(made[0].json()["id"]) else 30
     instant = datetime.now(tz=UTC)
@@ -313,7 +311,7 @@ async def test_an_extension_lifts_the_cap_once_approved(
     )
     assert made.json()["status"] == "pending"
     assert made.json()["payable_after"] == 45
-    await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    await decide(client, world.a.commissioner, made)
     assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 45
 
 
@@ -356,8 +354,8 @@ async def test_an_amendment_to_a_requested_visit_awaiting_approval_waits_for_a_c
     approved_visit = await client.post(f"/v1/visits/{visit_id}/approve", headers=tw.commissioner)
     assert approved_visit.status_code == 200, approved_visit.text
     assert approved_visit.json()["actual"]["payable_min"] == 10  # what was delivered, until the amendment is decided
-    decided = await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)
-    assert (decided.json()["decided_payable_before"], decided.json()["decided_payable_after"]) == (10, 60)
+    decided = await decide(client, tw.commissioner, made)
+    assert (decided["decided_payable_before"], decided["decided_payable_after"]) == (10, 60)
 
 
 async def test_an_unplanned_visit_is_approved_by_sizing_it(
@@ -395,7 +393,7 @@ async def test_an_unplanned_visit_is_approved_by_sizing_it(
         reason_code="schedule_error",
     )
     assert made.json()["status"] == "pending"  # never automatic for unplanned visits
-    await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    await decide(client, world.a.commissioner, made)
     approved = await get_visit(client, world, visit_id)
     assert approved["approval"] == "approved"
     assert approved["planned_min"] == 45
@@ -439,7 +437,7 @@ async def test_a_wrong_visit_is_moved(client: Client, world: World, db: asyncpg.
         reason_code="wrong_visit_selected",
     )
     assert made.json()["status"] == "pending"
-    await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=world.a.commissioner)
+    await decide(client, world.a.commissioner, made)
     assert (await get_visit(client, world, wrong))["actual"] is None
     moved = await get_visit(client, world, right)
     assert moved["actual"]["attendances"][0]["carer_id"] == world.a.carers[0]
@@ -470,7 +468,7 @@ async def test_a_move_s_decision_records_what_both_visits_paid_before_and_after(
         reason_code="wrong_visit_selected",
     )
     assert made.json()["status"] == "pending", made.text
-    approved = (await client.post(f"/v1/amendments/{made.json()['id']}/approve", headers=tw.commissioner)).json()
+    approved = await decide(client, tw.commissioner, made)
     assert (approved["decided_payable_before"], approved["decided_payable_after"]) == (30, 0)
     assert (approved["decided_target_payable_before"], approved["decided_target_payable_after"]) == (0, 30)
     assert (await get_visit(client, world, right))["actual"]["payable_min"] == 30
@@ -483,7 +481,7 @@ async def test_a_move_s_decision_records_what_both_visits_paid_before_and_after(
         move_to_visit_id=str(wrong),
         reason_code="wrong_visit_selected",
     )
-    rejected = (await client.post(f"/v1/amendments/{back.json()['id']}/reject", headers=tw.commissioner)).json()
+    rejected = await decide(client, tw.commissioner, back, "reject")
     assert (rejected["decided_payable_before"], rejected["decided_payable_after"]) == (30, 30)
     assert (rejected["decided_target_payable_before"], rejected["decided_target_payable_after"]) == (0, 0)
     plain = await forgot_check_out(client, world, wrong, "08:30")
@@ -618,9 +616,7 @@ async def test_a_time_fixed_on_the_wrong_visit_goes_with_the_move_to_the_right_o
     z = await extra_visit(client, tw, at(yesterday(), "09:00"))
     y = await visited(client, world, db, pool, event("check_in", at(yesterday(), "09:00")))
     fixed = await forgot_check_out(client, world, y, "09:30")
-    assert (
-        await client.post(f"/v1/amendments/{fixed.json()['id']}/approve", headers=tw.commissioner)
-    ).status_code == 200
+    await decide(client, tw.commissioner, fixed)
     await approved_move(client, tw, y, z)
     moved_from, moved_to = await get_visit(client, world, y), await get_visit(client, world, z)
     assert moved_from["actual"] is None

@@ -27,6 +27,7 @@ from tests.support import (
     build_world,
     create,
     credential_headers,
+    decide,
     reconciled,
     settled_monday,
 )
@@ -386,8 +387,7 @@ async def amend_check_out(client: Client, bank: Bank, visit_id: str, check_out: 
     )
     assert proposed.status_code == 201, proposed.text
     if proposed.json()["status"] == "pending":
-        decided = await client.post(f"/v1/amendments/{proposed.json()['id']}/approve", headers=bank.commissioner)
-        assert decided.status_code == 200, decided.text
+        await decide(client, bank.commissioner, proposed)
 
 
 async def banked_then_spent(
@@ -773,9 +773,8 @@ async def test_a_met_visit_keeps_its_approved_extension(
     )
     assert proposed.status_code == 201, proposed.text
     await reconciled(pool)
-    approved = await client.post(f"/v1/amendments/{proposed.json()['id']}/approve", headers=bank.commissioner)
-    assert approved.status_code == 200, approved.text
-    assert (approved.json()["payable_before"], approved.json()["payable_after"]) == (45, 60)
+    approved = await decide(client, bank.commissioner, proposed)
+    assert (approved["payable_before"], approved["payable_after"]) == (45, 60)
     actual = (await client.get(f"/v1/visits/{visit_id}", headers=bank.commissioner)).json()["actual"]
     assert (actual["payable_min"], actual["banked_min"]) == (60, 0)
     # As the rules before decision 141 stored it: migration 0023 queues the visit, and it is put right.
