@@ -345,10 +345,7 @@ def reconcile(
                 for a in counted_attendances
             ]
             attendances = counted_attendances + [a for a in attendances if not a.counted]
-            # "The time at least one carer was present": an extra carer's time too (decision 142).
-            delivered = _delivered_minutes(
-                [a for a in attendances if a.paired and "outside_window" not in a.exceptions]
-            )
+            delivered = _delivered_minutes(attendances)
             banked = max(0, planned_min - delivered)
             if banked < rules.min_bankable_min:
                 banked = 0
@@ -372,9 +369,14 @@ def _unmet_key_outcomes(key_outcomes: frozenset[str], counted: Sequence[_Presenc
 
 
 def _delivered_minutes(attendances: Sequence[Attendance]) -> int:
-    """Time at least one carer was present (the union of the paired attendances' intervals), to the nearest
-    minute, ties up."""
-    intervals = sorted((a.check_in, a.check_out) for a in attendances if a.paired and a.check_in and a.check_out)
+    """Time at least one carer was present, to the nearest minute, ties up: the union of every paired
+    attendance, an extra carer's too (decision 142), but those outside the window, whose times are not
+    trusted until amended."""
+    intervals = sorted(
+        (a.check_in, a.check_out)
+        for a in attendances
+        if a.check_in and a.check_out and a.paired and "outside_window" not in a.exceptions
+    )
     total = timedelta()
     current: tuple[datetime, datetime] | None = None
     for start, end in intervals:
