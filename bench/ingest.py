@@ -841,10 +841,10 @@ async def settle(database_url: str, limit_s: float) -> str:
         if await conn.fetchval("SELECT to_regclass('reconcile_queue')") is None:
             return "reconcile queue: none in this schema"
         started = time.perf_counter()
-        waiting = first = int(await conn.fetchval("SELECT count(*) FROM reconcile_queue"))
+        waiting = first = int(await conn.fetchval("SELECT count(DISTINCT visit_id) FROM reconcile_queue"))
         while waiting and time.perf_counter() - started < limit_s:
             await asyncio.sleep(0.5)
-            waiting = int(await conn.fetchval("SELECT count(*) FROM reconcile_queue"))
+            waiting = int(await conn.fetchval("SELECT count(DISTINCT visit_id) FROM reconcile_queue"))
     finally:
         await conn.close()
     took = time.perf_counter() - started

@@ -13,6 +13,7 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from infra.db import MIGRATIONS_DIR
 from services.identity.issue import issue_credential
 from services.identity.rules import Binding, SecretHasher
 from services.reconcile.jobs import drain_queue
@@ -144,6 +145,14 @@ async def build_world(client: Client, db: asyncpg.Connection) -> World:
 
 async def count(db: asyncpg.Connection, table: str) -> int:
     return int(await db.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608 - test tables only
+
+
+async def requeue_by(db: asyncpg.Connection, migration: str) -> None:
+    """Run a migration that queues visits for reconciliation again, as on a database of today's schema.
+    Those written before the queue became a log of rows (0025) name its old key to skip visits already
+    queued; a visit queued twice is now simply reconciled once more, so that clause is left out."""
+    sql = (MIGRATIONS_DIR / migration).read_text()
+    await db.execute(sql.replace("ON CONFLICT (tenant_id, visit_id) DO NOTHING", ""))
 
 
 async def reconciled(pool: asyncpg.Pool) -> None:

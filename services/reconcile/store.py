@@ -14,27 +14,34 @@ from services.reconcile.rules import Move, Moves, moved_to
 
 
 async def enqueue(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
-    """Mark visits for recomputation, in the caller's transaction. A visit already queued has its row
-    updated, not skipped: the row stays locked until the caller commits, so a drainer (which skips
-    locked rows) cannot take it and reconcile before the change it was queued for is visible."""
+    """Mark visits for recomputation, in the caller's transaction: a new row each, never a write to a row
+    already there (decision 154). A drainer cannot take the new row before the caller commits (it is not
+    visible until then), and the caller never waits for a drainer's batch that holds an older row of the
+    same visit: that batch deletes only the rows it took, so the new one stays for the next."""
     if visit_ids:
         await conn.execute(
-            """INSERT INTO reconcile_queue (tenant_id, visit_id) SELECT $1, unnest($2::uuid[])
-               ON CONFLICT (tenant_id, visit_id) DO UPDATE SET queued_at = excluded.queued_at""",
+            "INSERT INTO reconcile_queue (tenant_id, visit_id) SELECT $1, unnest($2::uuid[])",
             tenant_id,
             sorted(set(visit_ids)),
         )
 
 
 async def take_queued(conn: asyncpg.Connection, limit: int) -> list[tuple[UUID, UUID]]:
-    """Claim up to `limit` queued visits (skipping those another process holds, and those held back after
-    a failure until their time comes); call in a transaction."""
+    """Claim the first `limit` due queue rows and every other due row of their visits, so that a visit
+    queued several times is reconciled once for all of them (skipping rows another process holds, and
+    those held back after a failure until their time comes); call in a transaction. Returns a pair per
+    row taken: a visit may come back more than once."""
     rows = await conn.fetch(
-        """DELETE FROM reconcile_queue q USING (
+        """WITH picked AS (
                SELECT tenant_id, visit_id FROM reconcile_queue WHERE queued_at <= clock_timestamp()
-               ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
-           ) picked
-           WHERE q.tenant_id = picked.tenant_id AND q.visit_id = picked.visit_id
+               ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+           taken AS (
+               SELECT q.tenant_id, q.visit_id, q.id FROM reconcile_queue q
+               WHERE (q.tenant_id, q.visit_id) IN (SELECT tenant_id, visit_id FROM picked)
+                 AND q.queued_at <= clock_timestamp()
+               FOR UPDATE SKIP LOCKED)
+           DELETE FROM reconcile_queue q USING taken
+           WHERE q.tenant_id = taken.tenant_id AND q.visit_id = taken.visit_id AND q.id = taken.id
            RETURNING q.tenant_id, q.visit_id""",
         limit,
     )
@@ -79,8 +86,11 @@ async def hold_back(conn: asyncpg.Connection, tenant_id: UUID, visit_id: UUID, u
     """Keep a visit whose reconciliation failed queued, but out of the way until `until`: queued again
     (an event or amendment since, or a due clock check) and tried then."""
     await conn.execute(
-        """INSERT INTO reconcile_queue (tenant_id, visit_id, queued_at) VALUES ($1, $2, $3)
-           ON CONFLICT (tenant_id, visit_id) DO UPDATE SET queued_at = excluded.queued_at""",
+        """WITH held AS (
+               UPDATE reconcile_queue SET queued_at = greatest(queued_at, $3)
+               WHERE tenant_id = $1 AND visit_id = $2 RETURNING 1)
+           INSERT INTO reconcile_queue (tenant_id, visit_id, queued_at)
+           SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM held)""",
         tenant_id,
         visit_id,
         until,

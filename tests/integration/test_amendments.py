@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from infra.db import MIGRATIONS_DIR, connect
+from infra.db import connect
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
@@ -27,6 +27,7 @@ from tests.support import (
     decide,
     extra_visit,
     reconciled,
+    requeue_by,
 )
 
 
@@ -603,7 +604,7 @@ async def test_a_chain_of_moves_takes_the_carer_s_events_to_its_end(
     assert (shown[z]["status"], shown[z]["exceptions"], shown[z]["actual"]["payable_min"]) == ("completed", [], 30)
     assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
     # stored by the one-step rule before, these visits are reconciled again after the upgrade
-    await db.execute((MIGRATIONS_DIR / "0021_requeue_for_rule_fixes.sql").read_text())
+    await requeue_by(db, "0021_requeue_for_rule_fixes.sql")
     assert {row["visit_id"] for row in await db.fetch("SELECT visit_id FROM reconcile_queue")} == {x, y, z}
 
 

@@ -29,6 +29,7 @@ from tests.support import (
     credential_headers,
     decide,
     reconciled,
+    requeue_by,
     settled_monday,
 )
 
@@ -748,11 +749,10 @@ async def test_reconciling_the_same_visits_again_posts_nothing_more(
 async def put_right_by_0023(db: asyncpg.Connection, pool: asyncpg.Pool, tenant: UUID, visit_id: UUID) -> None:
     """A visit stored as the rules before decisions 141-142 had it differs from a recomputation until
     migration 0023 queues it and the drainers reconcile it."""
-    from infra.db import MIGRATIONS_DIR
     from services.reconcile.jobs import verify_tenant
 
     assert (await verify_tenant(pool, tenant)).differing == [visit_id]
-    await db.execute((MIGRATIONS_DIR / "0023_requeue_for_pay_rule_review.sql").read_text())
+    await requeue_by(db, "0023_requeue_for_pay_rule_review.sql")
     assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
     await reconciled(pool)
     assert (await verify_tenant(pool, tenant)).differing == []
