@@ -255,6 +255,39 @@ async def test_a_visit_whose_change_is_still_on_its_way_is_pending_not_differing
     assert (found.differing, found.pending) == ([visit_id], [])
 
 
+async def test_a_stored_next_check_later_than_the_state_needs_is_a_difference(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 151): `carebank reconcile` compared a visit's status, actual, exceptions
+    and minutes, not when the clock job must next look at it. A planned visit whose stored next check is
+    lost is never marked missed (nor alerted on), an open one never settled, and the check said all was
+    well. A check later than the state needs, or none, is now a difference; an earlier one is harmless."""
+    tenant = UUID(world.a.tenant_id)
+    ahead = await visit_at(db, world.a.person_id, datetime.now(tz=UTC) + timedelta(days=2))  # missed check ahead
+    an_hour_ago = datetime.now(tz=UTC) - timedelta(hours=1)
+    on_site = await extra_visit(client, world.a, an_hour_ago)  # checked in: the settle check ahead
+    body = event("check_in", an_hour_ago + timedelta(minutes=1), visit_id=str(on_site))
+    assert (await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    async with db.transaction():  # a generated visit is first reconciled at its start
+        await reconcile_service.reconcile_visits(db, tenant, [ahead], datetime.now(tz=UTC))
+    assert (await visit(client, world, on_site))["status"] == "in_progress"
+    found = await jobs.verify_tenant(pool, tenant)
+    assert (found.differing, found.pending) == ([], [])
+    both = sorted([ahead, on_site])
+    for wrong in (None, datetime.now(tz=UTC) + timedelta(days=30)):
+        await db.execute("UPDATE visit_states SET next_check_at = $2 WHERE visit_id = ANY($1)", both, wrong)
+        found = await jobs.verify_tenant(pool, tenant)
+        assert (sorted(found.differing), found.pending) == (both, [])
+    async with db.transaction():  # what the demo does with what the check found
+        await reconcile_service.reconcile_visits(db, tenant, both, datetime.now(tz=UTC))
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+    # Earlier than needed: the clock job looks, finds nothing changed, and stores the right time.
+    soon = datetime.now(tz=UTC) + timedelta(minutes=20)
+    await db.execute("UPDATE visit_states SET next_check_at = $2 WHERE visit_id = ANY($1)", both, soon)
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
 async def test_an_overlap_with_an_attendance_over_twelve_hours_long_is_found(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
