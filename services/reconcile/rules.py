@@ -59,7 +59,10 @@ class Plan(msgspec.Struct, frozen=True):
     funding: Literal["package", "bank"] = "package"
     model: Literal["time_and_task", "outcome_based"] = "time_and_task"
     key_outcomes: frozenset[str] = frozenset()
+    # Awaiting approval: an unplanned visit whose minutes no commissioner has approved yet.
     unplanned: bool = False
+    # Made for a carer's events that matched no planned visit (origin `unplanned`), approved or not.
+    made_for_events: bool = False
     # A provider's requested extra visit pays 0 until a commissioner approves it.
     approved: bool = True
     cancelled_by: str | None = None
@@ -230,9 +233,10 @@ def reconcile(
 
     awaiting_approval = plan.unplanned and planned_min <= 0
     if not events and not presences:
+        if plan.unplanned or plan.made_for_events:
+            return _void(planned_min, places)
         missed = now >= plan.planned_start + timedelta(minutes=rules.missed_after_min)
-        status: Status = "unplanned" if plan.unplanned else ("missed" if missed else "planned")
-        # An unplanned visit whose events all moved to another visit is nothing to approve or pay.
+        status: Status = "missed" if missed else "planned"
         return Actual(status, planned_min, (), (None,) * places, (0,) * places, 0, ())
 
     planned_end = plan.planned_start + timedelta(minutes=planned_min)
@@ -356,6 +360,15 @@ def reconcile(
     return Actual(
         status, planned_min, tuple(attendances), place_carers, place_payables, banked, _ordered(visit_exceptions)
     )
+
+
+def _void(planned_min: int, places: int) -> Actual:
+    """An unplanned visit left with no event and no amended time: its events were all moved to the visit
+    they belonged to (`wrong_visit_selected`), or re-matched there (decision 20). Nobody planned it and
+    nobody came, approved or not (decision 152): it is cancelled, paying 0 with no exception, so it is
+    final (not pending on invoices, not awaiting an approval), never `missed` (no missed-visit alert or
+    count) and takes no further events at ingest. A move back brings its events, and its state, back."""
+    return Actual("cancelled", planned_min, (), (None,) * places, (0,) * places, 0, ())
 
 
 def _unmet_key_outcomes(key_outcomes: frozenset[str], counted: Sequence[_Presence]) -> set[str]:

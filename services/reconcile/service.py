@@ -70,6 +70,7 @@ def _plan(row: asyncpg.Record) -> rules.Plan:
         model=row["model"],
         key_outcomes=frozenset(row["key_outcomes"]),
         unplanned=row["origin"] == "unplanned" and row["approval"] != "approved",
+        made_for_events=row["origin"] == "unplanned",
         approved=row["approval"] == "approved" or row["origin"] == "unplanned",
         cancelled_by=cancellation.get("by"),
         short_notice=bool(cancellation.get("short_notice")),

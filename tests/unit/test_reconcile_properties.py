@@ -228,6 +228,28 @@ def test_an_amendment_that_names_a_carer_but_no_time_is_not_an_attendance() -> N
     assert actual.exceptions == ("single_handed",)
 
 
+@given(pay_rules, st.integers(0, 120), st.booleans(), st.integers(-3 * 24 * 60, 30 * 24 * 60))
+def test_an_unplanned_visit_left_without_events_is_never_missed(
+    rules_: PayRules, planned: int, approved: bool, minutes_after_start: int
+) -> None:
+    """Decision 152: an unplanned visit whose events were all moved away (a move's amendment naming the
+    carer comes with it) is cancelled and pays 0 at any time, approved or not; the clock never comes back
+    for it, so it is never marked missed nor alerted on. A planned visit in the same place is missed."""
+    carer = UUID(int=7)
+    move = rules.Amendment(carer_id=carer, decided_at=START + timedelta(hours=1))
+    now = START + timedelta(minutes=minutes_after_start)
+    plan = rules.Plan(
+        planned_start=START, planned_min=planned if approved else 0, unplanned=not approved, made_for_events=True
+    )
+    actual = rules.reconcile(plan, [], [move], rules_, now)
+    assert (actual.status, actual.payable_min, actual.banked_min, actual.exceptions) == ("cancelled", 0, 0, ())
+    assert actual.attendances == ()
+    assert rules.next_check_at(plan, actual, rules_) is None
+    planned_visit = rules.Plan(planned_start=START, planned_min=max(planned, 1))
+    if now >= START + timedelta(minutes=rules_.missed_after_min):
+        assert rules.reconcile(planned_visit, [], [move], rules_, now).status == "missed"
+
+
 def test_moves_are_followed_in_the_order_they_were_decided() -> None:
     """`rules.moved_to`: a chain takes events to its end, moving back returns them, and a move decided
     before the one that brought events to a visit does not take them on."""
