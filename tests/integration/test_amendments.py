@@ -496,6 +496,15 @@ async def test_an_unplanned_visit_whose_events_all_move_to_the_right_visit_is_ca
     assert (await get_visit(client, world, wrong))["status"] == "cancelled"
     tenant = UUID(tw.tenant_id)
     assert (await jobs.verify_tenant(pool, tenant)).differing == []
+    # As the rules before decision 152 stored it: migration 0026 queues the visit, and it is put right.
+    before = "missed" if sized_first else "unplanned"
+    await db.execute("UPDATE visit_states SET status = $2, actual = NULL WHERE visit_id = $1", wrong, before)
+    assert (await jobs.verify_tenant(pool, tenant)).differing == [wrong]
+    await db.execute((MIGRATIONS_DIR / "0026_requeue_emptied_unplanned_visits.sql").read_text())
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", wrong) == 1
+    await reconciled(pool)
+    assert (await get_visit(client, world, wrong))["status"] == "cancelled"
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
 
 
 async def test_a_move_s_decision_records_what_both_visits_paid_before_and_after(
