@@ -500,7 +500,7 @@ async def test_an_unplanned_visit_whose_events_all_move_to_the_right_visit_is_ca
     before = "missed" if sized_first else "unplanned"
     await db.execute("UPDATE visit_states SET status = $2, actual = NULL WHERE visit_id = $1", wrong, before)
     assert (await jobs.verify_tenant(pool, tenant)).differing == [wrong]
-    await db.execute((MIGRATIONS_DIR / "0026_requeue_emptied_unplanned_visits.sql").read_text())
+    await db.execute((MIGRATIONS_DIR / "0026_requeue_for_reconcile_review.sql").read_text())
     assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", wrong) == 1
     await reconciled(pool)
     assert (await get_visit(client, world, wrong))["status"] == "cancelled"

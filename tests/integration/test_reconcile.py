@@ -168,6 +168,60 @@ async def test_a_cancellation_is_reconciled_with_its_answer(client: Client, worl
     assert cancelled.json()["actual"]["place_payables"] == [40]
 
 
+async def test_a_carer_s_attendance_on_a_cancelled_visit_is_shown_on_it_and_changes_no_pay(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 153): a cancellation is refused once the visit has an event, but an
+    event naming a visit already cancelled (a phone that was offline, a carer who went anyway) is accepted,
+    and the rules dropped it: the carer's attendance showed nowhere. The visit stays cancelled and pays as
+    its cancellation says; the attendance is shown on it, counted for no place (`extra_carer`, paying 0),
+    so it is in the open exceptions and on the invoice line for someone to look at."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(hours=1)
+    visit_id = await extra_visit(client, tw, start)
+    cancelled = await client.post(
+        f"/v1/visits/{visit_id}/cancel",
+        json={"by": "person", "notified_at": (start - timedelta(hours=2)).isoformat(), "reason": "in hospital"},
+        headers=tw.commissioner,
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["actual"]["place_payables"] == [30]  # short notice: the person's cancellation pays
+    for body in (
+        event("check_in", start + timedelta(minutes=2), visit_id=str(visit_id)),
+        event("check_out", start + timedelta(minutes=28), visit_id=str(visit_id)),
+    ):
+        response = await client.post("/v1/visit-events", json=body, headers=tw.carer_headers[0])
+        assert (response.status_code, response.json()["visit_id"]) == (201, str(visit_id)), response.text
+    await reconciled(pool)
+    shown = await visit(client, world, visit_id)
+    assert (shown["status"], shown["actual"]["payable_min"], shown["actual"]["place_payables"]) == (
+        "cancelled",
+        30,
+        [30],
+    )
+    (attendance,) = shown["actual"]["attendances"]
+    assert (attendance["carer_id"], attendance["counted"], attendance["payable_min"]) == (tw.carers[0], False, 0)
+    assert attendance["actual_seconds"] == 26 * 60
+    assert shown["exceptions"] == attendance["exceptions"] == ["extra_carer"]
+    listed = await client.get("/v1/exceptions", params={"kind": "extra_carer"}, headers=tw.provider_headers[0])
+    assert str(visit_id) in [item["id"] for item in listed.json()["items"]]
+    found = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert (found.differing, found.pending) == ([], [])
+    # As the rules before decision 153 stored it: migration 0026 queues the visit, and it is put right.
+    await db.execute(
+        """UPDATE visit_states SET actual = jsonb_set(actual, '{attendances}', '[]'), exceptions = '{}'
+           WHERE visit_id = $1""",
+        visit_id,
+    )
+    await db.execute("DELETE FROM attendances WHERE visit_id = $1", visit_id)
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == [visit_id]
+    await db.execute((MIGRATIONS_DIR / "0026_requeue_for_reconcile_review.sql").read_text())
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
+    await reconciled(pool)
+    assert (await visit(client, world, visit_id))["exceptions"] == ["extra_carer"]
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
+
+
 async def test_recomputing_from_scratch_gives_what_is_stored(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:

@@ -250,6 +250,36 @@ def test_an_unplanned_visit_left_without_events_is_never_missed(
         assert rules.reconcile(planned_visit, [], [move], rules_, now).status == "missed"
 
 
+@given(
+    pay_rules,
+    st.sampled_from(["person", "provider", "commissioner"]),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(1, 3), st.booleans(), st.integers(-180, 300)), max_size=8),
+)
+def test_a_cancelled_visit_pays_as_its_cancellation_says_whoever_came(
+    rules_: PayRules, by: str, short: bool, sent: list[tuple[int, bool, int]]
+) -> None:
+    """Decision 153: events accepted after a cancellation change nothing a cancelled visit pays or banks;
+    each carer who came is shown, counted for no place, as `extra_carer`."""
+    plan = rules.Plan(planned_start=START, planned_min=30, carers_required=2, cancelled_by=by, short_notice=short)
+    events = [
+        rules.Event(UUID(int=c), "check_in" if is_in else "check_out", START + timedelta(minutes=m))
+        for c, is_in, m in sent
+    ]
+    now = START + timedelta(days=2)
+    nobody = rules.reconcile(plan, [], [], rules_, now)
+    actual = rules.reconcile(plan, events, [], rules_, now)
+    assert (actual.status, actual.place_payables, actual.place_carers, actual.banked_min) == (
+        "cancelled",
+        nobody.place_payables,
+        (None, None),
+        0,
+    )
+    assert {a.carer_id for a in actual.attendances} == {UUID(int=c) for c, _, _ in sent}
+    assert all(not a.counted and a.payable_min == 0 and "extra_carer" in a.exceptions for a in actual.attendances)
+    assert ("extra_carer" in actual.exceptions) == bool(sent)
+
+
 def test_moves_are_followed_in_the_order_they_were_decided() -> None:
     """`rules.moved_to`: a chain takes events to its end, moving back returns them, and a move decided
     before the one that brought events to a visit does not take them on."""
