@@ -221,4 +221,14 @@ async def _differing(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: list[
             state, exceptions=rules.with_overlap(state.exceptions, v in overlapping)
         ).comparable()
         != stored[v].comparable()
+        or not checked_in_time(result.stored_next_checks[v], result.next_checks[v])
     ]
+
+
+def checked_in_time(stored: datetime | None, needed: datetime | None) -> bool:
+    """Whether a visit's stored next check brings the clock job back no later than its state needs (its
+    missed or settle time, `rules.next_check_at`). One that is later, or missing, is wrong: the visit would
+    be marked missed late or never, and no alert raised for it. One that is earlier is not: the clock job
+    then finds the state unchanged and stores the right time (a generated visit is stored with its planned
+    start, before its missed time, and is first reconciled then), and one already passed is pending."""
+    return needed is None or (stored is not None and stored <= needed)

@@ -59,7 +59,10 @@ class Plan(msgspec.Struct, frozen=True):
     funding: Literal["package", "bank"] = "package"
     model: Literal["time_and_task", "outcome_based"] = "time_and_task"
     key_outcomes: frozenset[str] = frozenset()
+    # Awaiting approval: an unplanned visit whose minutes no commissioner has approved yet.
     unplanned: bool = False
+    # Made for a carer's events that matched no planned visit (origin `unplanned`), approved or not.
+    made_for_events: bool = False
     # A provider's requested extra visit pays 0 until a commissioner approves it.
     approved: bool = True
     cancelled_by: str | None = None
@@ -222,17 +225,14 @@ def reconcile(
     places = plan.carers_required
 
     if plan.cancelled_by is not None:
-        pay = 0
-        # A requested visit nobody approved was never commissioned: its cancellation pays 0 too.
-        if plan.cancelled_by == "person" and plan.short_notice and plan.cancellation_confirmed and plan.approved:
-            pay = short_notice_pay(planned_min, rules.short_notice_pay_pct)
-        return Actual("cancelled", planned_min, (), (None,) * places, (pay,) * places, 0, ())
+        return _cancelled(plan, planned_min, presences, rules)
 
     awaiting_approval = plan.unplanned and planned_min <= 0
     if not events and not presences:
+        if plan.unplanned or plan.made_for_events:
+            return _void(planned_min, places)
         missed = now >= plan.planned_start + timedelta(minutes=rules.missed_after_min)
-        status: Status = "unplanned" if plan.unplanned else ("missed" if missed else "planned")
-        # An unplanned visit whose events all moved to another visit is nothing to approve or pay.
+        status: Status = "missed" if missed else "planned"
         return Actual(status, planned_min, (), (None,) * places, (0,) * places, 0, ())
 
     planned_end = plan.planned_start + timedelta(minutes=planned_min)
@@ -269,22 +269,8 @@ def reconcile(
             found.append("no_check_in")
         if final and not paired and in_at is not None:
             found.append("no_check_out")
-        # The events that chose a time (an amended time has none); what they say of how they were made.
-        check_in = None if presence.in_amended else presence.check_in
-        check_out = None if presence.out_amended else presence.check_out
-        if (check_in is not None and check_in.method == "gps" and not check_in.verified) or (
-            check_out is not None and check_out.method == "gps" and not check_out.verified
-        ):
-            found.append("outside_geofence")
-        outside = (in_at is not None and not (window_start <= in_at <= window_end)) or (
-            out_at is not None and not (window_start <= out_at <= window_end)
-        )
-        if outside:
-            found.append("outside_window")
-        if (check_in is not None and check_in.method == "manual") or (
-            check_out is not None and check_out.method == "manual"
-        ):
-            found.append("manual_event")
+        found += _how_recorded(presence, window_start, window_end)
+        outside = "outside_window" in found
         # Until an unplanned visit's minutes are approved there is nothing to be short of or over.
         if actual_seconds is not None and not awaiting_approval:
             if actual_seconds < short_below_s:
@@ -293,14 +279,7 @@ def reconcile(
                 found.append("overrun")
         if not counted:
             found.append("extra_carer")
-        verified = (
-            presence.check_in is not None
-            and presence.check_out is not None
-            and not presence.in_amended
-            and not presence.out_amended
-            and presence.check_in.verified
-            and presence.check_out.verified
-        )
+        verified = _verified_in_home(presence)
         payable = 0
         if counted and pays:
             payable = time_and_task_payable(
@@ -356,6 +335,73 @@ def reconcile(
     return Actual(
         status, planned_min, tuple(attendances), place_carers, place_payables, banked, _ordered(visit_exceptions)
     )
+
+
+def _how_recorded(presence: _Presence, window_start: datetime, window_end: datetime) -> list[str]:
+    """What the chosen events say of how an attendance was recorded (an amended time has no event), and
+    whether its times lie outside the visit's window: `outside_geofence`, `outside_window`, `manual_event`."""
+    check_in = None if presence.in_amended else presence.check_in
+    check_out = None if presence.out_amended else presence.check_out
+    found = []
+    if (check_in is not None and check_in.method == "gps" and not check_in.verified) or (
+        check_out is not None and check_out.method == "gps" and not check_out.verified
+    ):
+        found.append("outside_geofence")
+    in_at, out_at = presence.in_at, presence.out_at
+    if (in_at is not None and not (window_start <= in_at <= window_end)) or (
+        out_at is not None and not (window_start <= out_at <= window_end)
+    ):
+        found.append("outside_window")
+    if (check_in is not None and check_in.method == "manual") or (
+        check_out is not None and check_out.method == "manual"
+    ):
+        found.append("manual_event")
+    return found
+
+
+def _verified_in_home(presence: _Presence) -> bool:
+    """Both chosen events verified, and neither time replaced by an amendment."""
+    return (
+        presence.check_in is not None
+        and presence.check_out is not None
+        and not presence.in_amended
+        and not presence.out_amended
+        and presence.check_in.verified
+        and presence.check_out.verified
+    )
+
+
+def _cancelled(plan: Plan, planned_min: int, presences: Sequence[_Presence], rules: PayRules) -> Actual:
+    """A cancelled visit pays as its cancellation says, whoever came. A carer who came all the same (an
+    event accepted after the cancellation: a phone that was offline, a carer not told) is shown, not
+    dropped (decision 153): the attendance counts for no place, so it is `extra_carer` and pays 0, with
+    what its events say of how they were recorded; the visit's exceptions list it for someone to look at."""
+    places = plan.carers_required
+    pay = 0
+    # A requested visit nobody approved was never commissioned: its cancellation pays 0 too.
+    if plan.cancelled_by == "person" and plan.short_notice and plan.cancellation_confirmed and plan.approved:
+        pay = short_notice_pay(planned_min, rules.short_notice_pay_pct)
+    window_start = plan.planned_start - WINDOW_BEFORE
+    window_end = plan.planned_start + timedelta(minutes=planned_min) + WINDOW_AFTER_END
+    attendances = []
+    for p in presences:
+        paired = p.in_at is not None and p.out_at is not None and p.out_at > p.in_at
+        seconds = int((p.out_at - p.in_at).total_seconds()) if paired and p.in_at and p.out_at else None
+        found = [*_how_recorded(p, window_start, window_end), "extra_carer"]
+        attendances.append(
+            Attendance(p.carer_id, p.in_at, p.out_at, seconds, 0, _verified_in_home(p), False, _ordered(found))
+        )
+    exceptions = _ordered(e for a in attendances for e in a.exceptions)
+    return Actual("cancelled", planned_min, tuple(attendances), (None,) * places, (pay,) * places, 0, exceptions)
+
+
+def _void(planned_min: int, places: int) -> Actual:
+    """An unplanned visit left with no event and no amended time: its events were all moved to the visit
+    they belonged to (`wrong_visit_selected`), or re-matched there (decision 20). Nobody planned it and
+    nobody came, approved or not (decision 152): it is cancelled, paying 0 with no exception, so it is
+    final (not pending on invoices, not awaiting an approval), never `missed` (no missed-visit alert or
+    count) and takes no further events at ingest. A move back brings its events, and its state, back."""
+    return Actual("cancelled", planned_min, (), (None,) * places, (0,) * places, 0, ())
 
 
 def _unmet_key_outcomes(key_outcomes: frozenset[str], counted: Sequence[_Presence]) -> set[str]:

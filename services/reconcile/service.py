@@ -48,12 +48,15 @@ class State(msgspec.Struct, frozen=True):
 @dataclass
 class Computed:
     """A batch's recomputed states (`states`), the stored ones when asked for (`stored`), when the clock
-    may next change each (`next_checks`), and the visits the bank may care about (`bank_visits`: those
-    bank-funded or on an outcome-based contract, the only ones `bank.sync_visits` ever posts for)."""
+    may next change each (`next_checks`) and, when the stored states are asked for, when the stored row
+    says the clock job will next look at it (`stored_next_checks`), and the visits the bank may care about
+    (`bank_visits`: those bank-funded or on an outcome-based contract, the only ones `bank.sync_visits`
+    ever posts for)."""
 
     states: dict[UUID, State] = field(default_factory=dict)
     stored: dict[UUID, State] = field(default_factory=dict)
     next_checks: dict[UUID, datetime | None] = field(default_factory=dict)
+    stored_next_checks: dict[UUID, datetime | None] = field(default_factory=dict)
     bank_visits: list[UUID] = field(default_factory=list)
 
 
@@ -67,6 +70,7 @@ def _plan(row: asyncpg.Record) -> rules.Plan:
         model=row["model"],
         key_outcomes=frozenset(row["key_outcomes"]),
         unplanned=row["origin"] == "unplanned" and row["approval"] != "approved",
+        made_for_events=row["origin"] == "unplanned",
         approved=row["approval"] == "approved" or row["origin"] == "unplanned",
         cancelled_by=cancellation.get("by"),
         short_notice=bool(cancellation.get("short_notice")),
@@ -168,6 +172,7 @@ async def compute(
                 row["payable_min"],
                 row["banked_min"],
             )
+            result.stored_next_checks[row["id"]] = row["next_check_at"]
         result.next_checks[row["id"]] = rules.next_check_at(plan, actual, pay_rules)
         if plan.funding == "bank" or plan.model == "outcome_based":
             result.bank_visits.append(row["id"])

@@ -212,7 +212,9 @@ async def load_visits(
     the stored `actual` is a good part of the read, so it is left out when only the inputs are needed,
     and then the states are not read at all)."""
     stored, states = (
-        ("s.status, s.actual, s.exceptions, s.payable_min, s.banked_min,", _JOIN_STATES) if with_stored else ("", "")
+        ("s.status, s.actual, s.exceptions, s.payable_min, s.banked_min, s.next_check_at,", _JOIN_STATES)
+        if with_stored
+        else ("", "")
     )
     return await conn.fetch(
         f"""SELECT v.id, v.contract_id, v.planned_start, v.planned_min, v.carers_required, v.funding, v.origin,

@@ -15,7 +15,10 @@ async def visits_in_range(
     conn: asyncpg.Connection, tenant_id: UUID, starts_at: datetime, ends_at: datetime, provider_id: UUID | None
 ) -> list[asyncpg.Record]:
     """Visits planned to start in [starts_at, ends_at) (of one provider if given), with what billing's
-    rules need to price them and what the reports count; not-yet-approved unplanned visits are left out."""
+    rules need to price them and what the reports count. Unplanned visits are left out while they await
+    approval, and once cancelled: one is cancelled only when its events all went to the visit they belonged
+    to (decision 152), so it was neither planned nor delivered, and counting it as a cancellation would
+    report one nobody made."""
     return await conn.fetch(
         """SELECT v.id, v.provider_id, v.contract_id, v.person_id, v.planned_start, v.band_start, v.planned_min,
                   v.carers_required, v.funding, v.status, v.cancellation, v.actual, v.exceptions, v.payable_min,
@@ -23,6 +26,7 @@ async def visits_in_range(
            FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
            WHERE v.tenant_id = $1 AND v.planned_start >= $2 AND v.planned_start < $3
              AND ($4::uuid IS NULL OR v.provider_id = $4) AND v.status <> 'unplanned'
+             AND NOT (v.origin = 'unplanned' AND v.status = 'cancelled')
            ORDER BY v.planned_start, v.id""",
         tenant_id,
         starts_at,

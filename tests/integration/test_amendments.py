@@ -444,6 +444,70 @@ async def test_a_wrong_visit_is_moved(client: Client, world: World, db: asyncpg.
     assert moved["actual"]["attendances"][0]["carer_id"] == world.a.carers[0]
 
 
+@pytest.mark.parametrize("sized_first", [False, True], ids=["awaiting_approval", "approved"])
+async def test_an_unplanned_visit_whose_events_all_move_to_the_right_visit_is_cancelled_not_missed(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, sized_first: bool
+) -> None:
+    """A review finding (decision 152): the carer's events matched no planned visit, so an unplanned visit
+    was made for them, and an approved `wrong_visit_selected` move took them all to the visit they belonged
+    to. Left with nothing, the unplanned visit stayed `unplanned` for ever (awaiting an approval there was
+    nothing to give, pending on every invoice run) or, once its minutes had been approved, became `missed`
+    (a missed visit in the reports, and for the alerts) though nobody ever planned it. It is cancelled
+    now, paying 0 with no exception, and nothing counts it."""
+    tw = world.a
+    day = yesterday()
+    right = await visit_at(db, tw.person_id, day)  # 08:00 for 30 minutes
+    # 125 minutes after its planned start the check-in matches no visit: an unplanned visit is made.
+    for body in (
+        event("check_in", at(day, "10:05"), person_id=tw.person_id),
+        event("check_out", at(day, "10:25"), person_id=tw.person_id),
+    ):
+        response = await client.post("/v1/visit-events", json=body, headers=tw.carer_headers[0])
+        assert response.status_code == 201, response.text
+    wrong = UUID(response.json()["visit_id"])
+    assert wrong != right
+    await reconciled(pool)
+    if sized_first:
+        made = await propose(
+            client, tw.provider_headers[0], wrong, carer_id=tw.carers[0], planned_min=20, reason_code="schedule_error"
+        )
+        await decide(client, tw.commissioner, made)
+        assert (await get_visit(client, world, wrong))["actual"]["payable_min"] == 20
+    await approved_move(client, tw, wrong, right)
+    await reconciled(pool)
+    moved = await get_visit(client, world, right)
+    assert (moved["status"], moved["actual"]["payable_min"]) == ("completed", 20)
+    left = await get_visit(client, world, wrong)
+    assert (left["status"], left["exceptions"]) == ("cancelled", [])
+    assert (left["actual"]["payable_min"], left["actual"]["attendances"]) == (0, [])
+    # Nothing open on it for anyone to approve or acknowledge.
+    found = await client.get("/v1/exceptions", params={"person_id": tw.person_id}, headers=tw.commissioner)
+    assert str(wrong) not in [item["id"] for item in found.json()["items"]]
+    # The report of that day counts the visit that was planned and delivered, and nothing else.
+    local_day = day.date().isoformat()
+    report = await client.get(
+        "/v1/reports/delivery", params={"from": local_day, "to": local_day}, headers=tw.commissioner
+    )
+    totals = report.json()["totals"]
+    assert (totals["visits_planned"], totals["visits_delivered"], totals["visits_missed"]) == (1, 1, 0)
+    assert totals["visits_cancelled"] == 0
+    # The clock does not come back for it (the alerts look only at planned, in-progress and missed visits).
+    assert await db.fetchval("SELECT next_check_at FROM visit_states WHERE visit_id = $1", wrong) is None
+    await jobs.reconcile_due(pool, datetime.now(tz=UTC) + timedelta(days=2))
+    assert (await get_visit(client, world, wrong))["status"] == "cancelled"
+    tenant = UUID(tw.tenant_id)
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+    # As the rules before decision 152 stored it: migration 0026 queues the visit, and it is put right.
+    before = "missed" if sized_first else "unplanned"
+    await db.execute("UPDATE visit_states SET status = $2, actual = NULL WHERE visit_id = $1", wrong, before)
+    assert (await jobs.verify_tenant(pool, tenant)).differing == [wrong]
+    await requeue_by(db, "0026_requeue_for_reconcile_review.sql")
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", wrong) == 1
+    await reconciled(pool)
+    assert (await get_visit(client, world, wrong))["status"] == "cancelled"
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
 async def test_a_move_s_decision_records_what_both_visits_paid_before_and_after(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:

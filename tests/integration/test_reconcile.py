@@ -169,6 +169,60 @@ async def test_a_cancellation_is_reconciled_with_its_answer(client: Client, worl
     assert cancelled.json()["actual"]["place_payables"] == [40]
 
 
+async def test_a_carer_s_attendance_on_a_cancelled_visit_is_shown_on_it_and_changes_no_pay(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 153): a cancellation is refused once the visit has an event, but an
+    event naming a visit already cancelled (a phone that was offline, a carer who went anyway) is accepted,
+    and the rules dropped it: the carer's attendance showed nowhere. The visit stays cancelled and pays as
+    its cancellation says; the attendance is shown on it, counted for no place (`extra_carer`, paying 0),
+    so it is in the open exceptions and on the invoice line for someone to look at."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(hours=1)
+    visit_id = await extra_visit(client, tw, start)
+    cancelled = await client.post(
+        f"/v1/visits/{visit_id}/cancel",
+        json={"by": "person", "notified_at": (start - timedelta(hours=2)).isoformat(), "reason": "in hospital"},
+        headers=tw.commissioner,
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["actual"]["place_payables"] == [30]  # short notice: the person's cancellation pays
+    for body in (
+        event("check_in", start + timedelta(minutes=2), visit_id=str(visit_id)),
+        event("check_out", start + timedelta(minutes=28), visit_id=str(visit_id)),
+    ):
+        response = await client.post("/v1/visit-events", json=body, headers=tw.carer_headers[0])
+        assert (response.status_code, response.json()["visit_id"]) == (201, str(visit_id)), response.text
+    await reconciled(pool)
+    shown = await visit(client, world, visit_id)
+    assert (shown["status"], shown["actual"]["payable_min"], shown["actual"]["place_payables"]) == (
+        "cancelled",
+        30,
+        [30],
+    )
+    (attendance,) = shown["actual"]["attendances"]
+    assert (attendance["carer_id"], attendance["counted"], attendance["payable_min"]) == (tw.carers[0], False, 0)
+    assert attendance["actual_seconds"] == 26 * 60
+    assert shown["exceptions"] == attendance["exceptions"] == ["extra_carer"]
+    listed = await client.get("/v1/exceptions", params={"kind": "extra_carer"}, headers=tw.provider_headers[0])
+    assert str(visit_id) in [item["id"] for item in listed.json()["items"]]
+    found = await jobs.verify_tenant(pool, UUID(tw.tenant_id))
+    assert (found.differing, found.pending) == ([], [])
+    # As the rules before decision 153 stored it: migration 0026 queues the visit, and it is put right.
+    await db.execute(
+        """UPDATE visit_states SET actual = jsonb_set(actual, '{attendances}', '[]'), exceptions = '{}'
+           WHERE visit_id = $1""",
+        visit_id,
+    )
+    await db.execute("DELETE FROM attendances WHERE visit_id = $1", visit_id)
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == [visit_id]
+    await requeue_by(db, "0026_requeue_for_reconcile_review.sql")
+    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
+    await reconciled(pool)
+    assert (await visit(client, world, visit_id))["exceptions"] == ["extra_carer"]
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
+
+
 async def test_recomputing_from_scratch_gives_what_is_stored(
     client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
@@ -254,6 +308,39 @@ async def test_a_visit_whose_change_is_still_on_its_way_is_pending_not_differing
     await db.execute("UPDATE visit_states SET next_check_at = NULL WHERE visit_id = $1", visit_id)
     found = await jobs.verify_tenant(pool, tenant)
     assert (found.differing, found.pending) == ([visit_id], [])
+
+
+async def test_a_stored_next_check_later_than_the_state_needs_is_a_difference(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 151): `carebank reconcile` compared a visit's status, actual, exceptions
+    and minutes, not when the clock job must next look at it. A planned visit whose stored next check is
+    lost is never marked missed (nor alerted on), an open one never settled, and the check said all was
+    well. A check later than the state needs, or none, is now a difference; an earlier one is harmless."""
+    tenant = UUID(world.a.tenant_id)
+    ahead = await visit_at(db, world.a.person_id, datetime.now(tz=UTC) + timedelta(days=2))  # missed check ahead
+    an_hour_ago = datetime.now(tz=UTC) - timedelta(hours=1)
+    on_site = await extra_visit(client, world.a, an_hour_ago)  # checked in: the settle check ahead
+    body = event("check_in", an_hour_ago + timedelta(minutes=1), visit_id=str(on_site))
+    assert (await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    async with db.transaction():  # a generated visit is first reconciled at its start
+        await reconcile_service.reconcile_visits(db, tenant, [ahead], datetime.now(tz=UTC))
+    assert (await visit(client, world, on_site))["status"] == "in_progress"
+    found = await jobs.verify_tenant(pool, tenant)
+    assert (found.differing, found.pending) == ([], [])
+    both = sorted([ahead, on_site])
+    for wrong in (None, datetime.now(tz=UTC) + timedelta(days=30)):
+        await db.execute("UPDATE visit_states SET next_check_at = $2 WHERE visit_id = ANY($1)", both, wrong)
+        found = await jobs.verify_tenant(pool, tenant)
+        assert (sorted(found.differing), found.pending) == (both, [])
+    async with db.transaction():  # what the demo does with what the check found
+        await reconcile_service.reconcile_visits(db, tenant, both, datetime.now(tz=UTC))
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+    # Earlier than needed: the clock job looks, finds nothing changed, and stores the right time.
+    soon = datetime.now(tz=UTC) + timedelta(minutes=20)
+    await db.execute("UPDATE visit_states SET next_check_at = $2 WHERE visit_id = ANY($1)", both, soon)
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
 
 
 async def test_an_overlap_with_an_attendance_over_twelve_hours_long_is_found(

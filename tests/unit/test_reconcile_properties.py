@@ -228,6 +228,58 @@ def test_an_amendment_that_names_a_carer_but_no_time_is_not_an_attendance() -> N
     assert actual.exceptions == ("single_handed",)
 
 
+@given(pay_rules, st.integers(0, 120), st.booleans(), st.integers(-3 * 24 * 60, 30 * 24 * 60))
+def test_an_unplanned_visit_left_without_events_is_never_missed(
+    rules_: PayRules, planned: int, approved: bool, minutes_after_start: int
+) -> None:
+    """Decision 152: an unplanned visit whose events were all moved away (a move's amendment naming the
+    carer comes with it) is cancelled and pays 0 at any time, approved or not; the clock never comes back
+    for it, so it is never marked missed nor alerted on. A planned visit in the same place is missed."""
+    carer = UUID(int=7)
+    move = rules.Amendment(carer_id=carer, decided_at=START + timedelta(hours=1))
+    now = START + timedelta(minutes=minutes_after_start)
+    plan = rules.Plan(
+        planned_start=START, planned_min=planned if approved else 0, unplanned=not approved, made_for_events=True
+    )
+    actual = rules.reconcile(plan, [], [move], rules_, now)
+    assert (actual.status, actual.payable_min, actual.banked_min, actual.exceptions) == ("cancelled", 0, 0, ())
+    assert actual.attendances == ()
+    assert rules.next_check_at(plan, actual, rules_) is None
+    planned_visit = rules.Plan(planned_start=START, planned_min=max(planned, 1))
+    if now >= START + timedelta(minutes=rules_.missed_after_min):
+        assert rules.reconcile(planned_visit, [], [move], rules_, now).status == "missed"
+
+
+@given(
+    pay_rules,
+    st.sampled_from(["person", "provider", "commissioner"]),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(1, 3), st.booleans(), st.integers(-180, 300)), max_size=8),
+)
+def test_a_cancelled_visit_pays_as_its_cancellation_says_whoever_came(
+    rules_: PayRules, by: str, short: bool, sent: list[tuple[int, bool, int]]
+) -> None:
+    """Decision 153: events accepted after a cancellation change nothing a cancelled visit pays or banks;
+    each carer who came is shown, counted for no place, as `extra_carer`."""
+    plan = rules.Plan(planned_start=START, planned_min=30, carers_required=2, cancelled_by=by, short_notice=short)
+    events = [
+        rules.Event(UUID(int=c), "check_in" if is_in else "check_out", START + timedelta(minutes=m))
+        for c, is_in, m in sent
+    ]
+    now = START + timedelta(days=2)
+    nobody = rules.reconcile(plan, [], [], rules_, now)
+    actual = rules.reconcile(plan, events, [], rules_, now)
+    assert (actual.status, actual.place_payables, actual.place_carers, actual.banked_min) == (
+        "cancelled",
+        nobody.place_payables,
+        (None, None),
+        0,
+    )
+    assert {a.carer_id for a in actual.attendances} == {UUID(int=c) for c, _, _ in sent}
+    assert all(not a.counted and a.payable_min == 0 and "extra_carer" in a.exceptions for a in actual.attendances)
+    assert ("extra_carer" in actual.exceptions) == bool(sent)
+
+
 def test_moves_are_followed_in_the_order_they_were_decided() -> None:
     """`rules.moved_to`: a chain takes events to its end, moving back returns them, and a move decided
     before the one that brought events to a visit does not take them on."""
