@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import httpx
 import pytest
 
 from infra.db import MIGRATIONS_DIR, connect
@@ -757,3 +758,161 @@ async def test_an_event_reconciled_while_a_move_further_along_its_chain_is_appro
     shown = await get_visit(client, world, z)
     assert (shown["status"], shown["actual"]["payable_min"]) == ("completed", 30)
     assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
+def in_background(client: Client, url: str, headers: dict[str, str], body: Any = None) -> asyncio.Task[httpx.Response]:
+    """POST while the test goes on: the test client runs the app on its portal's thread and blocks its
+    caller until the answer, so this request is sent from a thread of its own, over the same app."""
+
+    transport: Any = client._transport  # Litestar's, which answers synchronously too
+
+    def send() -> httpx.Response:
+        return httpx.Client(transport=transport, base_url=client.base_url).post(url, json=body, headers=headers)
+
+    return asyncio.create_task(asyncio.to_thread(send))
+
+
+async def until_waiting(db: asyncpg.Connection, backends: int, *tasks: asyncio.Task[Any]) -> None:
+    """Return once `backends` backends other than `db`'s wait for a lock; fail if a task ends first, or
+    after ten seconds."""
+    for _ in range(500):
+        if (
+            await db.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"""
+            )
+            >= backends
+        ):
+            return
+        assert not any(task.done() for task in tasks), "a request finished without waiting for a lock"
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{backends} backends did not wait for a lock")
+
+
+async def test_crossing_moves_proposed_at_once_do_not_deadlock(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 150: a move's proposal locked its own visit, then the one the events would go to. Moves
+    X to Y and Y to X proposed at once each held one visit and waited for the other, until PostgreSQL
+    broke the deadlock and one of them answered 500. The carers' table is held here so that each
+    proposal stops after taking its first lock (the code before 150 read the provider's carers between
+    its two visits); now both visits are locked at once, in id order, and the second proposal waits
+    for the first instead."""
+    tw = world.a
+    x = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    y = await extra_visit(client, tw, at(yesterday(), "08:00"))
+
+    def move(source: UUID, target: UUID) -> asyncio.Task[httpx.Response]:
+        body = {"carer_id": tw.carers[0], "move_to_visit_id": str(target), "reason_code": "wrong_visit_selected"}
+        return in_background(client, f"/v1/visits/{source}/amendments", tw.provider_headers[0], body)
+
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE carers IN ACCESS EXCLUSIVE MODE")
+            there = move(x, y)
+            await until_waiting(db, 1, there)
+            back = move(y, x)
+            await until_waiting(db, 2, there, back)
+        answers = await asyncio.wait_for(asyncio.gather(there, back), 20)
+    finally:
+        await holder.close()
+    assert [answer.status_code for answer in answers] == [201, 201], [answer.text for answer in answers]
+    assert {answer.json()["status"] for answer in answers} == {"pending"}
+
+
+async def test_crossing_moves_decided_at_once_take_turns(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 150, pinned (it held before: a decision locks through reconciliation, which sorts what it
+    locks): the approvals of moves X to Y and Y to X, started while both visits are held, both succeed, and
+    the later one decides where the carer's events end up."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    x = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    y = await extra_visit(client, tw, at(yesterday(), "08:00"))
+    made = [
+        await propose(
+            client,
+            tw.provider_headers[0],
+            source,
+            carer_id=tw.carers[0],
+            move_to_visit_id=str(target),
+            reason_code="wrong_visit_selected",
+        )
+        for source, target in ((x, y), (y, x))
+    ]
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            await reconcile_store.lock_visits(holder, tenant, [x, y])
+            there = in_background(client, f"/v1/amendments/{made[0].json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 1, there)
+            back = in_background(client, f"/v1/amendments/{made[1].json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 2, there, back)
+        answers = await asyncio.wait_for(asyncio.gather(there, back), 20)
+    finally:
+        await holder.close()
+    assert [answer.status_code for answer in answers] == [200, 200], [answer.text for answer in answers]
+    last = max(answers, key=lambda answer: answer.json()["decided_at"]).json()
+    ends = UUID(last["move_to_visit_id"])
+    assert (await get_visit(client, world, ends))["actual"]["payable_min"] == 30
+    assert (await get_visit(client, world, y if ends == x else x))["actual"] is None
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
+async def test_sizing_an_unplanned_visit_while_an_amendment_to_it_is_proposed_does_not_deadlock(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 150, on one visit: a proposal locks the visit through the `visits` view (its plan, then its
+    state), while a decision locked the state to reconcile and, approving planned minutes, the plan only
+    later. Each then held one row of the visit and waited for the other's. The contracts' table is held
+    here so that the decision stops between the two (it reads its contract's rules in between); now it
+    takes both rows first, as the proposal does, and the proposal waits for it."""
+    tw = world.a
+    day = yesterday()
+    for body in (
+        event("check_in", at(day, "15:00"), person_id=tw.person_id),
+        event("check_out", at(day, "15:40"), person_id=tw.person_id),
+    ):
+        response = await client.post("/v1/visit-events", json=body, headers=tw.carer_headers[0])
+    visit_id = UUID(response.json()["visit_id"])
+    await reconciled(pool)
+    sizing = await propose(
+        client, tw.provider_headers[0], visit_id, carer_id=tw.carers[0], planned_min=45, reason_code="schedule_error"
+    )
+    assert sizing.json()["status"] == "pending", sizing.text
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE contracts IN ACCESS EXCLUSIVE MODE")
+            deciding = in_background(client, f"/v1/amendments/{sizing.json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 1, deciding)
+            body = {"carer_id": tw.carers[0], "check_out_at": at(day, "15:30").isoformat()}
+            proposing = in_background(
+                client,
+                f"/v1/visits/{visit_id}/amendments",
+                tw.provider_headers[0],
+                {**body, "reason_code": "no_signal"},
+            )
+            await until_waiting(db, 2, deciding, proposing)
+        decided, proposed = await asyncio.wait_for(asyncio.gather(deciding, proposing), 20)
+    finally:
+        await holder.close()
+    assert (decided.status_code, proposed.status_code) == (200, 201), (decided.text, proposed.text)
+    shown = await get_visit(client, world, visit_id)
+    assert (shown["approval"], shown["planned_min"], shown["actual"]["payable_min"]) == ("approved", 45, 45)
