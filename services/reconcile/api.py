@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -22,10 +22,6 @@ from services.common.pagination import CursorParam, LimitParam, decode_cursor, p
 from services.planning import store as planning_store
 from services.reconcile import amendments as amendment_rules
 from services.reconcile import rules, service, store
-
-
-def _now() -> datetime:
-    return datetime.now(tz=UTC)
 
 
 async def _visit_in_reach(
@@ -101,13 +97,13 @@ class AmendmentController(Controller):
 async def _propose(conn: asyncpg.Connection, caller: Principal, visit_id: UUID, data: AmendmentCreate) -> UUID:
     """Check and store a proposal, deciding it at once when it approves itself; returns its id."""
     tenant = caller.tenant
-    now = _now()
     async with conn.transaction():
         # The visit and the one a move names, both at once and in id order, with those moves lead on to:
         # locked one after the other, crossing moves proposed at once each held one and waited for the
-        # other (decision 150).
+        # other (decision 150). Then the time, which dates an amendment that approves itself (decision 149).
         named = [visit_id] + ([data.move_to_visit_id] if data.move_to_visit_id else [])
         await service.hold_visits(conn, tenant, named, store.lock_whole_visits)
+        now = await store.clock(conn)
         visit = await _visit_in_reach(conn, caller, visit_id)
         unplanned = visit.origin == "unplanned" and visit.approval != "approved"
         amendment_rules.check_amendment(data, unplanned=unplanned, now=now)
@@ -188,7 +184,6 @@ async def _propose(conn: asyncpg.Connection, caller: Principal, visit_id: UUID, 
 async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUID, status: str) -> Amendment:
     """Approve or reject a pending amendment, recording what its visits paid before and after."""
     tenant = caller.tenant
-    now = _now()
     async with conn.transaction():
         amendment = found_or_404(await store.get_amendment(conn, tenant, amendment_id, lock=True), "amendment")
         if amendment.status != "pending":
@@ -196,8 +191,11 @@ async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUI
         if amendment.proposed_by == caller.client_id:
             raise problem(403, "forbidden", "the proposer may not decide its own amendment")
         # Its visits first, at once and in id order as a proposal takes them (decision 150); a rejection
-        # too, so that what it records before and after is one state.
+        # too, so that what it records before and after is one state. Then the time: a decision that
+        # waited for another's visits is dated after the other committed, so the latest decision is the
+        # one that came last (decision 149).
         await service.hold_visits(conn, tenant, _touched(amendment), store.lock_whole_visits)
+        now = await store.clock(conn)
         if status == "approved":
             # Brought up to date first (an event still queued, say), so that before and after differ by
             # this decision alone; the visits stay locked until it commits. A rejection changes nothing.

@@ -204,6 +204,14 @@ async def lock_whole_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids
     )
 
 
+async def clock(conn: asyncpg.Connection) -> datetime:
+    """The database's clock, now (not the transaction's start): one clock for every process that decides,
+    read once the decision holds its visits, so that decision times follow the order decisions commit
+    in (decision 149)."""
+    now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return now
+
+
 _JOIN_STATES = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id = v.id"
 
 

@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from infra.db import MIGRATIONS_DIR, connect
+from services.common.auth import Principal
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
+from services.reconcile.api import _decide
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
 from tests.support import (
@@ -760,6 +762,11 @@ async def test_an_event_reconciled_while_a_move_further_along_its_chain_is_appro
     assert (await jobs.verify_tenant(pool, tenant)).differing == []
 
 
+def _second_commissioner(tenant: UUID) -> Principal:
+    """A commissioner other than the proposer, deciding through `_decide` on a connection of the test's."""
+    return Principal(client_id="commissioner-two", role="commissioner", tenant_id=tenant)
+
+
 def in_background(client: Client, url: str, headers: dict[str, str], body: Any = None) -> asyncio.Task[httpx.Response]:
     """POST while the test goes on: the test client runs the app on its portal's thread and blocks its
     caller until the answer, so this request is sent from a thread of its own, over the same app."""
@@ -787,6 +794,81 @@ async def until_waiting(db: asyncpg.Connection, backends: int, *tasks: asyncio.T
         assert not any(task.done() for task in tasks), "a request finished without waiting for a lock"
         await asyncio.sleep(0.02)
     raise AssertionError(f"{backends} backends did not wait for a lock")
+
+
+async def test_a_decision_that_waited_for_the_visit_is_dated_after_the_one_it_waited_for(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 149: approved amendments apply in order of decision time, the latest winning. A decision
+    took its time before it waited for the visit, so one that waited behind another's commit was dated
+    before it: the other's check-out won, the visit kept it, and the trail said the later decision
+    changed nothing. Now the time is taken once the visits are held, so decision order is lock order."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    first, second = [await forgot_check_out(client, world, visit_id, hhmm) for hhmm in ("08:20", "08:30")]
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            # held as a decision holds it (plan and state), so that the decision run here waits for nothing
+            await reconcile_store.lock_whole_visits(holder, tenant, [visit_id])
+            waiting = in_background(client, f"/v1/amendments/{first.json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 1, waiting)
+            # The second is decided, and commits, while the first waits for the visit.
+            await _decide(holder, _second_commissioner(tenant), UUID(second.json()["id"]), "approved")
+        answer = await asyncio.wait_for(waiting, 20)
+    finally:
+        await holder.close()
+    assert answer.status_code == 200, answer.text
+    later = answer.json()
+    earlier = await db.fetchval("SELECT decided_at FROM amendments WHERE id = $1", UUID(second.json()["id"]))
+    assert datetime.fromisoformat(later["decided_at"]) > earlier
+    assert (later["decided_payable_before"], later["decided_payable_after"]) == (30, 20)
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 20  # the later decision's
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
+async def test_an_amendment_that_approves_itself_after_waiting_for_the_visit_is_dated_after_the_decision_it_waited_for(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 149, for a proposal that approves itself: it measured its fall against the state the other
+    decision committed (30 to 20) but was dated before that decision, so the visit went on paying 30."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    visit_id = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:10")),
+    )
+    rise = await forgot_check_out(client, world, visit_id, "08:30")
+    assert rise.json()["status"] == "pending", rise.text
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            # held as a decision holds it (plan and state), so that the decision run here waits for nothing
+            await reconcile_store.lock_whole_visits(holder, tenant, [visit_id])
+            fall = {"carer_id": tw.carers[0], "check_out_at": at(yesterday(), "08:20").isoformat()}
+            waiting = in_background(
+                client,
+                f"/v1/visits/{visit_id}/amendments",
+                tw.provider_headers[0],
+                {**fall, "reason_code": "forgot_check_out"},
+            )
+            await until_waiting(db, 1, waiting)
+            await _decide(holder, _second_commissioner(tenant), UUID(rise.json()["id"]), "approved")
+        answer = await asyncio.wait_for(waiting, 20)
+    finally:
+        await holder.close()
+    assert answer.status_code == 201, answer.text
+    fallen = answer.json()
+    assert (fallen["status"], fallen["decided_payable_before"], fallen["decided_payable_after"]) == ("approved", 30, 20)
+    decided_rise = await db.fetchval("SELECT decided_at FROM amendments WHERE id = $1", UUID(rise.json()["id"]))
+    assert datetime.fromisoformat(fallen["decided_at"]) > decided_rise
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 20
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
 
 
 async def test_crossing_moves_proposed_at_once_do_not_deadlock(
