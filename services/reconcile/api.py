@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
+import structlog
 from litestar import Controller, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
@@ -22,6 +24,29 @@ from services.common.pagination import CursorParam, LimitParam, decode_cursor, p
 from services.planning import store as planning_store
 from services.reconcile import amendments as amendment_rules
 from services.reconcile import rules, service, store
+
+log = structlog.get_logger("carebank.reconcile")
+T = TypeVar("T")
+
+
+# A proposal or decision PostgreSQL picked as a deadlock's victim was rolled back whole, so it is run again.
+DEADLOCK_TRIES = 3
+
+
+async def _deadlock_retried(run: Callable[[], Awaitable[T]]) -> T:
+    """`run` (one transaction) again, up to DEADLOCK_TRIES times in all, when PostgreSQL broke a deadlock
+    by rolling it back; then 409 `conflict`. Amendments lock their visits in id order, so what is left is
+    the rare chain of moves approved while one waited (decision 150); nothing of a rolled-back try stays."""
+    for tries_left in range(DEADLOCK_TRIES - 1, -1, -1):
+        try:
+            return await run()
+        except asyncpg.DeadlockDetectedError:
+            if not tries_left:
+                raise problem(
+                    409, "conflict", "other changes to these visits were being made at once; nothing was changed"
+                ) from None
+            log.warning("amendment_deadlock_retried")
+    raise AssertionError("unreachable")
 
 
 async def _visit_in_reach(
@@ -47,7 +72,7 @@ class AmendmentController(Controller):
         self, visit_id: Annotated[UUID, PathParameter()], data: JSONBody[AmendmentCreate], conn: Conn, caller: Caller
     ) -> Amendment:
         """Propose an amendment; it approves itself when pay falls (or moves within auto_approve_min)."""
-        amendment_id = await _propose(conn, caller, visit_id, data)
+        amendment_id = await _deadlock_retried(lambda: _propose(conn, caller, visit_id, data))
         return found_or_404(await store.get_amendment(conn, caller.tenant, amendment_id), "amendment")
 
     @get("/v1/amendments", operation_id="listAmendments", guards=[allow("commissioner", "provider")])
@@ -81,7 +106,7 @@ class AmendmentController(Controller):
     )
     async def approve(self, amendment_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Amendment:
         """Approve: the amendment now counts, and the visit is reconciled with it."""
-        return await _decide(conn, caller, amendment_id, "approved")
+        return await _deadlock_retried(lambda: _decide(conn, caller, amendment_id, "approved"))
 
     @post(
         "/v1/amendments/{amendment_id:uuid}/reject",
@@ -91,7 +116,7 @@ class AmendmentController(Controller):
     )
     async def reject(self, amendment_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Amendment:
         """Reject: the amendment is kept, and never counts."""
-        return await _decide(conn, caller, amendment_id, "rejected")
+        return await _deadlock_retried(lambda: _decide(conn, caller, amendment_id, "rejected"))
 
 
 async def _propose(conn: asyncpg.Connection, caller: Principal, visit_id: UUID, data: AmendmentCreate) -> UUID:

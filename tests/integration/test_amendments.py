@@ -998,3 +998,41 @@ async def test_sizing_an_unplanned_visit_while_an_amendment_to_it_is_proposed_do
     assert (decided.status_code, proposed.status_code) == (200, 201), (decided.text, proposed.text)
     shown = await get_visit(client, world, visit_id)
     assert (shown["approval"], shown["planned_min"], shown["actual"]["payable_min"]) == ("approved", 45, 45)
+
+
+async def test_a_decision_picked_as_a_deadlock_s_victim_is_run_again_and_then_refused_whole(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decision 150's second line: a deadlock PostgreSQL breaks (what is left of them: a chain of moves
+    approved while a decision waited) rolls the decision back whole, and it is run again; one that loses
+    every try answers 409 `conflict`, not 500, with nothing of it kept."""
+    tw = world.a
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    made = await forgot_check_out(client, world, visit_id, "08:30")
+    real = reconcile_store.decide_amendment
+    victim = [True]  # this many tries are picked, one after the other
+
+    async def picked(*args: Any, **kwargs: Any) -> None:
+        await real(*args, **kwargs)  # written, then rolled back with the rest of the try
+        if victim and victim.pop():
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+
+    monkeypatch.setattr(reconcile_store, "decide_amendment", picked)
+    approved = await decide(client, tw.commissioner, made)
+    assert (approved["decided_payable_before"], approved["decided_payable_after"]) == (0, 30)
+    again = await propose(  # an extension, which never approves itself
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=at(yesterday(), "08:40").isoformat(),
+        extension_min=10,
+        reason_code="extended_visit_authorised",
+    )
+    assert again.json()["status"] == "pending", again.text
+    victim[:] = [True] * 3
+    refused = await client.post(f"/v1/amendments/{again.json()['id']}/approve", headers=tw.commissioner)
+    assert (refused.status_code, refused.json()["code"]) == (409, "conflict"), refused.text
+    assert (await db.fetchval("SELECT status FROM amendments WHERE id = $1", UUID(again.json()["id"]))) == "pending"
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 30
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
