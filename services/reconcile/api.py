@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
+import structlog
 from litestar import Controller, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
@@ -23,9 +25,28 @@ from services.planning import store as planning_store
 from services.reconcile import amendments as amendment_rules
 from services.reconcile import rules, service, store
 
+log = structlog.get_logger("carebank.reconcile")
+T = TypeVar("T")
 
-def _now() -> datetime:
-    return datetime.now(tz=UTC)
+
+# A proposal or decision PostgreSQL picked as a deadlock's victim was rolled back whole, so it is run again.
+DEADLOCK_TRIES = 3
+
+
+async def _deadlock_retried(run: Callable[[], Awaitable[T]]) -> T:
+    """`run` (one transaction) again, up to DEADLOCK_TRIES times in all, when PostgreSQL broke a deadlock
+    by rolling it back; then 409 `conflict`. Amendments lock their visits in id order, so what is left is
+    the rare chain of moves approved while one waited (decision 150); nothing of a rolled-back try stays."""
+    for tries_left in range(DEADLOCK_TRIES - 1, -1, -1):
+        try:
+            return await run()
+        except asyncpg.DeadlockDetectedError:
+            if not tries_left:
+                raise problem(
+                    409, "conflict", "other changes to these visits were being made at once; nothing was changed"
+                ) from None
+            log.warning("amendment_deadlock_retried")
+    raise AssertionError("unreachable")
 
 
 async def _visit_in_reach(
@@ -51,84 +72,8 @@ class AmendmentController(Controller):
         self, visit_id: Annotated[UUID, PathParameter()], data: JSONBody[AmendmentCreate], conn: Conn, caller: Caller
     ) -> Amendment:
         """Propose an amendment; it approves itself when pay falls (or moves within auto_approve_min)."""
-        tenant = caller.tenant
-        now = _now()
-        async with conn.transaction():
-            visit = await _visit_in_reach(conn, caller, visit_id)
-            unplanned = visit.origin == "unplanned" and visit.approval != "approved"
-            amendment_rules.check_amendment(data, unplanned=unplanned, now=now)
-            if data.carer_id not in await catalog_store.carers_of_provider(
-                conn, tenant, visit.provider_id, [data.carer_id]
-            ):
-                raise not_found("carer", "carer_id")
-            if data.move_to_visit_id is not None:
-                target = await _visit_in_reach(conn, caller, data.move_to_visit_id, "move_to_visit_id")
-                if target.provider_id != visit.provider_id or target.id == visit.id:
-                    raise not_found("visit", "move_to_visit_id")
-            contract = await catalog_store.get_contract(conn, tenant, visit.contract_id)
-            assert contract is not None
-            preview = rules.Amendment(
-                carer_id=data.carer_id,
-                decided_at=now,
-                check_in_at=data.check_in_at,
-                check_out_at=data.check_out_at,
-                extension_min=data.extension_min,
-                planned_min=data.planned_min,
-            )
-            # Both from the current inputs, so a stale stored state cannot make a rise look like a fall.
-            before = (await service.compute(conn, tenant, [visit.id], now)).states
-            after = (await service.compute(conn, tenant, [visit.id], now, extra={visit.id: [preview]})).states
-            payable_before, banked_before = before[visit.id].payable_min, before[visit.id].banked_min
-            move = data.move_to_visit_id is not None
-            # A move changes two visits; its effect is recorded when it is decided.
-            payable_after = payable_before if move else after[visit.id].payable_min
-            banked_after = banked_before if move else after[visit.id].banked_min
-            automatic = amendment_rules.approves_itself(
-                payable_before=payable_before,
-                payable_after=payable_after,
-                banked_before=banked_before,
-                banked_after=banked_after,
-                auto_approve_min=contract.pay_rules.auto_approve_min,
-                unplanned=visit.origin == "unplanned",  # "never for unplanned visits", approved ones too
-                # A requested visit pays 0 until approved: 0 → 0 says nothing of what approval will pay.
-                awaiting_approval=visit.approval != "approved",
-                extension=data.extension_min is not None,
-                move=move,
-                final=before[visit.id].status in ("completed", "missed", "cancelled")
-                and after[visit.id].status in ("completed", "missed", "cancelled"),
-            )
-            amendment = await store.insert_amendment(
-                conn,
-                tenant,
-                {
-                    "id": new_id(),
-                    "visit_id": visit.id,
-                    "carer_id": data.carer_id,
-                    "check_in_at": data.check_in_at,
-                    "check_out_at": data.check_out_at,
-                    "extension_min": data.extension_min,
-                    "planned_min": data.planned_min,
-                    "move_to_visit_id": data.move_to_visit_id,
-                    "reason_code": data.reason_code,
-                    "note": data.note,
-                    "proposed_by": caller.client_id,
-                    "proposed_role": caller.role,
-                    "proposed_at": now,
-                    "status": "approved" if automatic else "pending",
-                    "auto_approved": automatic,
-                    "decided_by": "auto" if automatic else None,
-                    "decided_at": now if automatic else None,
-                    "payable_before": payable_before,
-                    "payable_after": payable_after,
-                    "banked_before": banked_before,
-                    "banked_after": banked_after,
-                    "decided_payable_before": payable_before if automatic else None,
-                    "decided_payable_after": payable_after if automatic else None,
-                },
-            )
-            if automatic:
-                await _apply(conn, tenant, amendment, now)
-        return found_or_404(await store.get_amendment(conn, tenant, amendment.id), "amendment")
+        amendment_id = await _deadlock_retried(lambda: _propose(conn, caller, visit_id, data))
+        return found_or_404(await store.get_amendment(conn, caller.tenant, amendment_id), "amendment")
 
     @get("/v1/amendments", operation_id="listAmendments", guards=[allow("commissioner", "provider")])
     async def list_amendments(
@@ -161,7 +106,7 @@ class AmendmentController(Controller):
     )
     async def approve(self, amendment_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Amendment:
         """Approve: the amendment now counts, and the visit is reconciled with it."""
-        return await _decide(conn, caller, amendment_id, "approved")
+        return await _deadlock_retried(lambda: _decide(conn, caller, amendment_id, "approved"))
 
     @post(
         "/v1/amendments/{amendment_id:uuid}/reject",
@@ -171,18 +116,111 @@ class AmendmentController(Controller):
     )
     async def reject(self, amendment_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Amendment:
         """Reject: the amendment is kept, and never counts."""
-        return await _decide(conn, caller, amendment_id, "rejected")
+        return await _deadlock_retried(lambda: _decide(conn, caller, amendment_id, "rejected"))
+
+
+async def _propose(conn: asyncpg.Connection, caller: Principal, visit_id: UUID, data: AmendmentCreate) -> UUID:
+    """Check and store a proposal, deciding it at once when it approves itself; returns its id."""
+    tenant = caller.tenant
+    async with conn.transaction():
+        # The visit and the one a move names, both at once and in id order, with those moves lead on to:
+        # locked one after the other, crossing moves proposed at once each held one and waited for the
+        # other (decision 150). Then the time, which dates an amendment that approves itself (decision 149).
+        named = [visit_id] + ([data.move_to_visit_id] if data.move_to_visit_id else [])
+        await service.hold_visits(conn, tenant, named, store.lock_whole_visits)
+        now = await store.clock(conn)
+        visit = await _visit_in_reach(conn, caller, visit_id)
+        unplanned = visit.origin == "unplanned" and visit.approval != "approved"
+        amendment_rules.check_amendment(data, unplanned=unplanned, now=now)
+        if data.carer_id not in await catalog_store.carers_of_provider(
+            conn, tenant, visit.provider_id, [data.carer_id]
+        ):
+            raise not_found("carer", "carer_id")
+        if data.move_to_visit_id is not None:
+            target = await _visit_in_reach(conn, caller, data.move_to_visit_id, "move_to_visit_id")
+            if target.provider_id != visit.provider_id or target.id == visit.id:
+                raise not_found("visit", "move_to_visit_id")
+        contract = await catalog_store.get_contract(conn, tenant, visit.contract_id)
+        assert contract is not None
+        preview = rules.Amendment(
+            carer_id=data.carer_id,
+            decided_at=now,
+            check_in_at=data.check_in_at,
+            check_out_at=data.check_out_at,
+            extension_min=data.extension_min,
+            planned_min=data.planned_min,
+        )
+        # Both from the current inputs, so a stale stored state cannot make a rise look like a fall.
+        before = (await service.compute(conn, tenant, [visit.id], now)).states
+        after = (await service.compute(conn, tenant, [visit.id], now, extra={visit.id: [preview]})).states
+        payable_before, banked_before = before[visit.id].payable_min, before[visit.id].banked_min
+        move = data.move_to_visit_id is not None
+        # A move changes two visits; its effect is recorded when it is decided.
+        payable_after = payable_before if move else after[visit.id].payable_min
+        banked_after = banked_before if move else after[visit.id].banked_min
+        automatic = amendment_rules.approves_itself(
+            payable_before=payable_before,
+            payable_after=payable_after,
+            banked_before=banked_before,
+            banked_after=banked_after,
+            auto_approve_min=contract.pay_rules.auto_approve_min,
+            unplanned=visit.origin == "unplanned",  # "never for unplanned visits", approved ones too
+            # A requested visit pays 0 until approved: 0 → 0 says nothing of what approval will pay.
+            awaiting_approval=visit.approval != "approved",
+            extension=data.extension_min is not None,
+            move=move,
+            final=before[visit.id].status in ("completed", "missed", "cancelled")
+            and after[visit.id].status in ("completed", "missed", "cancelled"),
+        )
+        amendment = await store.insert_amendment(
+            conn,
+            tenant,
+            {
+                "id": new_id(),
+                "visit_id": visit.id,
+                "carer_id": data.carer_id,
+                "check_in_at": data.check_in_at,
+                "check_out_at": data.check_out_at,
+                "extension_min": data.extension_min,
+                "planned_min": data.planned_min,
+                "move_to_visit_id": data.move_to_visit_id,
+                "reason_code": data.reason_code,
+                "note": data.note,
+                "proposed_by": caller.client_id,
+                "proposed_role": caller.role,
+                "proposed_at": now,
+                "status": "approved" if automatic else "pending",
+                "auto_approved": automatic,
+                "decided_by": "auto" if automatic else None,
+                "decided_at": now if automatic else None,
+                "payable_before": payable_before,
+                "payable_after": payable_after,
+                "banked_before": banked_before,
+                "banked_after": banked_after,
+                "decided_payable_before": payable_before if automatic else None,
+                "decided_payable_after": payable_after if automatic else None,
+            },
+        )
+        if automatic:
+            await _apply(conn, tenant, amendment, now)
+    return amendment.id
 
 
 async def _decide(conn: asyncpg.Connection, caller: Principal, amendment_id: UUID, status: str) -> Amendment:
+    """Approve or reject a pending amendment, recording what its visits paid before and after."""
     tenant = caller.tenant
-    now = _now()
     async with conn.transaction():
         amendment = found_or_404(await store.get_amendment(conn, tenant, amendment_id, lock=True), "amendment")
         if amendment.status != "pending":
             raise problem(409, "already_decided", f"this amendment was already {amendment.status}")
         if amendment.proposed_by == caller.client_id:
             raise problem(403, "forbidden", "the proposer may not decide its own amendment")
+        # Its visits first, at once and in id order as a proposal takes them (decision 150); a rejection
+        # too, so that what it records before and after is one state. Then the time: a decision that
+        # waited for another's visits is dated after the other committed, so the latest decision is the
+        # one that came last (decision 149).
+        await service.hold_visits(conn, tenant, _touched(amendment), store.lock_whole_visits)
+        now = await store.clock(conn)
         if status == "approved":
             # Brought up to date first (an event still queued, say), so that before and after differ by
             # this decision alone; the visits stay locked until it commits. A rejection changes nothing.

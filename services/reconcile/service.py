@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -179,21 +179,32 @@ async def compute(
     return result
 
 
+Lock = Callable[[asyncpg.Connection, UUID, Sequence[UUID]], Awaitable[None]]
+
+
+async def hold_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], lock: Lock) -> list[UUID]:
+    """Lock (with `lock`, which takes them in id order) these visits and those approved moves lead to from
+    them, all in one statement; returns them all, sorted. A reconciliation of a visit changes the visits its
+    events were moved to as well, so they are held with it."""
+    visit_ids = sorted(set(visit_ids) | set(await store.move_targets(conn, tenant_id, visit_ids)))
+    await lock(conn, tenant_id, visit_ids)
+    # The targets again, now that the visits are held: a move approved while this waited (it held one of
+    # them) can take these visits' events further along a chain, to a visit not read above. Those are
+    # locked after the others, out of order: a rare deadlock, which PostgreSQL breaks (decision 133).
+    while more := set(await store.move_targets(conn, tenant_id, visit_ids)) - set(visit_ids):
+        visit_ids = sorted(set(visit_ids) | more)
+        await lock(conn, tenant_id, visit_ids)
+    return visit_ids
+
+
 async def reconcile_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID], now: datetime) -> int:
     """Recompute these visits' state and store what changed; returns how many were reconciled."""
     if not visit_ids:
         return 0
-    # The visits these ones' events were moved to follow them: which events count there can change too.
-    visit_ids = sorted(set(visit_ids) | set(await store.move_targets(conn, tenant_id, visit_ids)))
     # Locked so that two reconciliations of one visit take turns and the later reads what the earlier
     # committed: every input is read after the lock, by statements that start after it was granted.
     # (The overlap pass's carers are locked last, `overlap_pass`: visits, then accounts, then carers.)
-    await store.lock_visits(conn, tenant_id, visit_ids)
-    # The targets again, now that the visits are held: a move approved while this waited (it held one of
-    # them) can take these visits' events further along a chain, to a visit not read above.
-    while more := set(await store.move_targets(conn, tenant_id, visit_ids)) - set(visit_ids):
-        visit_ids = sorted(set(visit_ids) | more)
-        await store.lock_visits(conn, tenant_id, visit_ids)
+    visit_ids = await hold_visits(conn, tenant_id, visit_ids, store.lock_visits)
     result = await compute(conn, tenant_id, visit_ids, now, with_stored=False)
     # The attendances to store, against those stored (only reconciliations of these visits, which wait
     # for their locks, write them): the visits whose attendances change have their overlap flag decided

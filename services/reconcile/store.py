@@ -201,6 +201,27 @@ async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
     )
 
 
+async def lock_whole_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
+    """Lock the visits' plans and states (through the `visits` view, as `planning.store.get_visit(lock=True)`
+    does: each plan, then its state), in id order. What an amendment takes before it reads or writes
+    anything: a proposal and a decision then lock as each other and as reconciliation do, so neither
+    waits for a row the other holds while holding one the other waits for (decision 150)."""
+    await conn.execute(
+        """SELECT 1 FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+           ORDER BY id FOR NO KEY UPDATE""",
+        tenant_id,
+        sorted(set(visit_ids)),
+    )
+
+
+async def clock(conn: asyncpg.Connection) -> datetime:
+    """The database's clock, now (not the transaction's start): one clock for every process that decides,
+    read once the decision holds its visits, so that decision times follow the order decisions commit
+    in (decision 149)."""
+    now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return now
+
+
 _JOIN_STATES = "JOIN visit_states s ON s.tenant_id = v.tenant_id AND s.visit_id = v.id"
 
 

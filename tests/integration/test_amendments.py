@@ -9,12 +9,15 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import httpx
 import pytest
 
 from infra.db import connect
+from services.common.auth import Principal
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
+from services.reconcile.api import _decide
 from tests.integration.test_ingest import at, event, visit_at, yesterday
 from tests.integration.test_planning import plan_body
 from tests.support import (
@@ -822,3 +825,279 @@ async def test_an_event_reconciled_while_a_move_further_along_its_chain_is_appro
     shown = await get_visit(client, world, z)
     assert (shown["status"], shown["actual"]["payable_min"]) == ("completed", 30)
     assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
+def _second_commissioner(tenant: UUID) -> Principal:
+    """A commissioner other than the proposer, deciding through `_decide` on a connection of the test's."""
+    return Principal(client_id="commissioner-two", role="commissioner", tenant_id=tenant)
+
+
+def in_background(client: Client, url: str, headers: dict[str, str], body: Any = None) -> asyncio.Task[httpx.Response]:
+    """POST while the test goes on: the test client runs the app on its portal's thread and blocks its
+    caller until the answer, so this request is sent from a thread of its own, over the same app."""
+
+    transport: Any = client._transport  # Litestar's, which answers synchronously too
+
+    def send() -> httpx.Response:
+        return httpx.Client(transport=transport, base_url=client.base_url).post(url, json=body, headers=headers)
+
+    return asyncio.create_task(asyncio.to_thread(send))
+
+
+async def until_waiting(db: asyncpg.Connection, backends: int, *tasks: asyncio.Task[Any]) -> None:
+    """Return once `backends` backends other than `db`'s wait for a lock; fail if a task ends first, or
+    after ten seconds."""
+    for _ in range(500):
+        if (
+            await db.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"""
+            )
+            >= backends
+        ):
+            return
+        assert not any(task.done() for task in tasks), "a request finished without waiting for a lock"
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{backends} backends did not wait for a lock")
+
+
+async def test_a_decision_that_waited_for_the_visit_is_dated_after_the_one_it_waited_for(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 149: approved amendments apply in order of decision time, the latest winning. A decision
+    took its time before it waited for the visit, so one that waited behind another's commit was dated
+    before it: the other's check-out won, the visit kept it, and the trail said the later decision
+    changed nothing. Now the time is taken once the visits are held, so decision order is lock order."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    first, second = [await forgot_check_out(client, world, visit_id, hhmm) for hhmm in ("08:20", "08:30")]
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            # held as a decision holds it (plan and state), so that the decision run here waits for nothing
+            await reconcile_store.lock_whole_visits(holder, tenant, [visit_id])
+            waiting = in_background(client, f"/v1/amendments/{first.json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 1, waiting)
+            # The second is decided, and commits, while the first waits for the visit.
+            await _decide(holder, _second_commissioner(tenant), UUID(second.json()["id"]), "approved")
+        answer = await asyncio.wait_for(waiting, 20)
+    finally:
+        await holder.close()
+    assert answer.status_code == 200, answer.text
+    later = answer.json()
+    earlier = await db.fetchval("SELECT decided_at FROM amendments WHERE id = $1", UUID(second.json()["id"]))
+    assert datetime.fromisoformat(later["decided_at"]) > earlier
+    assert (later["decided_payable_before"], later["decided_payable_after"]) == (30, 20)
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 20  # the later decision's
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
+async def test_an_amendment_that_approves_itself_after_waiting_for_the_visit_is_dated_after_the_decision_it_waited_for(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 149, for a proposal that approves itself: it measured its fall against the state the other
+    decision committed (30 to 20) but was dated before that decision, so the visit went on paying 30."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    visit_id = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:10")),
+    )
+    rise = await forgot_check_out(client, world, visit_id, "08:30")
+    assert rise.json()["status"] == "pending", rise.text
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            # held as a decision holds it (plan and state), so that the decision run here waits for nothing
+            await reconcile_store.lock_whole_visits(holder, tenant, [visit_id])
+            fall = {"carer_id": tw.carers[0], "check_out_at": at(yesterday(), "08:20").isoformat()}
+            waiting = in_background(
+                client,
+                f"/v1/visits/{visit_id}/amendments",
+                tw.provider_headers[0],
+                {**fall, "reason_code": "forgot_check_out"},
+            )
+            await until_waiting(db, 1, waiting)
+            await _decide(holder, _second_commissioner(tenant), UUID(rise.json()["id"]), "approved")
+        answer = await asyncio.wait_for(waiting, 20)
+    finally:
+        await holder.close()
+    assert answer.status_code == 201, answer.text
+    fallen = answer.json()
+    assert (fallen["status"], fallen["decided_payable_before"], fallen["decided_payable_after"]) == ("approved", 30, 20)
+    decided_rise = await db.fetchval("SELECT decided_at FROM amendments WHERE id = $1", UUID(rise.json()["id"]))
+    assert datetime.fromisoformat(fallen["decided_at"]) > decided_rise
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 20
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
+async def test_crossing_moves_proposed_at_once_do_not_deadlock(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 150: a move's proposal locked its own visit, then the one the events would go to. Moves
+    X to Y and Y to X proposed at once each held one visit and waited for the other, until PostgreSQL
+    broke the deadlock and one of them answered 500. The carers' table is held here so that each
+    proposal stops after taking its first lock (the code before 150 read the provider's carers between
+    its two visits); now both visits are locked at once, in id order, and the second proposal waits
+    for the first instead."""
+    tw = world.a
+    x = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    y = await extra_visit(client, tw, at(yesterday(), "08:00"))
+
+    def move(source: UUID, target: UUID) -> asyncio.Task[httpx.Response]:
+        body = {"carer_id": tw.carers[0], "move_to_visit_id": str(target), "reason_code": "wrong_visit_selected"}
+        return in_background(client, f"/v1/visits/{source}/amendments", tw.provider_headers[0], body)
+
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE carers IN ACCESS EXCLUSIVE MODE")
+            there = move(x, y)
+            await until_waiting(db, 1, there)
+            back = move(y, x)
+            await until_waiting(db, 2, there, back)
+        answers = await asyncio.wait_for(asyncio.gather(there, back), 20)
+    finally:
+        await holder.close()
+    assert [answer.status_code for answer in answers] == [201, 201], [answer.text for answer in answers]
+    assert {answer.json()["status"] for answer in answers} == {"pending"}
+
+
+async def test_crossing_moves_decided_at_once_take_turns(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 150, pinned (it held before: a decision locks through reconciliation, which sorts what it
+    locks): the approvals of moves X to Y and Y to X, started while both visits are held, both succeed, and
+    the later one decides where the carer's events end up."""
+    tw = world.a
+    tenant = UUID(tw.tenant_id)
+    x = await visited(
+        client,
+        world,
+        db,
+        pool,
+        event("check_in", at(yesterday(), "08:00")),
+        event("check_out", at(yesterday(), "08:30")),
+    )
+    y = await extra_visit(client, tw, at(yesterday(), "08:00"))
+    made = [
+        await propose(
+            client,
+            tw.provider_headers[0],
+            source,
+            carer_id=tw.carers[0],
+            move_to_visit_id=str(target),
+            reason_code="wrong_visit_selected",
+        )
+        for source, target in ((x, y), (y, x))
+    ]
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            await reconcile_store.lock_visits(holder, tenant, [x, y])
+            there = in_background(client, f"/v1/amendments/{made[0].json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 1, there)
+            back = in_background(client, f"/v1/amendments/{made[1].json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 2, there, back)
+        answers = await asyncio.wait_for(asyncio.gather(there, back), 20)
+    finally:
+        await holder.close()
+    assert [answer.status_code for answer in answers] == [200, 200], [answer.text for answer in answers]
+    last = max(answers, key=lambda answer: answer.json()["decided_at"]).json()
+    ends = UUID(last["move_to_visit_id"])
+    assert (await get_visit(client, world, ends))["actual"]["payable_min"] == 30
+    assert (await get_visit(client, world, y if ends == x else x))["actual"] is None
+    assert (await jobs.verify_tenant(pool, tenant)).differing == []
+
+
+async def test_sizing_an_unplanned_visit_while_an_amendment_to_it_is_proposed_does_not_deadlock(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Decision 150, on one visit: a proposal locks the visit through the `visits` view (its plan, then its
+    state), while a decision locked the state to reconcile and, approving planned minutes, the plan only
+    later. Each then held one row of the visit and waited for the other's. The contracts' table is held
+    here so that the decision stops between the two (it reads its contract's rules in between); now it
+    takes both rows first, as the proposal does, and the proposal waits for it."""
+    tw = world.a
+    day = yesterday()
+    for body in (
+        event("check_in", at(day, "15:00"), person_id=tw.person_id),
+        event("check_out", at(day, "15:40"), person_id=tw.person_id),
+    ):
+        response = await client.post("/v1/visit-events", json=body, headers=tw.carer_headers[0])
+    visit_id = UUID(response.json()["visit_id"])
+    await reconciled(pool)
+    sizing = await propose(
+        client, tw.provider_headers[0], visit_id, carer_id=tw.carers[0], planned_min=45, reason_code="schedule_error"
+    )
+    assert sizing.json()["status"] == "pending", sizing.text
+    holder = await connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE contracts IN ACCESS EXCLUSIVE MODE")
+            deciding = in_background(client, f"/v1/amendments/{sizing.json()['id']}/approve", tw.commissioner)
+            await until_waiting(db, 1, deciding)
+            body = {"carer_id": tw.carers[0], "check_out_at": at(day, "15:30").isoformat()}
+            proposing = in_background(
+                client,
+                f"/v1/visits/{visit_id}/amendments",
+                tw.provider_headers[0],
+                {**body, "reason_code": "no_signal"},
+            )
+            await until_waiting(db, 2, deciding, proposing)
+        decided, proposed = await asyncio.wait_for(asyncio.gather(deciding, proposing), 20)
+    finally:
+        await holder.close()
+    assert (decided.status_code, proposed.status_code) == (200, 201), (decided.text, proposed.text)
+    shown = await get_visit(client, world, visit_id)
+    assert (shown["approval"], shown["planned_min"], shown["actual"]["payable_min"]) == ("approved", 45, 45)
+
+
+async def test_a_decision_picked_as_a_deadlock_s_victim_is_run_again_and_then_refused_whole(
+    client: Client, world: World, db: asyncpg.Connection, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decision 150's second line: a deadlock PostgreSQL breaks (what is left of them: a chain of moves
+    approved while a decision waited) rolls the decision back whole, and it is run again; one that loses
+    every try answers 409 `conflict`, not 500, with nothing of it kept."""
+    tw = world.a
+    visit_id = await visited(client, world, db, pool, event("check_in", at(yesterday(), "08:00")))
+    made = await forgot_check_out(client, world, visit_id, "08:30")
+    real = reconcile_store.decide_amendment
+    victim = [True]  # this many tries are picked, one after the other
+
+    async def picked(*args: Any, **kwargs: Any) -> None:
+        await real(*args, **kwargs)  # written, then rolled back with the rest of the try
+        if victim and victim.pop():
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+
+    monkeypatch.setattr(reconcile_store, "decide_amendment", picked)
+    approved = await decide(client, tw.commissioner, made)
+    assert (approved["decided_payable_before"], approved["decided_payable_after"]) == (0, 30)
+    again = await propose(  # an extension, which never approves itself
+        client,
+        tw.provider_headers[0],
+        visit_id,
+        carer_id=tw.carers[0],
+        check_out_at=at(yesterday(), "08:40").isoformat(),
+        extension_min=10,
+        reason_code="extended_visit_authorised",
+    )
+    assert again.json()["status"] == "pending", again.text
+    victim[:] = [True] * 3
+    refused = await client.post(f"/v1/amendments/{again.json()['id']}/approve", headers=tw.commissioner)
+    assert (refused.status_code, refused.json()["code"]) == (409, "conflict"), refused.text
+    assert (await db.fetchval("SELECT status FROM amendments WHERE id = $1", UUID(again.json()["id"]))) == "pending"
+    assert (await get_visit(client, world, visit_id))["actual"]["payable_min"] == 30
+    assert (await jobs.verify_tenant(pool, UUID(tw.tenant_id))).differing == []
