@@ -13,9 +13,11 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import pytest
 
 from infra.db import connect
+from infra.settings import Settings
 from services.reconcile import jobs
 from services.reconcile import service as reconcile_service
 from services.reconcile import store as reconcile_store
@@ -452,60 +454,67 @@ async def test_a_visit_reconciled_to_the_same_state_is_not_written_again(
     assert after["reconciled_at"] > before["reconciled_at"]
 
 
-async def test_a_visit_queued_again_while_a_batch_reconciles_it_waits_for_nothing_and_is_not_lost(
-    client: Client, world: World, db: asyncpg.Connection, database_url: str
-) -> None:
-    """An ingest transaction queues a visit whose earlier row a drainer's batch has taken and is still
-    reconciling (decision 154). The ingest's queueing must not wait for that batch to commit (with one
-    row per visit it did: a carer's event held up behind thousands of other visits); the drainer must not
-    take the new row before the ingest commits; and the batch's commit must leave it queued, since the
-    batch read the visit before the new event was there."""
-    visit_id = await visit_at(db, world.a.person_id, yesterday())
-    tenant = UUID(world.a.tenant_id)
-    await reconcile_store.enqueue(db, tenant, [visit_id])  # queued earlier, committed
-    ingest, drainer = await connect(database_url), await connect(database_url)
-    try:
-        batch = drainer.transaction()
-        await batch.start()
-        assert await reconcile_store.take_queued(drainer, 100) == [(tenant, visit_id)]
-        await reconcile_service.reconcile_visits(drainer, tenant, [visit_id], datetime.now(tz=UTC))
-        async with ingest.transaction():  # the new event's transaction, while the batch is open
-            await asyncio.wait_for(reconcile_store.enqueue(ingest, tenant, [visit_id]), timeout=5)
-            assert await reconcile_store.take_queued(db, 100) == []  # not visible to a drainer before it commits
-        await batch.commit()
-    finally:
-        await ingest.close()
-        await drainer.close()
-    assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
+class TestTheQueueAmongDrainers:
+    """The queue's claims, with no other drainer about: the app under test runs without its own."""
 
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return msgspec.structs.replace(settings, reconcile_in_api=False)
 
-async def test_two_drainers_take_different_rows_and_a_visit_queued_twice_is_reconciled_once_a_batch(
-    db: asyncpg.Connection, world: World, database_url: str
-) -> None:
-    """Each drainer skips the rows another holds; a claim takes every due row of the visits it picks, so
-    a visit queued twice comes back twice from a claim of one row, and is reconciled once."""
-    tenant = UUID(world.a.tenant_id)
-    day = yesterday()
-    first_visit, second_visit = (
-        await visit_at(db, world.a.person_id, day),
-        await visit_at(db, world.a.person_id, day - timedelta(days=1)),
-    )
-    await reconcile_store.enqueue(db, tenant, [first_visit])
-    await reconcile_store.enqueue(db, tenant, [first_visit])
-    await reconcile_store.enqueue(db, tenant, [second_visit])
-    one, other = await connect(database_url), await connect(database_url)
-    try:
-        async with one.transaction(), other.transaction():
-            taken = await reconcile_store.take_queued(one, 1)
-            assert taken == [(tenant, first_visit)] * 2
-            assert await reconcile_store.take_queued(other, 100) == [(tenant, second_visit)]
-            assert (
-                await reconcile_service.reconcile_visits(one, tenant, [v for _, v in taken], datetime.now(tz=UTC)) == 1
-            )
-    finally:
-        await one.close()
-        await other.close()
-    assert await db.fetchval("SELECT count(*) FROM reconcile_queue") == 0
+    async def test_a_visit_queued_again_while_a_batch_reconciles_it_waits_for_nothing_and_is_not_lost(
+        self, client: Client, world: World, db: asyncpg.Connection, database_url: str
+    ) -> None:
+        """An ingest transaction queues a visit whose earlier row a drainer's batch has taken and is still
+        reconciling (decision 154). The ingest's queueing must not wait for that batch to commit (with one
+        row per visit it did: a carer's event held up behind thousands of other visits); the drainer must not
+        take the new row before the ingest commits; and the batch's commit must leave it queued, since the
+        batch read the visit before the new event was there."""
+        visit_id = await visit_at(db, world.a.person_id, yesterday())
+        tenant = UUID(world.a.tenant_id)
+        await reconcile_store.enqueue(db, tenant, [visit_id])  # queued earlier, committed
+        ingest, drainer = await connect(database_url), await connect(database_url)
+        try:
+            batch = drainer.transaction()
+            await batch.start()
+            assert await reconcile_store.take_queued(drainer, 100) == [(tenant, visit_id)]
+            await reconcile_service.reconcile_visits(drainer, tenant, [visit_id], datetime.now(tz=UTC))
+            async with ingest.transaction():  # the new event's transaction, while the batch is open
+                await asyncio.wait_for(reconcile_store.enqueue(ingest, tenant, [visit_id]), timeout=5)
+                assert await reconcile_store.take_queued(db, 100) == []  # not visible to a drainer before it commits
+            await batch.commit()
+        finally:
+            await ingest.close()
+            await drainer.close()
+        assert await db.fetchval("SELECT count(*) FROM reconcile_queue WHERE visit_id = $1", visit_id) == 1
+
+    async def test_two_drainers_take_different_rows_and_a_visit_queued_twice_is_reconciled_once_a_batch(
+        self, db: asyncpg.Connection, world: World, database_url: str
+    ) -> None:
+        """Each drainer skips the rows another holds; a claim takes every due row of the visits it picks, so
+        a visit queued twice comes back twice from a claim of one row, and is reconciled once."""
+        tenant = UUID(world.a.tenant_id)
+        day = yesterday()
+        first_visit, second_visit = (
+            await visit_at(db, world.a.person_id, day),
+            await visit_at(db, world.a.person_id, day - timedelta(days=1)),
+        )
+        await reconcile_store.enqueue(db, tenant, [first_visit])
+        await reconcile_store.enqueue(db, tenant, [first_visit])
+        await reconcile_store.enqueue(db, tenant, [second_visit])
+        one, other = await connect(database_url), await connect(database_url)
+        try:
+            async with one.transaction(), other.transaction():
+                taken = await reconcile_store.take_queued(one, 1)
+                assert taken == [(tenant, first_visit)] * 2
+                assert await reconcile_store.take_queued(other, 100) == [(tenant, second_visit)]
+                assert (
+                    await reconcile_service.reconcile_visits(one, tenant, [v for _, v in taken], datetime.now(tz=UTC))
+                    == 1
+                )
+        finally:
+            await one.close()
+            await other.close()
+        assert await db.fetchval("SELECT count(*) FROM reconcile_queue") == 0
 
 
 async def test_two_reconciliations_of_a_visit_take_turns_and_the_later_reads_what_the_earlier_committed(
