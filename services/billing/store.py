@@ -112,13 +112,17 @@ async def pending_count(conn: asyncpg.Connection, tenant_id: UUID, contract_id: 
 
 async def changed_billed_visits(conn: asyncpg.Connection, tenant_id: UUID, contract_id: UUID) -> list[asyncpg.Record]:
     """Invoiced visits whose state was written again since a run last looked (locked until the run
-    commits): candidates for adjustments."""
+    commits): candidates for adjustments. Those the run locked first (`lock_run_visits`) come back as
+    they are; one written again only since, and held right now by another transaction, is skipped, not
+    waited for (decision 156): the run holds its other visits and accounts, and the holder (a drainer's
+    batch, in id order) may be waiting for one of them. Its `rebill` stays set, so the next run adjusts
+    it, once whatever holds it has committed."""
     return await conn.fetch(
         f"""SELECT {_VISIT_FIELDS} FROM visits v JOIN people p ON p.tenant_id = v.tenant_id AND p.id = v.person_id
             JOIN visit_billing b ON b.tenant_id = v.tenant_id AND b.visit_id = v.id AND b.rebill
             WHERE v.tenant_id = $1 AND v.contract_id = $2
             ORDER BY v.planned_start, v.id
-            FOR NO KEY UPDATE OF v""",
+            FOR NO KEY UPDATE OF v SKIP LOCKED""",
         tenant_id,
         contract_id,
     )

@@ -27,6 +27,7 @@ from services.banking import ledger as bank_ledger
 from services.billing import store as billing_store
 from services.catalog import store as catalog_store
 from services.common.auth import Principal, allow, provider_scope
+from services.common.deadlocks import deadlock_retried
 from services.common.deps import Caller, Conn
 from services.common.domain import RuleError, check_instant
 from services.common.errors import found_or_404, not_found, problem
@@ -112,9 +113,9 @@ class CarePlanController(Controller):
         return found_or_404(await store.get_care_plan(conn, caller.tenant, plan_id), "care plan")
 
 
-async def visible_visit(conn: asyncpg.Connection, caller: Principal, visit_id: UUID, *, lock: bool = False) -> Visit:
+async def visible_visit(conn: asyncpg.Connection, caller: Principal, visit_id: UUID) -> Visit:
     """The visit if the caller may see it: a provider its own, a carer those it is on; else 404."""
-    visit = await store.get_visit(conn, caller.tenant, visit_id, lock=lock)
+    visit = await store.get_visit(conn, caller.tenant, visit_id)
     if visit is None:
         raise not_found("visit")
     if caller.role in ("provider", "carer") and visit.provider_id != caller.provider_id:
@@ -127,6 +128,17 @@ async def visible_visit(conn: asyncpg.Connection, caller: Principal, visit_id: U
         if not on_visit:
             raise not_found("visit")
     return visit
+
+
+async def held_visit(conn: asyncpg.Connection, caller: Principal, visit_id: UUID) -> Visit:
+    """The visit, as `visible_visit`, once it is locked with every visit its reconciliation will touch (those
+    approved moves lead to from it), plans and states, at once and in id order; call in a transaction.
+    Locked one after the other, its move targets were taken after it and so out of id order: two such
+    writes on crossing moves, or one and a reconciliation or amendment taking the same visits in order,
+    each held one and waited for the other (decision 156). Read after the lock, so it is the latest
+    committed version."""
+    await reconcile_service.hold_visits(conn, caller.tenant, [visit_id], reconcile_store.lock_whole_visits)
+    return await visible_visit(conn, caller, visit_id)
 
 
 class VisitController(Controller):
@@ -243,36 +255,7 @@ class VisitController(Controller):
         caller: Caller,
     ) -> Visit:
         """Assign carers or move the start, before the visit starts and before any event."""
-        tenant = caller.tenant
-        now = utc_now()
-        async with conn.transaction():
-            visit = await visible_visit(conn, caller, visit_id, lock=True)
-            rules.check_changeable(
-                started=visit.planned_start <= now,
-                has_events=await ingest_store.visit_has_events(conn, tenant, visit.id),
-                cancelled=visit.status == "cancelled",
-            )
-            carer_ids = visit.carer_ids if isinstance(data.carer_ids, msgspec.UnsetType) else data.carer_ids
-            rules.check_carers(carer_ids, visit.carers_required)
-            await _check_carers_of(conn, tenant, visit.provider_id, carer_ids)
-            planned_start, band_start = visit.planned_start, visit.band_start
-            if not isinstance(data.planned_start, msgspec.UnsetType):
-                check_instant(data.planned_start, "planned_start")
-                zone = await tenant_zone(conn, tenant)
-                rules.check_move(
-                    role=caller.role,
-                    planned_start=visit.planned_start,
-                    new_start=data.planned_start,
-                    zone=zone,
-                    now=now,
-                )
-                planned_start = data.planned_start
-                # A provider's move keeps the original band for pay; a commissioner's re-prices.
-                band_start = visit.band_start if caller.role == "provider" else planned_start
-            await store.update_schedule(
-                conn, tenant, visit.id, carer_ids=carer_ids, planned_start=planned_start, band_start=band_start
-            )
-            return await _reconciled(conn, tenant, visit.id, now)
+        return await deadlock_retried(lambda: _update(conn, caller, visit_id, data, utc_now()), "visit_update")
 
     @post(
         "/{visit_id:uuid}/cancel",
@@ -288,36 +271,11 @@ class VisitController(Controller):
         caller: Caller,
     ) -> Visit:
         """Cancel a visit that has no event; short notice is judged on the contract's notice hours."""
-        tenant = caller.tenant
         now = utc_now()
         check_instant(data.notified_at, "notified_at")
         if data.notified_at > now:
             raise RuleError("in_the_future", "notified_at is in the future", "notified_at")
-        async with conn.transaction():
-            visit = await visible_visit(conn, caller, visit_id, lock=True)
-            rules.check_changeable(
-                started=False,
-                has_events=await ingest_store.visit_has_events(conn, tenant, visit.id),
-                cancelled=visit.status == "cancelled",
-                invoiced=await billing_store.visit_invoiced(conn, tenant, visit.id),
-            )
-            contract = await catalog_store.get_contract(conn, tenant, visit.contract_id)
-            assert contract is not None
-            short = rules.is_short_notice(
-                visit.planned_start, data.notified_at, contract.pay_rules.cancellation_notice_h
-            )
-            cancellation = Cancellation(
-                by=data.by,
-                notified_at=data.notified_at,
-                reason=data.reason,
-                short_notice=short,
-                confirmed=not rules.cancellation_needs_confirmation(
-                    by=data.by, short_notice=short, recorded_by_role=caller.role
-                ),
-                recorded_by=caller.client_id,
-            )
-            await store.cancel_visit(conn, tenant, visit.id, cancellation)
-            return await _reconciled(conn, tenant, visit.id, now)
+        return await deadlock_retried(lambda: _cancel(conn, caller, visit_id, data, now), "visit_cancel")
 
     @post(
         "/{visit_id:uuid}/approve",
@@ -327,18 +285,89 @@ class VisitController(Controller):
     )
     async def approve_visit(self, visit_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Visit:
         """Approve a provider's requested visit, or confirm its short-notice person cancellation."""
-        async with conn.transaction():
-            visit = await visible_visit(conn, caller, visit_id, lock=True)
-            if visit.origin == "unplanned":
-                raise problem(
-                    422, "use_an_amendment", "an unplanned visit is approved by an amendment that sets planned_min"
-                )
-            pending_request = visit.approval == "pending"
-            pending_cancellation = visit.cancellation is not None and not visit.cancellation.confirmed
-            if not (pending_request or pending_cancellation):
-                raise problem(409, "already_decided", "nothing on this visit waits for approval")
-            await store.approve_visit(conn, caller.tenant, visit)
-            return await _reconciled(conn, caller.tenant, visit.id, utc_now())
+        return await deadlock_retried(lambda: _approve(conn, caller, visit_id), "visit_approve")
+
+
+async def _update(
+    conn: asyncpg.Connection, caller: Principal, visit_id: UUID, data: VisitPatch, now: datetime
+) -> Visit:
+    """A change of carers or start, in a transaction of its own (one try of `updateVisit`)."""
+    tenant = caller.tenant
+    async with conn.transaction():
+        visit = await held_visit(conn, caller, visit_id)
+        rules.check_changeable(
+            started=visit.planned_start <= now,
+            has_events=await ingest_store.visit_has_events(conn, tenant, visit.id),
+            cancelled=visit.status == "cancelled",
+        )
+        carer_ids = visit.carer_ids if isinstance(data.carer_ids, msgspec.UnsetType) else data.carer_ids
+        rules.check_carers(carer_ids, visit.carers_required)
+        await _check_carers_of(conn, tenant, visit.provider_id, carer_ids)
+        planned_start, band_start = visit.planned_start, visit.band_start
+        if not isinstance(data.planned_start, msgspec.UnsetType):
+            check_instant(data.planned_start, "planned_start")
+            zone = await tenant_zone(conn, tenant)
+            rules.check_move(
+                role=caller.role,
+                planned_start=visit.planned_start,
+                new_start=data.planned_start,
+                zone=zone,
+                now=now,
+            )
+            planned_start = data.planned_start
+            # A provider's move keeps the original band for pay; a commissioner's re-prices.
+            band_start = visit.band_start if caller.role == "provider" else planned_start
+        await store.update_schedule(
+            conn, tenant, visit.id, carer_ids=carer_ids, planned_start=planned_start, band_start=band_start
+        )
+        return await _reconciled(conn, tenant, visit.id, now)
+
+
+async def _cancel(
+    conn: asyncpg.Connection, caller: Principal, visit_id: UUID, data: VisitCancel, now: datetime
+) -> Visit:
+    """A cancellation, in a transaction of its own (one try of `cancelVisit`)."""
+    tenant = caller.tenant
+    async with conn.transaction():
+        visit = await held_visit(conn, caller, visit_id)
+        rules.check_changeable(
+            started=False,
+            has_events=await ingest_store.visit_has_events(conn, tenant, visit.id),
+            cancelled=visit.status == "cancelled",
+            invoiced=await billing_store.visit_invoiced(conn, tenant, visit.id),
+        )
+        contract = await catalog_store.get_contract(conn, tenant, visit.contract_id)
+        assert contract is not None
+        short = rules.is_short_notice(visit.planned_start, data.notified_at, contract.pay_rules.cancellation_notice_h)
+        cancellation = Cancellation(
+            by=data.by,
+            notified_at=data.notified_at,
+            reason=data.reason,
+            short_notice=short,
+            confirmed=not rules.cancellation_needs_confirmation(
+                by=data.by, short_notice=short, recorded_by_role=caller.role
+            ),
+            recorded_by=caller.client_id,
+        )
+        await store.cancel_visit(conn, tenant, visit.id, cancellation)
+        return await _reconciled(conn, tenant, visit.id, now)
+
+
+async def _approve(conn: asyncpg.Connection, caller: Principal, visit_id: UUID) -> Visit:
+    """An approval of a requested visit or a cancellation, in a transaction of its own (one try of
+    `approveVisit`)."""
+    async with conn.transaction():
+        visit = await held_visit(conn, caller, visit_id)
+        if visit.origin == "unplanned":
+            raise problem(
+                422, "use_an_amendment", "an unplanned visit is approved by an amendment that sets planned_min"
+            )
+        pending_request = visit.approval == "pending"
+        pending_cancellation = visit.cancellation is not None and not visit.cancellation.confirmed
+        if not (pending_request or pending_cancellation):
+            raise problem(409, "already_decided", "nothing on this visit waits for approval")
+        await store.approve_visit(conn, caller.tenant, visit)
+        return await _reconciled(conn, caller.tenant, visit.id, utc_now())
 
 
 class MyVisitsController(Controller):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
-import structlog
 from litestar import Controller, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
@@ -17,6 +15,7 @@ from schemas.planning import Visit
 from schemas.reconcile import Amendment, AmendmentCreate, ExceptionKind, VisitExceptions
 from services.catalog import store as catalog_store
 from services.common.auth import Principal, allow, provider_scope
+from services.common.deadlocks import deadlock_retried
 from services.common.deps import Caller, Conn
 from services.common.errors import found_or_404, not_found, problem
 from services.common.ids import new_id
@@ -24,29 +23,6 @@ from services.common.pagination import CursorParam, LimitParam, decode_cursor, p
 from services.planning import store as planning_store
 from services.reconcile import amendments as amendment_rules
 from services.reconcile import rules, service, store
-
-log = structlog.get_logger("carebank.reconcile")
-T = TypeVar("T")
-
-
-# A proposal or decision PostgreSQL picked as a deadlock's victim was rolled back whole, so it is run again.
-DEADLOCK_TRIES = 3
-
-
-async def _deadlock_retried(run: Callable[[], Awaitable[T]]) -> T:
-    """`run` (one transaction) again, up to DEADLOCK_TRIES times in all, when PostgreSQL broke a deadlock
-    by rolling it back; then 409 `conflict`. Amendments lock their visits in id order, so what is left is
-    the rare chain of moves approved while one waited (decision 150); nothing of a rolled-back try stays."""
-    for tries_left in range(DEADLOCK_TRIES - 1, -1, -1):
-        try:
-            return await run()
-        except asyncpg.DeadlockDetectedError:
-            if not tries_left:
-                raise problem(
-                    409, "conflict", "other changes to these visits were being made at once; nothing was changed"
-                ) from None
-            log.warning("amendment_deadlock_retried")
-    raise AssertionError("unreachable")
 
 
 async def _visit_in_reach(
@@ -72,7 +48,7 @@ class AmendmentController(Controller):
         self, visit_id: Annotated[UUID, PathParameter()], data: JSONBody[AmendmentCreate], conn: Conn, caller: Caller
     ) -> Amendment:
         """Propose an amendment; it approves itself when pay falls (or moves within auto_approve_min)."""
-        amendment_id = await _deadlock_retried(lambda: _propose(conn, caller, visit_id, data))
+        amendment_id = await deadlock_retried(lambda: _propose(conn, caller, visit_id, data), "amendment")
         return found_or_404(await store.get_amendment(conn, caller.tenant, amendment_id), "amendment")
 
     @get("/v1/amendments", operation_id="listAmendments", guards=[allow("commissioner", "provider")])
@@ -106,7 +82,7 @@ class AmendmentController(Controller):
     )
     async def approve(self, amendment_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Amendment:
         """Approve: the amendment now counts, and the visit is reconciled with it."""
-        return await _deadlock_retried(lambda: _decide(conn, caller, amendment_id, "approved"))
+        return await deadlock_retried(lambda: _decide(conn, caller, amendment_id, "approved"), "amendment")
 
     @post(
         "/v1/amendments/{amendment_id:uuid}/reject",
@@ -116,7 +92,7 @@ class AmendmentController(Controller):
     )
     async def reject(self, amendment_id: Annotated[UUID, PathParameter()], conn: Conn, caller: Caller) -> Amendment:
         """Reject: the amendment is kept, and never counts."""
-        return await _deadlock_retried(lambda: _decide(conn, caller, amendment_id, "rejected"))
+        return await deadlock_retried(lambda: _decide(conn, caller, amendment_id, "rejected"), "amendment")
 
 
 async def _propose(conn: asyncpg.Connection, caller: Principal, visit_id: UUID, data: AmendmentCreate) -> UUID:

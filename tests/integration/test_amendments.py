@@ -832,14 +832,18 @@ def _second_commissioner(tenant: UUID) -> Principal:
     return Principal(client_id="commissioner-two", role="commissioner", tenant_id=tenant)
 
 
-def in_background(client: Client, url: str, headers: dict[str, str], body: Any = None) -> asyncio.Task[httpx.Response]:
-    """POST while the test goes on: the test client runs the app on its portal's thread and blocks its
-    caller until the answer, so this request is sent from a thread of its own, over the same app."""
+def in_background(
+    client: Client, url: str, headers: dict[str, str], body: Any = None, method: str = "POST"
+) -> asyncio.Task[httpx.Response]:
+    """POST (or `method`) while the test goes on: the test client runs the app on its portal's thread and
+    blocks its caller until the answer, so this request is sent from a thread of its own, over the same app."""
 
     transport: Any = client._transport  # Litestar's, which answers synchronously too
 
     def send() -> httpx.Response:
-        return httpx.Client(transport=transport, base_url=client.base_url).post(url, json=body, headers=headers)
+        # Not closed: closing an httpx client closes its transport, the app's, which the test goes on using.
+        sender = httpx.Client(transport=transport, base_url=client.base_url)
+        return sender.request(method, url, json=body, headers=headers)
 
     return asyncio.create_task(asyncio.to_thread(send))
 
