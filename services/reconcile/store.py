@@ -203,9 +203,9 @@ async def lock_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequ
 
 async def lock_whole_visits(conn: asyncpg.Connection, tenant_id: UUID, visit_ids: Sequence[UUID]) -> None:
     """Lock the visits' plans and states (through the `visits` view, as `planning.store.get_visit(lock=True)`
-    does: each plan, then its state), in id order. What an amendment takes before it reads or writes
-    anything: a proposal and a decision then lock as each other and as reconciliation do, so neither
-    waits for a row the other holds while holding one the other waits for (decision 150)."""
+    does: each plan, then its state), in id order. What an amendment and a visit endpoint take before
+    they read or write anything: they then lock as each other and as reconciliation do, so neither
+    waits for a row the other holds while holding one the other waits for (decisions 150, 156)."""
     await conn.execute(
         """SELECT 1 FROM visits WHERE tenant_id = $1 AND id = ANY($2::uuid[])
            ORDER BY id FOR NO KEY UPDATE""",
