@@ -48,12 +48,13 @@ class CarerTimes:
 
 def carers_counted(events: Iterable[CarerEvent], amendments: Iterable[CarerTimes]) -> tuple[int, int]:
     """(carers checked in, carers on site) of one visit, as `store._FACTS` counts them from the
-    events and amendments stored on it: checked in = a check-in event;
+    events and amendments stored on it: checked in = a check-in event or an amended check-in;
     on site = a check-in event with no later check-out event, and no amended check-out. Used for
     the visits approved moves take events to or from, whose events are not all stored on them."""
     events = list(events)
     amendments = list(amendments)
     checked_in = {e.carer_id for e in events if e.kind == "check_in"}
+    checked_in |= {a.carer_id for a in amendments if a.check_in_at is not None}
     amended_out = {a.carer_id for a in amendments if a.check_out_at is not None}
     last_out: dict[UUID, datetime] = {}
     for e in events:

@@ -18,8 +18,13 @@ _FACTS = """SELECT v.tenant_id, v.id, v.person_id, v.provider_id, v.planned_star
            v.created_at, v.status = 'cancelled' AS cancelled,
            (c.pay_rules ->> 'late_after_min')::int AS late_after_min,
            (c.pay_rules ->> 'missed_after_min')::int AS missed_after_min,
-           (SELECT count(DISTINCT e.carer_id) FROM visit_events e
-             WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in') AS carers_checked_in,
+           (SELECT count(*) FROM (
+               SELECT e.carer_id FROM visit_events e
+               WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in'
+               UNION  -- a check-in an approved amendment recorded counts, as it does for reconciliation
+               SELECT a.carer_id FROM amendments a
+               WHERE a.tenant_id = v.tenant_id AND a.visit_id = v.id AND a.status = 'approved'
+                 AND a.check_in_at IS NOT NULL) c) AS carers_checked_in,
            (SELECT count(DISTINCT e.carer_id) FROM visit_events e
              WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in'
                AND NOT EXISTS (SELECT 1 FROM visit_events o WHERE o.tenant_id = e.tenant_id AND o.visit_id = e.visit_id

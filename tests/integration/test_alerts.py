@@ -29,6 +29,7 @@ from tests.support import (
     build_world,
     create,
     credential_headers,
+    decide,
     reconciled,
 )
 
@@ -361,3 +362,30 @@ async def test_a_visit_whose_events_were_moved_away_late_is_missed_at_the_next_s
     raised, resolved = await sweeps.sweep(pool, now + timedelta(minutes=1))
     assert sorted((str(a.visit_id), a.kind) for _, a in raised) == [(wrong, "late"), (wrong, "missed")]
     assert sorted((str(a.visit_id), a.kind) for _, a in resolved) == [(right, "late"), (right, "missed")]
+
+
+async def test_an_approved_check_in_amendment_ends_late_and_missed(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    """Decision 155: a carer's check-in recorded by an approved amendment (the phone failed) counts as a
+    check-in, as reconciliation counts it: the visit is completed, and its late and missed alerts end."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(minutes=61)
+    visit_id = await new_visit(client, world, start)
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=61))
+    assert kinds_of(await alerts(client, tw.commissioner), visit_id) == {"late": "open", "missed": "open"}
+    made = await client.post(
+        f"/v1/visits/{visit_id}/amendments",
+        json={
+            "carer_id": tw.carers[0],
+            "check_in_at": (start + timedelta(minutes=3)).isoformat(),
+            "check_out_at": (start + timedelta(minutes=33)).isoformat(),
+            "reason_code": "device_failure",
+        },
+        headers=tw.provider_headers[0],
+    )
+    assert made.status_code == 201, made.text
+    await decide(client, tw.commissioner, made)
+    assert await visit_status(client, world, visit_id) == "completed"
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=62))
+    assert kinds_of(await alerts(client, tw.commissioner), visit_id) == {"late": "resolved", "missed": "resolved"}

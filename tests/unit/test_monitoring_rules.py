@@ -71,4 +71,6 @@ def test_carers_are_counted_as_the_stored_facts_count_them() -> None:
     assert rules.carers_counted(events, []) == (2, 1)
     amended_out = [rules.CarerTimes(a, None, at(31))]  # a's check-out, fixed by an amendment
     assert rules.carers_counted(events, amended_out) == (2, 0)
+    amended_in = [rules.CarerTimes(c, at(2), None)]  # c's check-in, fixed by an amendment
+    assert rules.carers_counted(events, amended_in) == (3, 1)
     assert rules.carers_counted([], []) == (0, 0)
