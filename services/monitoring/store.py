@@ -61,10 +61,10 @@ async def visits_near_thresholds(
                    OR v.planned_start + make_interval(mins => greatest(
                           (c.pay_rules ->> 'late_after_min')::int, (c.pay_rules ->> 'missed_after_min')::int,
                           v.planned_min + $4::int)) > $3
-                   OR EXISTS (SELECT 1 FROM amendments a WHERE a.tenant_id = v.tenant_id AND a.visit_id = v.id
-                                AND a.status = 'approved' AND a.move_to_visit_id IS NOT NULL AND a.decided_at > $3)
-                   OR EXISTS (SELECT 1 FROM amendments a WHERE a.tenant_id = v.tenant_id
-                                AND a.move_to_visit_id = v.id AND a.status = 'approved' AND a.decided_at > $3))""",
+                   -- one read of the (few) moves decided since, hashed, rather than two probes a visit
+                   OR (v.tenant_id, v.id) IN (
+                        SELECT a.tenant_id, unnest(ARRAY[a.visit_id, a.move_to_visit_id]) FROM amendments a
+                        WHERE a.move_to_visit_id IS NOT NULL AND a.status = 'approved' AND a.decided_at > $3))""",
         now - lookback,
         now,
         since,
