@@ -17,7 +17,8 @@ import asyncio
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -65,6 +66,23 @@ def _facts(row: asyncpg.Record) -> rules.VisitFacts:
     )
 
 
+async def _facts_of(
+    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
+) -> list[tuple[asyncpg.Record, rules.VisitFacts]]:
+    """Each visit row with its facts. A visit that approved moves took events from or brought events
+    to (`moved`) has its carers counted again where reconciliation counts them (decision 155): the
+    row counted the events stored on it, which then says nobody came to the right visit and that the
+    carer is still on the wrong one."""
+    moved = await store.moved_counts(conn, [(row["tenant_id"], row["id"]) for row in rows if row["moved"]])
+    result: list[tuple[asyncpg.Record, rules.VisitFacts]] = []
+    for row in rows:
+        facts = _facts(row)
+        if (counted := moved.get((row["tenant_id"], row["id"]))) is not None:
+            facts = replace(facts, carers_checked_in=counted[0], carers_on_site=counted[1])
+        result.append((row, facts))
+    return result
+
+
 Changed = list[tuple[UUID, Alert]]
 
 
@@ -84,8 +102,8 @@ async def evaluate_alerts(
         near = await store.visits_near_thresholds(
             conn, now, LOOKBACK, since=since, no_check_out_after=rules.NO_CHECK_OUT_AFTER
         )
-        for visit in near:
-            for kind, due_at in rules.alerts_due(_facts(visit), now):
+        for visit, facts in await _facts_of(conn, near):
+            for kind, due_at in rules.alerts_due(facts, now):
                 rows.append(_alert_row(visit, kind, "", due_at, now))
         for event in await store.unalerted_outside_geofence(conn, now - LOOKBACK):
             rows.append(_alert_row(event, "outside_geofence", str(event["event_id"]), event["received_at"], now))
@@ -215,13 +233,18 @@ class Monitor:
             return 0
         async with acquire(pool) as conn, conn.transaction():
             rows: list[dict[str, Any]] = []
-            for visit in await store.facts_of_visits(conn, at_threshold):
-                for kind, due_at in rules.alerts_due(_facts(visit), now):
+            for visit, facts in await _facts_of(conn, await store.facts_of_visits(conn, at_threshold)):
+                for kind, due_at in rules.alerts_due(facts, now):
                     rows.append(_alert_row(visit, kind, "", due_at, now))
             for event in await store.unalerted_outside_geofence_of(conn, sorted(touched)):
                 rows.append(_alert_row(event, "outside_geofence", str(event["event_id"]), event["received_at"], now))
             raised = await store.raise_alerts(conn, rows)
-            resolved = await _resolve(conn, await store.facts_of_visits(conn, sorted(touched)), now)
+            events_at = await store.facts_of_visits(conn, sorted(touched))
+            # An event on a visit the carer's events were moved from counts where the moves lead: that
+            # visit's alerts may end too (a check-out still sent to the wrong visit ends the right one's).
+            moved_on = await store.move_targets_of(conn, [(r["tenant_id"], r["id"]) for r in events_at if r["moved"]])
+            events_at += await store.facts_of_visits(conn, sorted(set(moved_on) - touched))
+            resolved = await _resolve(conn, events_at, now)
             boards = [(d.tenant_id, sorted(d.touched)) for d in dues if d.touched]
             present = [await store.on_site_at(conn, t, pairs, now - ON_SITE_WINDOW) for t, pairs in boards]
         for (tenant_id, pairs), rows_now in zip(boards, present, strict=True):
@@ -328,9 +351,9 @@ class MonitorThread:
                 await redis.aclose()
 
 
-async def _resolve(conn: asyncpg.Connection, facts: Iterable[asyncpg.Record], now: datetime) -> Changed:
+async def _resolve(conn: asyncpg.Connection, facts: Sequence[asyncpg.Record], now: datetime) -> Changed:
     resolved: Changed = []
-    rows = [(row, _facts(row)) for row in facts]
+    rows = await _facts_of(conn, facts)
     for kind in KINDS:
         ended = [(row["tenant_id"], row["id"]) for row, f in rows if not rules.condition_holds(kind, f)]
         resolved += await store.resolve(conn, ended, kind, now)

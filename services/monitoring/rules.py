@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
+from uuid import UUID
 
 Kind = Literal["late", "missed", "no_check_out", "outside_geofence"]
 NO_CHECK_OUT_AFTER = timedelta(minutes=60)
@@ -24,6 +26,48 @@ class VisitFacts:
     carers_on_site: int  # checked in, not yet checked out (nor amended out)
     late_after_min: int
     missed_after_min: int
+
+
+@dataclass(frozen=True)
+class CarerEvent:
+    """One event of a carer, on the visit where it counts (after approved moves)."""
+
+    carer_id: UUID
+    kind: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class CarerTimes:
+    """The times an approved amendment set for a carer, on the visit where they count."""
+
+    carer_id: UUID
+    check_in_at: datetime | None
+    check_out_at: datetime | None
+
+
+def carers_counted(events: Iterable[CarerEvent], amendments: Iterable[CarerTimes]) -> tuple[int, int]:
+    """(carers checked in, carers on site) of one visit, as `store._FACTS` counts them from the
+    events and amendments stored on it: checked in = a check-in event or an amended check-in;
+    on site = a check-in event with no later check-out event, and no amended check-out. Used for
+    the visits approved moves take events to or from, whose events are not all stored on them."""
+    events = list(events)
+    amendments = list(amendments)
+    checked_in = {e.carer_id for e in events if e.kind == "check_in"}
+    checked_in |= {a.carer_id for a in amendments if a.check_in_at is not None}
+    amended_out = {a.carer_id for a in amendments if a.check_out_at is not None}
+    last_out: dict[UUID, datetime] = {}
+    for e in events:
+        if e.kind == "check_out" and (e.carer_id not in last_out or e.occurred_at > last_out[e.carer_id]):
+            last_out[e.carer_id] = e.occurred_at
+    on_site = {
+        e.carer_id
+        for e in events
+        if e.kind == "check_in"
+        and e.carer_id not in amended_out
+        and (e.carer_id not in last_out or last_out[e.carer_id] <= e.occurred_at)
+    }
+    return len(checked_in), len(on_site)
 
 
 def thresholds(facts: VisitFacts) -> dict[Kind, datetime]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,20 +11,33 @@ from uuid import UUID
 import asyncpg
 
 from schemas.monitoring import Alert, AlertStatus
+from services.monitoring import rules
+from services.reconcile import store as reconcile_store
 
 _FACTS = """SELECT v.tenant_id, v.id, v.person_id, v.provider_id, v.planned_start, v.planned_min, v.carers_required,
            v.created_at, v.status = 'cancelled' AS cancelled,
            (c.pay_rules ->> 'late_after_min')::int AS late_after_min,
            (c.pay_rules ->> 'missed_after_min')::int AS missed_after_min,
-           (SELECT count(DISTINCT e.carer_id) FROM visit_events e
-             WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in') AS carers_checked_in,
+           (SELECT count(*) FROM (
+               SELECT e.carer_id FROM visit_events e
+               WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in'
+               UNION  -- a check-in an approved amendment recorded counts, as it does for reconciliation
+               SELECT a.carer_id FROM amendments a
+               WHERE a.tenant_id = v.tenant_id AND a.visit_id = v.id AND a.status = 'approved'
+                 AND a.check_in_at IS NOT NULL) c) AS carers_checked_in,
            (SELECT count(DISTINCT e.carer_id) FROM visit_events e
              WHERE e.tenant_id = v.tenant_id AND e.visit_id = v.id AND e.kind = 'check_in'
                AND NOT EXISTS (SELECT 1 FROM visit_events o WHERE o.tenant_id = e.tenant_id AND o.visit_id = e.visit_id
                                  AND o.carer_id = e.carer_id AND o.kind = 'check_out' AND o.occurred_at > e.occurred_at)
                AND NOT EXISTS (SELECT 1 FROM amendments a WHERE a.tenant_id = e.tenant_id AND a.visit_id = e.visit_id
                                  AND a.carer_id = e.carer_id AND a.status = 'approved' AND a.check_out_at IS NOT NULL)
-           ) AS carers_on_site
+           ) AS carers_on_site,
+           -- Approved moves take carers' events (and amended times) from this visit or bring them here:
+           -- the counts above are then worked out again where reconciliation counts them (`moved_counts`).
+           EXISTS (SELECT 1 FROM amendments a WHERE a.tenant_id = v.tenant_id AND a.visit_id = v.id
+                     AND a.status = 'approved' AND a.move_to_visit_id IS NOT NULL)
+             OR EXISTS (SELECT 1 FROM amendments a WHERE a.tenant_id = v.tenant_id AND a.move_to_visit_id = v.id
+                          AND a.status = 'approved') AS moved
     FROM visits v JOIN contracts c ON c.tenant_id = v.tenant_id AND c.id = v.contract_id"""
 
 
@@ -37,19 +51,62 @@ async def visits_near_thresholds(
 ) -> list[asyncpg.Record]:
     """Every tenant's visits planned in [now - lookback, now] that are not finished or cancelled;
     with `since`, only those that may have a threshold after it (their latest threshold, as
-    `rules.thresholds_of` sets it, is later) or that were created or changed after it."""
+    `rules.thresholds_of` sets it, is later), that were created or changed after it, or that an
+    approved move decided after it took events from or brought events to (its plan is unchanged,
+    but a condition may have become true: a visit left with no event is missed)."""
     return await conn.fetch(
         _FACTS
         + """ WHERE v.planned_start BETWEEN $1 AND $2 AND v.status IN ('planned', 'in_progress', 'missed')
               AND ($3::timestamptz IS NULL OR v.created_at > $3 OR v.updated_at > $3
                    OR v.planned_start + make_interval(mins => greatest(
                           (c.pay_rules ->> 'late_after_min')::int, (c.pay_rules ->> 'missed_after_min')::int,
-                          v.planned_min + $4::int)) > $3)""",
+                          v.planned_min + $4::int)) > $3
+                   -- one read of the (few) moves decided since, hashed, rather than two probes a visit
+                   OR (v.tenant_id, v.id) IN (
+                        SELECT a.tenant_id, unnest(ARRAY[a.visit_id, a.move_to_visit_id]) FROM amendments a
+                        WHERE a.move_to_visit_id IS NOT NULL AND a.status = 'approved' AND a.decided_at > $3))""",
         now - lookback,
         now,
         since,
         int(no_check_out_after.total_seconds() // 60),
     )
+
+
+async def moved_counts(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]]
+) -> dict[tuple[UUID, UUID], tuple[int, int]]:
+    """(carers checked in, carers on site) of these (tenant, visit) pairs, counting each carer's events
+    and amended times where approved moves take them, as reconciliation does (its own `load_events`
+    and `load_amendments`, so the two never disagree on where they count). Meant for the few visits
+    `_FACTS` marks `moved`; a query or three per tenant that has any."""
+    by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
+    for tenant_id, visit_id in pairs:
+        by_tenant[tenant_id].append(visit_id)
+    counts: dict[tuple[UUID, UUID], tuple[int, int]] = {}
+    for tenant_id, visit_ids in by_tenant.items():
+        moves = await reconcile_store.load_moves(conn, tenant_id, visit_ids)
+        events: dict[UUID, list[rules.CarerEvent]] = defaultdict(list)
+        for e in await reconcile_store.load_events(conn, tenant_id, visit_ids, moves):
+            events[e["visit_id"]].append(rules.CarerEvent(e["carer_id"], e["kind"], e["occurred_at"]))
+        times: dict[UUID, list[rules.CarerTimes]] = defaultdict(list)
+        for a in await reconcile_store.load_amendments(conn, tenant_id, visit_ids, moves):
+            times[a["visit_id"]].append(rules.CarerTimes(a["carer_id"], a["check_in_at"], a["check_out_at"]))
+        for visit_id in visit_ids:
+            counts[(tenant_id, visit_id)] = rules.carers_counted(events[visit_id], times[visit_id])
+    return counts
+
+
+async def move_targets_of(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]]) -> list[tuple[UUID, UUID]]:
+    """The (tenant, visit) pairs approved moves send carers' events to from these, along their chains
+    (reconciliation's `move_targets`, a query per tenant that has any)."""
+    by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
+    for tenant_id, visit_id in pairs:
+        by_tenant[tenant_id].append(visit_id)
+    return [
+        (tenant_id, target)
+        for tenant_id, visit_ids in by_tenant.items()
+        for target in await reconcile_store.move_targets(conn, tenant_id, visit_ids)
+    ]
 
 
 async def facts_of_open_alerts(conn: asyncpg.Connection) -> list[asyncpg.Record]:

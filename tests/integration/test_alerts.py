@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -20,7 +21,17 @@ from services.monitoring import jobs
 from services.monitoring.live import AlertPublisher
 from tests.e2e.test_serve import free_port
 from tests.integration.test_ingest import event
-from tests.support import LONDON, Client, World, build_world, create, credential_headers
+from tests.support import (
+    LONDON,
+    Client,
+    World,
+    approved_move,
+    build_world,
+    create,
+    credential_headers,
+    decide,
+    reconciled,
+)
 
 
 @pytest.fixture
@@ -262,3 +273,119 @@ async def test_later_sweeps_still_raise_what_fell_due_or_appeared_since(
     assert sorted((str(a.visit_id), a.kind) for _, a in raised if str(a.visit_id) in (soon, back_dated)) == sorted(
         [(soon, "late"), (back_dated, "late"), (back_dated, "missed")]
     )
+
+
+async def visit_status(client: Client, world: World, visit_id: str) -> str:
+    response = await client.get(f"/v1/visits/{visit_id}", headers=world.a.commissioner)
+    assert response.status_code == 200, response.text
+    status: str = response.json()["status"]
+    return status
+
+
+async def post_event(client: Client, world: World, body: dict[str, Any]) -> None:
+    response = await client.post("/v1/visit-events", json=body, headers=world.a.carer_headers[0])
+    assert response.status_code == 201, response.text
+
+
+async def test_a_carer_s_events_moved_to_the_right_visit_count_there_for_every_alert(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    """A review finding (decision 155): the alerts counted a carer's events on the visit they were posted
+    to, while reconciliation counts them where approved `wrong_visit_selected` moves take them. The carer
+    checked in on Y by mistake; X was rightly late and then missed. Once the move Y→X was approved, X
+    (in progress) kept both alerts open for good, Y (nobody came) raised nothing, and the hour after
+    the end brought `no_check_out` on Y rather than X."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(minutes=61)
+    right = await new_visit(client, world, start)
+    wrong = await new_visit(client, world, start - timedelta(minutes=5))
+    await post_event(client, world, event("check_in", start + timedelta(minutes=2), visit_id=wrong))
+    await reconciled(pool)
+    now = datetime.now(tz=UTC)
+    await jobs.evaluate_alerts(pool, now)
+    shown = await alerts(client, tw.commissioner)
+    assert kinds_of(shown, right) == {"late": "open", "missed": "open"}  # correct at the time
+    assert kinds_of(shown, wrong) == {}
+    await approved_move(client, tw, UUID(wrong), UUID(right))
+    assert (await visit_status(client, world, right), await visit_status(client, world, wrong)) == (
+        "in_progress",
+        "missed",
+    )
+    await jobs.evaluate_alerts(pool, now + timedelta(minutes=1))
+    shown = await alerts(client, tw.commissioner)
+    assert kinds_of(shown, right) == {"late": "resolved", "missed": "resolved"}
+    assert kinds_of(shown, wrong) == {"late": "open", "missed": "open"}  # a visit nobody came to
+    # An hour after the end the carer is still on site at X (their check-in counts there), not at Y.
+    end = start + timedelta(minutes=30)
+    await jobs.evaluate_alerts(pool, end + timedelta(minutes=60))
+    shown = await alerts(client, tw.commissioner)
+    assert kinds_of(shown, right)["no_check_out"] == "open"
+    assert "no_check_out" not in kinds_of(shown, wrong)
+    # The phone still names Y: the check-out counts at X too, and ends X's alert.
+    await post_event(client, world, event("check_out", datetime.now(tz=UTC), visit_id=wrong))
+    await reconciled(pool)
+    await jobs.evaluate_alerts(pool, end + timedelta(minutes=61))
+    shown = await alerts(client, tw.commissioner)
+    assert kinds_of(shown, right) == {"late": "resolved", "missed": "resolved", "no_check_out": "resolved"}
+    assert await visit_status(client, world, right) == "completed"
+
+
+async def test_a_visit_whose_events_were_moved_away_late_is_missed_at_the_next_sweep(
+    client: Client, world: World, pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    """Decision 155: a visit left with no event by a move approved after its thresholds had passed is
+    alertable as missed, like any visit nobody came to, at the next minutely sweep; the visit it had been
+    mistaken for is no longer missed. Both visits' plans are unchanged, so a sweep that looked only at
+    visits with a threshold or a plan change since the last one saw neither."""
+    tw = world.a
+    sweeps = jobs.Sweeps()
+    now = datetime.now(tz=UTC)
+    wrong = await new_visit(client, world, now - timedelta(hours=3))
+    right = await new_visit(client, world, now - timedelta(hours=2))
+    await post_event(client, world, event("check_in", now - timedelta(hours=2), visit_id=wrong))
+    await post_event(client, world, event("check_out", now - timedelta(minutes=90), visit_id=wrong))
+    await reconciled(pool)
+    # Planned ten minutes ago, so that only the move (not the plan's creation) is news to the second sweep.
+    await db.execute(
+        """UPDATE visit_plans SET created_at = created_at - interval '10 minutes',
+                  updated_at = updated_at - interval '10 minutes' WHERE id = ANY($1::uuid[])""",
+        [UUID(wrong), UUID(right)],
+    )
+    await sweeps.sweep(pool, now)
+    shown = await alerts(client, tw.commissioner)
+    assert (kinds_of(shown, wrong), kinds_of(shown, right)) == ({}, {"late": "open", "missed": "open"})
+    await approved_move(client, tw, UUID(wrong), UUID(right))
+    assert (await visit_status(client, world, wrong), await visit_status(client, world, right)) == (
+        "missed",
+        "completed",
+    )
+    raised, resolved = await sweeps.sweep(pool, now + timedelta(minutes=1))
+    assert sorted((str(a.visit_id), a.kind) for _, a in raised) == [(wrong, "late"), (wrong, "missed")]
+    assert sorted((str(a.visit_id), a.kind) for _, a in resolved) == [(right, "late"), (right, "missed")]
+
+
+async def test_an_approved_check_in_amendment_ends_late_and_missed(
+    client: Client, world: World, pool: asyncpg.Pool
+) -> None:
+    """Decision 155: a carer's check-in recorded by an approved amendment (the phone failed) counts as a
+    check-in, as reconciliation counts it: the visit is completed, and its late and missed alerts end."""
+    tw = world.a
+    start = datetime.now(tz=UTC) - timedelta(minutes=61)
+    visit_id = await new_visit(client, world, start)
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=61))
+    assert kinds_of(await alerts(client, tw.commissioner), visit_id) == {"late": "open", "missed": "open"}
+    made = await client.post(
+        f"/v1/visits/{visit_id}/amendments",
+        json={
+            "carer_id": tw.carers[0],
+            "check_in_at": (start + timedelta(minutes=3)).isoformat(),
+            "check_out_at": (start + timedelta(minutes=33)).isoformat(),
+            "reason_code": "device_failure",
+        },
+        headers=tw.provider_headers[0],
+    )
+    assert made.status_code == 201, made.text
+    await decide(client, tw.commissioner, made)
+    assert await visit_status(client, world, visit_id) == "completed"
+    await jobs.evaluate_alerts(pool, start + timedelta(minutes=62))
+    assert kinds_of(await alerts(client, tw.commissioner), visit_id) == {"late": "resolved", "missed": "resolved"}

@@ -26,7 +26,7 @@ from services.monitoring.timers import timers_key
 from tests.integration.test_alerts import alerts, kinds_of, new_visit
 from tests.integration.test_alerts import world as world  # the fixture, shared
 from tests.integration.test_ingest import event
-from tests.support import Client, World
+from tests.support import Client, World, approved_move, reconciled
 
 
 @pytest.fixture
@@ -345,3 +345,42 @@ async def test_after_redis_was_emptied_the_worker_rebuilds_its_timers(
         assert kinds_of(await alerts(client, world.a.commissioner), visit_id) == {"late": "open"}
     finally:
         await worker_redis.aclose()
+
+
+async def test_thresholds_after_a_move_follow_where_the_carer_s_events_count(
+    client: Client, world: World, pool: asyncpg.Pool, redis: Redis, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Decision 155, on the timer path: the carer checked in on the wrong visit, and the move to the right
+    one was approved before either was missed. At their missed thresholds the timers raise `missed` on the
+    visit nobody came to, and nothing on the one the carer's check-in now counts for."""
+    tw = world.a
+    monitor = monitor_of(redis, settings)
+    now = datetime.now(tz=UTC)
+    right = await new_visit(client, world, now - timedelta(minutes=50))  # missed in 10 minutes
+    wrong = await new_visit(client, world, now - timedelta(minutes=55))  # missed in 5 minutes
+    checked_in = event("check_in", now - timedelta(minutes=50), visit_id=wrong)
+    assert (await client.post("/v1/visit-events", json=checked_in, headers=tw.carer_headers[0])).status_code == 201
+    await reconciled(pool)
+    # Planned ten minutes ago: the worker does not look at them again as visits just made or changed.
+    await db.execute(
+        """UPDATE visit_plans SET created_at = created_at - interval '10 minutes',
+                  updated_at = updated_at - interval '10 minutes' WHERE id = ANY($1::uuid[])""",
+        [UUID(wrong), UUID(right)],
+    )
+    await monitor.tick(pool, now)  # start-up sweep: the right visit is late
+    await monitor.tick(pool, now)  # and ingest's note of the check-in, on the wrong visit
+    shown = await alerts(client, tw.commissioner)
+    assert (kinds_of(shown, right), kinds_of(shown, wrong)) == ({"late": "open"}, {})
+    await approved_move(client, tw, UUID(wrong), UUID(right))
+    await monitor.tick(pool, now + timedelta(minutes=11))  # both missed thresholds fall due
+    shown = await alerts(client, tw.commissioner)
+    assert kinds_of(shown, wrong) == {"late": "open", "missed": "open"}
+    assert "missed" not in kinds_of(shown, right)
+    # The phone still names the wrong visit: the note of its check-out brings the worker to the right one
+    # too, where the carer's check-in counts, and its late alert ends without waiting for a sweep.
+    assert kinds_of(shown, right) == {"late": "open"}
+    out = event("check_out", datetime.now(tz=UTC), visit_id=wrong)
+    assert (await client.post("/v1/visit-events", json=out, headers=tw.carer_headers[0])).status_code == 201
+    await noted(redis, settings, tw.tenant_id)
+    await monitor.tick(pool, now + timedelta(minutes=12))
+    assert kinds_of(await alerts(client, tw.commissioner), right) == {"late": "resolved"}

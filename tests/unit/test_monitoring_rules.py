@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 from services.monitoring import rules
 
@@ -52,3 +53,24 @@ def test_timers_are_set_from_the_plan_alone_at_the_same_instants() -> None:
     f = facts(planned_min=45, late_after_min=10, missed_after_min=30)
     assert rules.thresholds_of(START, 45, 10, 30) == rules.thresholds(f)
     assert rules.thresholds_of(START, 45, 10, 30)["no_check_out"] == START + timedelta(minutes=105)
+
+
+def test_carers_are_counted_as_the_stored_facts_count_them() -> None:
+    """`carers_counted` (for visits moves take events to or from) counts as `store._FACTS` does."""
+    a, b, c = UUID(int=1), UUID(int=2), UUID(int=3)
+
+    def at(minutes: int) -> datetime:
+        return START + timedelta(minutes=minutes)
+
+    events = [
+        rules.CarerEvent(a, "check_in", at(0)),  # still on site
+        rules.CarerEvent(b, "check_in", at(1)),
+        rules.CarerEvent(b, "check_out", at(30)),  # left
+        rules.CarerEvent(c, "check_out", at(30)),  # a check-out alone is no check-in
+    ]
+    assert rules.carers_counted(events, []) == (2, 1)
+    amended_out = [rules.CarerTimes(a, None, at(31))]  # a's check-out, fixed by an amendment
+    assert rules.carers_counted(events, amended_out) == (2, 0)
+    amended_in = [rules.CarerTimes(c, at(2), None)]  # c's check-in, fixed by an amendment
+    assert rules.carers_counted(events, amended_in) == (3, 1)
+    assert rules.carers_counted([], []) == (0, 0)
