@@ -299,6 +299,10 @@ async def run(url: str, args: argparse.Namespace) -> int:
                 first = datetime.now(tz=UTC) + timedelta(seconds=args.lead)
                 started = time.perf_counter()
                 thresholds = await plan_visits(conn, tenant, args.visits, first, args.window)
+                # What autovacuum does after a bulk load (this machine's PostgreSQL runs without it): the
+                # statistics, and with them the plans the worker cached while the tables were empty. One
+                # such plan read the 50,000 visits for about a minute, in some runs and not others.
+                await conn.execute("ANALYZE")
                 say(
                     f"planned {args.visits:,} visits in {time.perf_counter() - started:.1f} s (one COPY); late "
                     f"thresholds from {first:%H:%M:%S} UTC, evenly over {args.window:.0f} s "
