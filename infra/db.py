@@ -62,15 +62,21 @@ async def connect(url: str) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """The service's pool; every connection gets the JSON codecs."""
+# For a pool whose statements must never run on a plan made for other data (decision 157): each
+# execution is planned with its own parameters and the tables' current sizes, at a millisecond or two.
+CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, custom_plans: bool = False) -> asyncpg.Pool:
+    """The service's pool; every connection gets the JSON codecs (and, with `custom_plans`, plans made
+    for each execution, never a cached generic one)."""
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         command_timeout=60,
-        server_settings=SERVER_SETTINGS,
+        server_settings={**SERVER_SETTINGS, **CUSTOM_PLANS} if custom_plans else SERVER_SETTINGS,
     )
     assert pool is not None
     return pool

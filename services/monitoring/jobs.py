@@ -304,6 +304,13 @@ class SweepJob:
         return len(raised) + len(resolved)
 
 
+async def monitor_pool(database_url: str) -> asyncpg.Pool:
+    """The timers' own pool, with plans made for each execution (decision 157). A generic plan cached
+    while the tables were nearly empty, and kept until something analyzes them, read 50,000 new visits
+    for a minute a statement, and the alerts waited for it."""
+    return await create_pool(database_url, max_size=2, custom_plans=True)
+
+
 class MonitorThread:
     """`Monitor.tick` every half second on a thread and event loop of its own, with its own pool
     and Redis client: the worker's other jobs (a reconciliation batch is seconds of Python) would
@@ -329,7 +336,7 @@ class MonitorThread:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        pool = await create_pool(self._database_url, max_size=2)
+        pool = await monitor_pool(self._database_url)
         redis = create_redis(self._redis_url) if self._redis_url else None
         publisher = AlertPublisher(redis, self._namespace) if redis is not None else None
         monitor = Monitor(redis, self._namespace, publisher)

@@ -143,6 +143,21 @@ async def test_the_citus_check_catches_a_breach(db: asyncpg.Connection) -> None:
     assert "loose has no primary key" in breaches
 
 
+async def test_the_monitor_s_pool_plans_every_statement_afresh(database_url: str) -> None:
+    """Decision 157: the alert timers' reads never run on a cached generic plan made for other data;
+    the service's other pools keep PostgreSQL's own choice."""
+    from services.monitoring.jobs import monitor_pool
+
+    for made, mode in (
+        (await monitor_pool(database_url), "force_custom_plan"),
+        (await create_pool(database_url), "auto"),
+    ):
+        try:
+            assert (await made.fetchval("SHOW plan_cache_mode"), await made.fetchval("SHOW jit")) == (mode, "off")
+        finally:
+            await made.close()
+
+
 async def test_connections_and_pools_run_without_jit(database_url: str) -> None:
     """Decision 123: JIT compilation costs more than carebank's statements take to run."""
     conn = await connect(database_url)
