@@ -236,7 +236,7 @@ def reconcile(
         return Actual(status, planned_min, (), (None,) * places, (0,) * places, 0, ())
 
     planned_end = plan.planned_start + timedelta(minutes=planned_min)
-    window_start, window_end = plan.planned_start - WINDOW_BEFORE, planned_end + WINDOW_AFTER_END
+    window_start, window_end = _window(plan, planned_min)
     counted_ids = {p.carer_id for p in presences[:places]}
     open_presence = False
     paired_counted = 0
@@ -262,12 +262,11 @@ def reconcile(
     for presence in presences:
         counted = presence.carer_id in counted_ids
         in_at, out_at = presence.in_at, presence.out_at
-        paired = in_at is not None and out_at is not None and out_at > in_at
-        actual_seconds = int((out_at - in_at).total_seconds()) if paired and in_at and out_at else None
+        actual_seconds = _paired_seconds(presence)
         found: list[str] = []
         if final and in_at is None:
             found.append("no_check_in")
-        if final and not paired and in_at is not None:
+        if final and actual_seconds is None and in_at is not None:
             found.append("no_check_out")
         found += _how_recorded(presence, window_start, window_end)
         outside = "outside_window" in found
@@ -337,6 +336,20 @@ def reconcile(
     )
 
 
+def _window(plan: Plan, planned_min: int) -> tuple[datetime, datetime]:
+    """The span an attendance's times must lie in: from 60 minutes before the planned start to 120 after
+    the planned end (outside it, `outside_window`)."""
+    return plan.planned_start - WINDOW_BEFORE, plan.planned_start + timedelta(minutes=planned_min) + WINDOW_AFTER_END
+
+
+def _paired_seconds(presence: _Presence) -> int | None:
+    """Whole seconds from the chosen check-in to the chosen check-out when they pair (out after in), else None."""
+    in_at, out_at = presence.in_at, presence.out_at
+    return (
+        int((out_at - in_at).total_seconds()) if in_at is not None and out_at is not None and out_at > in_at else None
+    )
+
+
 def _how_recorded(presence: _Presence, window_start: datetime, window_end: datetime) -> list[str]:
     """What the chosen events say of how an attendance was recorded (an amended time has no event), and
     whether its times lie outside the visit's window: `outside_geofence`, `outside_window`, `manual_event`."""
@@ -381,15 +394,14 @@ def _cancelled(plan: Plan, planned_min: int, presences: Sequence[_Presence], rul
     # A requested visit nobody approved was never commissioned: its cancellation pays 0 too.
     if plan.cancelled_by == "person" and plan.short_notice and plan.cancellation_confirmed and plan.approved:
         pay = short_notice_pay(planned_min, rules.short_notice_pay_pct)
-    window_start = plan.planned_start - WINDOW_BEFORE
-    window_end = plan.planned_start + timedelta(minutes=planned_min) + WINDOW_AFTER_END
+    window_start, window_end = _window(plan, planned_min)
     attendances = []
     for p in presences:
-        paired = p.in_at is not None and p.out_at is not None and p.out_at > p.in_at
-        seconds = int((p.out_at - p.in_at).total_seconds()) if paired and p.in_at and p.out_at else None
         found = [*_how_recorded(p, window_start, window_end), "extra_carer"]
         attendances.append(
-            Attendance(p.carer_id, p.in_at, p.out_at, seconds, 0, _verified_in_home(p), False, _ordered(found))
+            Attendance(
+                p.carer_id, p.in_at, p.out_at, _paired_seconds(p), 0, _verified_in_home(p), False, _ordered(found)
+            )
         )
     exceptions = _ordered(e for a in attendances for e in a.exceptions)
     return Actual("cancelled", planned_min, tuple(attendances), (None,) * places, (pay,) * places, 0, exceptions)
