@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.monitoring import Alert, AlertStatus
+from services.common.ids import by_tenant
 from services.monitoring import rules
 from services.reconcile import store as reconcile_store
 
@@ -79,11 +80,8 @@ async def moved_counts(
     and amended times where approved moves take them, as reconciliation does (its own `load_events`
     and `load_amendments`, so the two never disagree on where they count). Meant for the few visits
     `_FACTS` marks `moved`; a query or three per tenant that has any."""
-    by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
-    for tenant_id, visit_id in pairs:
-        by_tenant[tenant_id].append(visit_id)
     counts: dict[tuple[UUID, UUID], tuple[int, int]] = {}
-    for tenant_id, visit_ids in by_tenant.items():
+    for tenant_id, visit_ids in by_tenant(pairs):
         moves = await reconcile_store.load_moves(conn, tenant_id, visit_ids)
         events: dict[UUID, list[rules.CarerEvent]] = defaultdict(list)
         for e in await reconcile_store.load_events(conn, tenant_id, visit_ids, moves):
@@ -99,12 +97,9 @@ async def moved_counts(
 async def move_targets_of(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]]) -> list[tuple[UUID, UUID]]:
     """The (tenant, visit) pairs approved moves send carers' events to from these, along their chains
     (reconciliation's `move_targets`, a query per tenant that has any)."""
-    by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
-    for tenant_id, visit_id in pairs:
-        by_tenant[tenant_id].append(visit_id)
     return [
         (tenant_id, target)
-        for tenant_id, visit_ids in by_tenant.items()
+        for tenant_id, visit_ids in by_tenant(pairs)
         for target in await reconcile_store.move_targets(conn, tenant_id, visit_ids)
     ]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,23 +14,15 @@ import msgspec
 import structlog
 
 from infra.db import acquire
+from services.common.ids import by_tenant
 from services.reconcile import rules, service, store
 
 log = structlog.get_logger("carebank.reconcile")
 BATCH = 2000
 
 
-def _tenants_in_order(pairs: Sequence[tuple[UUID, UUID]]) -> list[tuple[UUID, list[UUID]]]:
-    """(tenant, visit ids) pairs grouped by tenant, tenants in id order (as the expiry job takes ledgers:
-    two transactions never lock them crosswise)."""
-    grouped: dict[UUID, list[UUID]] = defaultdict(list)
-    for tenant_id, visit_id in pairs:
-        grouped[tenant_id].append(visit_id)
-    return sorted(grouped.items())
-
-
-async def _by_tenant(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]], now: datetime) -> int:
-    return sum([await service.reconcile_visits(conn, t, ids, now) for t, ids in _tenants_in_order(pairs)])
+async def _reconcile_by_tenant(conn: asyncpg.Connection, pairs: Sequence[tuple[UUID, UUID]], now: datetime) -> int:
+    return sum([await service.reconcile_visits(conn, t, ids, now) for t, ids in by_tenant(pairs)])
 
 
 # Failures that say nothing about the batch: it is retried whole, next time round.
@@ -63,7 +54,7 @@ async def _in_batches(
         try:
             async with acquire(pool) as conn, conn.transaction():
                 pairs = await take(conn)
-                total += await _by_tenant(conn, pairs, now or datetime.now(tz=UTC))
+                total += await _reconcile_by_tenant(conn, pairs, now or datetime.now(tz=UTC))
         except TRANSIENT:
             raise
         except Exception:
@@ -119,7 +110,7 @@ async def recheck_overlaps(pool: asyncpg.Pool) -> int:
     held them (decision 128), from the committed attendances; one still held is left for the next time."""
     async with acquire(pool) as conn, conn.transaction():
         pairs = await store.take_overlap_rechecks(conn, BATCH)
-        for tenant_id, visit_ids in _tenants_in_order(pairs):
+        for tenant_id, visit_ids in by_tenant(pairs):
             await store.queue_overlap_rechecks(conn, tenant_id, await store.mark_overlaps(conn, tenant_id, visit_ids))
     return len(pairs)
 
